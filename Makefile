@@ -1,0 +1,61 @@
+# Tally — `make help` lists the targets.
+SHELL := /bin/bash
+UV ?= uv
+PY := $(UV) run
+# Servers to use; when one does not answer, `tally.devservers` starts a real one
+# (Docker if an engine answers, else the PyPI wheel servers) and exports its URL.
+ENSURE := eval "$$($(PY) python -m tally.devservers ensure)"
+
+.PHONY: help setup run up down test test-unit lint format typecheck bench bench-tracker bench-quota bench-assign bench-estimate bench-route clean
+
+help: ## Show the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
+
+setup: ## Install Tally and its tools into .venv (uv, from the lock file)
+	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
+	$(UV) sync --frozen --all-extras
+
+run: setup ## Run Tally: servers, migrations, streams, and the six services (Ctrl-C stops)
+	$(ENSURE) && $(PY) tally db upgrade && $(PY) tally streams provision && $(PY) tally up --no-migrate
+
+up: run ## Same as `make run`
+
+down: ## Stop servers that `make run`/`make test` started themselves
+	$(PY) python -m tally.devservers stop
+
+test: setup ## Run every test: unit, integration and end-to-end (real servers)
+	$(ENSURE) && $(PY) pytest -q
+
+test-unit: setup ## Run the unit tests only (no servers)
+	$(PY) pytest -q tests/unit
+
+lint: ## ruff check and format check
+	$(PY) ruff check .
+	$(PY) ruff format --check .
+
+format: ## Format the code
+	$(PY) ruff format .
+	$(PY) ruff check --fix .
+
+typecheck: ## mypy --strict on libs/
+	$(PY) mypy libs/tally
+
+bench: bench-tracker bench-quota bench-assign bench-estimate ## Run the benchmarks (bench-route separately: minutes)
+
+bench-tracker: setup ## Tracker events/s against a raw nats-py + COPY baseline
+	$(ENSURE) && $(PY) python benchmarks/tracker.py
+
+bench-quota: setup ## Reservations/s through the quota service against raw EVALSHA
+	$(ENSURE) && $(PY) python benchmarks/quota.py
+
+bench-assign: setup ## task.estimated -> task.assigned latency p50/p95/p99
+	$(ENSURE) && $(PY) python benchmarks/assign_latency.py
+
+bench-estimate: setup ## Story-point accuracy against history baselines (public data)
+	$(PY) python benchmarks/estimate.py
+
+bench-route: setup ## Learned routing vs best single model, cheapest, oracle (DATA=x.csv MODELS=x.yaml)
+	$(ENSURE) && $(PY) python benchmarks/route.py $(if $(DATA),--data $(DATA)) $(if $(MODELS),--models $(MODELS))
+
+clean: ## Remove caches and local server data
+	rm -rf .pytest_cache .ruff_cache .mypy_cache .tally

@@ -1,0 +1,268 @@
+"""Batch consumers: pull up to N messages, handle them together, then acknowledge them.
+
+Used where one multi-row insert per batch beats one insert per message (the tracker).
+The loop sends JetStream pull requests itself (:class:`Puller`), with a fixed fetch timeout:
+a fetch returns at once with what the server has ready (a partial batch), so latency stays
+low when traffic is light and batches fill up when it is heavy. (FastStream's own batch
+mode re-fetches with whatever is left of its window, which can shrink to microseconds; on
+a loaded machine we saw batches stall for the consumer's whole ``ack_wait`` that way. And
+nats-py's ``fetch`` starts a task and a timer for every message it hands out.)
+
+While one batch is being written and acknowledged, the next one is fetched and validated:
+the Python side's work overlaps the database's, which is what keeps the tracker near the
+speed of a bare fetch-and-COPY loop (``benchmarks/tracker.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
+
+import nats
+import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.api import DEFAULT_PREFIX, AckPolicy, ConsumerConfig
+from nats.js.errors import NotFoundError
+
+from tally import metrics
+from tally.errors import TransientError, ValidationFailed
+from tally.events import Event
+
+log = structlog.get_logger(__name__)
+
+E = TypeVar("E", bound=Event)
+DeadLetterFn = Callable[[str, Msg, Exception, int], Awaitable[None]]
+
+
+def deliveries(msg: Msg) -> int:
+    """How many times the server has delivered ``msg`` (1 on the first delivery)."""
+    try:
+        return int(msg.metadata.num_delivered)
+    except (AttributeError, TypeError, ValueError, nats.errors.Error):
+        return 1
+
+
+class Puller:
+    """Pull requests to one durable consumer, answered on the puller's own inbox.
+
+    A subscription callback collects the delivered messages and one future per request
+    says when the server has answered it (the batch is full, or a status ends it), so a
+    batch costs one timer instead of one per message. Messages that arrive after a fetch
+    gave up (a late answer) are kept for the next fetch, never dropped.
+    """
+
+    def __init__(self, nc: NATS, stream: str, durable: str) -> None:
+        self._nc = nc
+        self._next_subject = f"{DEFAULT_PREFIX}.CONSUMER.MSG.NEXT.{stream}.{durable}"
+        self._inbox = nc.new_inbox()
+        self._sub: Subscription | None = None
+        self._ready: list[Msg] = []
+        #: messages the open request may still deliver; the request is answered at 0
+        self._expected = 0
+        self._answered: asyncio.Future[None] | None = None
+        self._refusal: str | None = None
+
+    async def start(self) -> None:
+        self._sub = await self._nc.subscribe(self._inbox, cb=self._on_msg)
+
+    async def stop(self) -> None:
+        """Stop receiving; messages received but not handed out are redelivered later."""
+        if self._sub is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await self._sub.unsubscribe()
+            self._sub = None
+
+    async def fetch(self, batch: int, timeout: float) -> list[Msg]:
+        """Up to ``batch`` messages: those ready now, else the first to arrive in ``timeout``.
+
+        Raises:
+            TimeoutError: nothing arrived in time.
+            nats.errors.Error: the server refused the request (its status says why).
+        """
+        self._refusal = None
+        if len(self._ready) < batch:
+            # What the server has ready now; only if that is nothing, wait for more.
+            await self._request({"batch": batch - len(self._ready), "no_wait": True}, timeout)
+            if not self._ready:
+                expires = int(timeout * 1e9)
+                await self._request({"batch": batch, "expires": expires}, timeout)
+        if not self._ready:
+            if self._refusal:
+                refusal, self._refusal = self._refusal, None
+                raise nats.errors.Error(f"pull request refused: {refusal}")
+            raise TimeoutError
+        msgs, self._ready = self._ready[:batch], self._ready[batch:]
+        return msgs
+
+    async def _request(self, request: dict[str, Any], timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._answered = answered = loop.create_future()
+        self._expected = request["batch"]
+        await self._nc.publish(self._next_subject, json.dumps(request).encode(), self._inbox)
+        # The server answers an expiring request itself; the extra second only covers a
+        # lost connection, after which the request is re-sent by the next fetch.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(answered, timeout + 1.0)
+
+    async def _on_msg(self, msg: Msg) -> None:
+        status = msg.headers.get("Status") if msg.headers else None
+        if status is None:
+            self._ready.append(msg)
+            self._expected -= 1
+            if self._expected > 0:
+                return
+        elif status == "100":  # idle heartbeat or flow control: not an answer
+            return
+        elif status not in ("404", "408"):  # 404: nothing pending, 408: request expired
+            description = msg.headers.get("Description", "") if msg.headers else ""
+            self._refusal = f"{status} {description}".strip()
+        self._expected = 0
+        if self._answered is not None and not self._answered.done():
+            self._answered.set_result(None)
+
+
+class BatchConsumer(Generic[E]):
+    """One durable pull consumer whose handler takes a list of events."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        event_cls: type[E],
+        subject: str,
+        stream: str,
+        durable: str,
+        handler: Callable[[list[E]], Awaitable[None]],
+        dead_letter: DeadLetterFn,
+        batch_size: int,
+        fetch_timeout_s: float,
+        max_deliver: int,
+        ack_wait_s: float,
+    ) -> None:
+        self.service = service
+        self.event_cls = event_cls
+        self.subject = subject
+        self.stream = stream
+        self.durable = durable
+        self.handler = handler
+        self.dead_letter = dead_letter
+        self.batch_size = batch_size
+        self.fetch_timeout_s = fetch_timeout_s
+        self.max_deliver = max_deliver
+        self.ack_wait_s = ack_wait_s
+        self._task: asyncio.Task[None] | None = None
+        self._running = False
+
+    async def start(self, nc: NATS) -> None:
+        """Create (or bind to) the durable consumer and start pulling."""
+        js = nc.jetstream()
+        try:  # an existing consumer is bound as it is, as nats-py's pull_subscribe does
+            await js.consumer_info(self.stream, self.durable)
+        except NotFoundError:
+            await js.add_consumer(
+                self.stream,
+                ConsumerConfig(
+                    name=self.durable,
+                    durable_name=self.durable,
+                    filter_subject=self.subject,
+                    ack_policy=AckPolicy.EXPLICIT,
+                    max_deliver=self.max_deliver + 1,
+                    ack_wait=self.ack_wait_s,
+                ),
+            )
+        puller = Puller(nc, self.stream, self.durable)
+        await puller.start()
+        self._running = True
+        self._task = asyncio.create_task(self._loop(puller), name=f"batch:{self.durable}")
+
+    async def stop(self) -> None:
+        """Stop pulling; a batch in progress finishes and is acknowledged first."""
+        self._running = False
+        if self._task:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self, puller: Puller) -> None:
+        # Only fetching and validating overlap a write: handler calls still run one at a
+        # time and in order, so a handler sees the same sequence of batches as before.
+        writing: asyncio.Task[None] | None = None
+        try:
+            while self._running:
+                try:
+                    msgs = await puller.fetch(self.batch_size, self.fetch_timeout_s)
+                except TimeoutError:
+                    continue
+                except nats.errors.Error as exc:
+                    log.warning("fetch_failed", subject=self.subject, error=repr(exc))
+                    await asyncio.sleep(1.0)
+                    continue
+                started = time.perf_counter()
+                events, good = await self._validate(msgs)
+                validated_s = time.perf_counter() - started
+                if writing:
+                    await writing
+                writing = None
+                if events:
+                    writing = asyncio.create_task(self._commit(events, good, validated_s))
+        finally:
+            if writing:
+                await writing
+            await puller.stop()
+
+    async def handle(self, msgs: list[Msg]) -> None:
+        """Validate, handle and acknowledge one batch."""
+        started = time.perf_counter()
+        events, good = await self._validate(msgs)
+        if events:
+            await self._commit(events, good, time.perf_counter() - started)
+
+    async def _validate(self, msgs: list[Msg]) -> tuple[list[E], list[Msg]]:
+        """Parse every message; dead-letter and acknowledge the invalid ones.
+
+        Returns:
+            The valid events and their messages, in the order received.
+        """
+        events: list[E] = []
+        good: list[Msg] = []
+        parse = self.event_cls.parse
+        for msg in msgs:
+            try:
+                events.append(parse(msg.data))
+                good.append(msg)
+            except ValidationFailed as exc:
+                await self.dead_letter(self.event_cls.subject, msg, exc, deliveries(msg))
+                await msg.ack()
+        return events, good
+
+    async def _commit(self, events: list[E], good: list[Msg], validated_s: float) -> None:
+        """Run the handler, then acknowledge the batch (or have it redelivered)."""
+        base = self.event_cls.subject
+        started = time.perf_counter() - validated_s
+        try:
+            await self.handler(events)
+        except Exception as exc:  # the batch is retried; see _retry
+            await self._retry(base, good, exc)
+            return
+        # An ack is a buffered publish: awaiting them in turn costs less than a task each.
+        for msg in good:
+            await msg.ack()
+        metrics.HANDLE_SECONDS.labels(self.service, base).observe(time.perf_counter() - started)
+
+    async def _retry(self, base: str, msgs: list[Msg], exc: Exception) -> None:
+        """Redeliver a failed batch with a delay; dead-letter messages out of deliveries."""
+        metrics.HANDLER_RETRIES.labels(self.service, base).inc()
+        log.warning("batch_retry", subject=base, error=repr(exc), size=len(msgs))
+        delay = exc.delay_s if isinstance(exc, TransientError) else 1.0
+        for msg in msgs:
+            n = deliveries(msg)
+            if n >= self.max_deliver:
+                await self.dead_letter(base, msg, exc, n)
+                await msg.ack()
+            else:
+                await msg.nak(delay=delay * n)

@@ -1,0 +1,405 @@
+"""Talking to NATS: stream provisioning, deduplicated publishing, typed consumers, dead letters.
+
+A :class:`Bus` is one process's view of the bus for one service: it knows the broker, the
+namespace (through a :class:`~tally.subjects.Catalog`) and the service's name. Handlers
+registered through it receive validated events; a payload that fails validation, or a
+handler that raises :class:`~tally.errors.PermanentError`, sends the original message to
+``dlq.<service>`` with the reason and acknowledges it, so the consumer keeps going and
+nothing is lost. A :class:`~tally.errors.TransientError` is redelivered with back-off until
+``max_deliver`` is reached, and then dead-lettered too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import nats
+import structlog
+from faststream import AckPolicy
+from faststream._internal.endpoint.subscriber.utils import MultiLock
+from faststream.exceptions import NackMessage
+from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
+from nats.aio.client import Client as NATS
+from nats.js.api import DeliverPolicy, StreamConfig
+from nats.js.errors import NotFoundError
+from pydantic import BaseModel
+
+from tally import metrics
+from tally.batches import BatchConsumer
+from tally.errors import PermanentError, StepTimeout, TransientError, ValidationFailed
+from tally.events import DeadLetter, Event, utcnow
+from tally.subjects import STREAMS, Catalog
+
+log = structlog.get_logger(__name__)
+
+E = TypeVar("E", bound=Event)
+R = TypeVar("R", bound=BaseModel)
+
+#: How long JetStream remembers a ``Nats-Msg-Id`` to drop a republished duplicate.
+DUPLICATE_WINDOW_S = 2 * 3600
+#: Headers of a responder's reply (FastStream's requesters decode by content type).
+_JSON_HEADERS = {"content-type": "application/json"}
+#: Requests a responder answers at once unless told otherwise.
+DEFAULT_RESPONDER_CONCURRENCY = 16
+
+
+async def provision_streams(nc: NATS, catalog: Catalog) -> list[str]:
+    """Create or update every Tally stream; safe to call any number of times.
+
+    Returns:
+        The names of the streams, as provisioned.
+    """
+    js = nc.jetstream()
+    names = []
+    for spec in STREAMS:
+        config = StreamConfig(
+            name=catalog.stream(spec.name),
+            subjects=[catalog.subject(s) for s in spec.subjects],
+            duplicate_window=DUPLICATE_WINDOW_S,
+            max_age=spec.max_age_s,
+        )
+        try:
+            await js.stream_info(config.name or "")
+            await js.update_stream(config)
+        except NotFoundError:
+            await js.add_stream(config)
+        names.append(config.name or "")
+    return names
+
+
+async def delete_streams(nc: NATS, catalog: Catalog) -> None:
+    """Delete the namespace's streams (used to clean up after tests)."""
+    js = nc.jetstream()
+    for spec in STREAMS:
+        with contextlib.suppress(NotFoundError):
+            await js.delete_stream(catalog.stream(spec.name))
+
+
+def _headers(raw: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in (getattr(raw, "headers", None) or {}).items()}
+
+
+def _deliveries(raw: Any) -> int:
+    try:
+        return int(raw.metadata.num_delivered)
+    except (AttributeError, TypeError, ValueError, nats.errors.Error):
+        return 1
+
+
+class Bus:
+    """One service's connection to the bus.
+
+    Args:
+        broker: the FastStream NATS broker (connected by the app's lifespan).
+        catalog: subject and stream names for the namespace.
+        service: this service's name: durable consumers and the dead-letter subject use it.
+        max_deliver: deliveries of a transiently failing message before it is dead-lettered.
+        ack_wait_s: how long the server waits for an ack before redelivering.
+    """
+
+    def __init__(
+        self,
+        broker: NatsBroker,
+        catalog: Catalog,
+        service: str,
+        *,
+        max_deliver: int = 5,
+        ack_wait_s: float = 30.0,
+    ) -> None:
+        self.broker = broker
+        self.catalog = catalog
+        self.service = service
+        self.max_deliver = max_deliver
+        self.ack_wait_s = ack_wait_s
+        #: Batch consumers registered with :meth:`on_batch`; the service starts them.
+        self.batch_consumers: list[BatchConsumer[Any]] = []
+
+    # -- publishing -------------------------------------------------------------------
+    async def publish(self, event: Event) -> bool:
+        """Publish an event to its stream with ``Nats-Msg-Id`` = ``event_id``.
+
+        Returns:
+            True if the server stored it, False if it was a duplicate it already had.
+        """
+        if event.source == "unknown":
+            event = event.model_copy(update={"source": self.service})
+        base = type(event).subject
+        ack = await self.broker.publish(
+            event.to_json(),
+            self.catalog.subject(base),
+            headers={"Nats-Msg-Id": event.event_id, "content-type": "application/json"},
+            stream=self.catalog.stream_for(base),
+            timeout=5.0,
+        )
+        metrics.EVENTS_PUBLISHED.labels(self.service, base).inc()
+        return not bool(ack and ack.duplicate)
+
+    async def publish_live(self, name: str, payload: BaseModel | dict[str, Any]) -> None:
+        """Publish a live, unpersisted message on ``metrics.<name>``."""
+        body = payload.model_dump_json() if isinstance(payload, BaseModel) else payload
+        await self.broker.publish(body, self.catalog.metrics(name))
+
+    async def request(self, event: Event, reply: type[R], *, step: str, timeout: float = 5.0) -> R:
+        """Send a request/reply message and validate the answer.
+
+        Raises:
+            StepTimeout: nobody answered within ``timeout`` (``step`` names who should have).
+            PermanentError: the responder answered with an error.
+        """
+        try:
+            msg = await self.broker.request(
+                event.to_json(), self.catalog.subject(type(event).subject), timeout=timeout
+            )
+        except TimeoutError as exc:
+            raise StepTimeout(step, timeout) from exc
+        body = await msg.decode()
+        if isinstance(body, dict) and "error" in body and len(body) == 1:
+            raise PermanentError(f"{step}: {body['error']}")
+        return reply.model_validate(body)
+
+    async def dead_letter(
+        self,
+        *,
+        subject: str,
+        payload: bytes,
+        headers: dict[str, str],
+        error: Exception,
+        deliveries: int = 1,
+    ) -> None:
+        """Publish a message that cannot be processed to ``dlq.<service>``, with the reason."""
+        letter = DeadLetter(
+            service=self.service,
+            subject=subject,
+            error=str(error),
+            error_type=type(error).__name__,
+            failed_at=utcnow(),
+            payload=payload.decode("utf-8", errors="backslashreplace"),
+            headers=headers,
+            deliveries=deliveries,
+        )
+        # The dead letter's own id derives from the original's, so a redelivered bad message
+        # is dead-lettered once.
+        msg_id = headers.get("Nats-Msg-Id") or str(hash(payload))
+        await self.broker.publish(
+            letter.model_dump_json(),
+            self.catalog.dlq(self.service),
+            headers={"Nats-Msg-Id": f"dlq:{self.service}:{msg_id}"},
+            stream=self.catalog.stream("DLQ"),
+            timeout=5.0,
+        )
+        metrics.DEAD_LETTERS.labels(self.service, subject).inc()
+        log.warning("dead_lettered", subject=subject, error=str(error), service=self.service)
+
+    # -- consuming --------------------------------------------------------------------
+    def _consumer_kwargs(self, base_subject: str) -> dict[str, Any]:
+        return {
+            "stream": JStream(self.catalog.stream_for(base_subject), declare=False),
+            "durable": self.catalog.durable(self.service, base_subject),
+            "config": ConsumerConfig(max_deliver=self.max_deliver + 1, ack_wait=self.ack_wait_s),
+            "ack_policy": AckPolicy.NACK_ON_ERROR,
+        }
+
+    async def _fail(self, subject: str, raw: Any, exc: Exception) -> None:
+        """Dead-letter a permanent failure; redeliver anything else until its last try.
+
+        An unexpected exception (a server dropping a connection, a bug) counts as
+        transient: it is retried with growing delays, and dead-lettered on the last
+        delivery rather than dropped by the server.
+        """
+        deliveries = _deliveries(raw)
+        if not isinstance(exc, PermanentError) and deliveries < self.max_deliver:
+            delay = exc.delay_s if isinstance(exc, TransientError) else 1.0
+            metrics.HANDLER_RETRIES.labels(self.service, subject).inc()
+            log.warning("handler_retry", subject=subject, error=repr(exc), deliveries=deliveries)
+            raise NackMessage(delay=delay * deliveries) from exc
+        await self.dead_letter(
+            subject=subject,
+            payload=raw.data,
+            headers=_headers(raw),
+            error=exc,
+            deliveries=deliveries,
+        )
+
+    def on(
+        self, event_cls: type[E], *, concurrency: int = 16
+    ) -> Callable[[Callable[[E], Awaitable[None]]], Callable[[E], Awaitable[None]]]:
+        """Register a handler for one event type on a durable pull consumer.
+
+        Up to ``concurrency`` messages are handled at once; replicas share the consumer.
+        """
+        base = event_cls.subject
+        subject = self.catalog.subject(base)
+
+        def register(fn: Callable[[E], Awaitable[None]]) -> Callable[[E], Awaitable[None]]:
+            @self.broker.subscriber(  # type: ignore[untyped-decorator]
+                subject,
+                pull_sub=PullSub(batch_size=concurrency, timeout=1.0),
+                **self._consumer_kwargs(base),
+            )
+            async def consume(body: Any) -> None:
+                raw = self.broker.context.get_local("message").raw_message
+                started = time.perf_counter()
+                try:
+                    await fn(event_cls.parse(raw.data))
+                except Exception as exc:
+                    await self._fail(base, raw, exc)
+                metrics.HANDLE_SECONDS.labels(self.service, base).observe(
+                    time.perf_counter() - started
+                )
+
+            return fn
+
+        return register
+
+    def on_broadcast(
+        self, event_cls: type[E]
+    ) -> Callable[[Callable[[E], Awaitable[None]]], Callable[[E], Awaitable[None]]]:
+        """Register a handler that every replica runs for every event (state updates).
+
+        An ephemeral consumer starting from the stream's latest message of the subject, so
+        a replica that starts late still sees the current state. Invalid messages are
+        dead-lettered by the durable consumers; here they are only logged.
+        """
+        base = event_cls.subject
+
+        def register(fn: Callable[[E], Awaitable[None]]) -> Callable[[E], Awaitable[None]]:
+            @self.broker.subscriber(
+                self.catalog.subject(base),
+                stream=JStream(self.catalog.stream_for(base), declare=False),
+                deliver_policy=DeliverPolicy.LAST,
+            )
+            async def consume(body: Any) -> None:
+                raw = self.broker.context.get_local("message").raw_message
+                try:
+                    await fn(event_cls.parse(raw.data))
+                except ValidationFailed as exc:
+                    log.warning("broadcast_invalid", subject=base, error=str(exc))
+
+            return fn
+
+        return register
+
+    def on_batch(
+        self, event_cls: type[E], *, batch_size: int = 256, fetch_timeout_s: float = 0.2
+    ) -> Callable[[Callable[[list[E]], Awaitable[None]]], Callable[[list[E]], Awaitable[None]]]:
+        """Register a handler that receives up to ``batch_size`` events at once.
+
+        Invalid messages of a batch are dead-lettered one by one; the valid rest reach the
+        handler, and are acknowledged after it returns. If it raises, the batch is
+        redelivered with a delay, and a message out of deliveries is dead-lettered.
+        The consumers start with the service (see :mod:`tally.batches`).
+        """
+        base = event_cls.subject
+
+        def register(
+            fn: Callable[[list[E]], Awaitable[None]],
+        ) -> Callable[[list[E]], Awaitable[None]]:
+            self.batch_consumers.append(
+                BatchConsumer(
+                    service=self.service,
+                    event_cls=event_cls,
+                    subject=self.catalog.subject(base),
+                    stream=self.catalog.stream_for(base),
+                    durable=self.catalog.durable(self.service, base),
+                    handler=fn,
+                    dead_letter=self._dead_letter_msg,
+                    batch_size=batch_size,
+                    fetch_timeout_s=fetch_timeout_s,
+                    max_deliver=self.max_deliver,
+                    ack_wait_s=self.ack_wait_s,
+                )
+            )
+            return fn
+
+        return register
+
+    async def _dead_letter_msg(self, subject: str, msg: Any, exc: Exception, n: int) -> None:
+        await self.dead_letter(
+            subject=subject, payload=msg.data, headers=_headers(msg), error=exc, deliveries=n
+        )
+
+    def responder(
+        self, request_cls: type[E], *, concurrency: int = DEFAULT_RESPONDER_CONCURRENCY
+    ) -> Callable[[Callable[[E], Awaitable[BaseModel]]], Callable[[E], Awaitable[BaseModel]]]:
+        """Register a request/reply handler (core NATS, queue group per service).
+
+        Up to ``concurrency`` requests are answered at once, each replied to as soon as it
+        is done, so a handler that awaits a server does not hold up the requests behind
+        it; pass 1 for one at a time. When the broker stops, the requests being answered
+        finish first (within its graceful timeout). Invalid requests are answered with
+        ``{"error": reason}`` and dead-lettered.
+        """
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, not {concurrency}")
+        base = request_cls.subject
+        subject = self.catalog.subject(base)
+        slots = asyncio.Semaphore(concurrency)
+        tasks: set[asyncio.Task[None]] = set()
+
+        def register(
+            fn: Callable[[E], Awaitable[BaseModel]],
+        ) -> Callable[[E], Awaitable[BaseModel]]:
+            async def answer(raw: Any, in_flight: Any) -> None:
+                started = time.perf_counter()
+                try:
+                    try:
+                        reply = (await fn(request_cls.parse(raw.data))).model_dump_json()
+                    except (PermanentError, TransientError) as exc:
+                        await self.dead_letter(
+                            subject=base, payload=raw.data, headers=_headers(raw), error=exc
+                        )
+                        reply = json.dumps({"error": str(exc)})
+                    if raw.reply:
+                        await self.broker.connection.publish(
+                            raw.reply, reply.encode(), headers=_JSON_HEADERS
+                        )
+                except Exception:
+                    # As before: logged and unanswered; the requester's timeout reports it.
+                    log.exception("responder_failed", subject=base, service=self.service)
+                finally:
+                    slots.release()
+                    in_flight.release()
+                metrics.HANDLE_SECONDS.labels(self.service, base).observe(
+                    time.perf_counter() - started
+                )
+
+            # FastStream only hands each request over, one at a time and without a reply
+            # of its own: its concurrent subscriber (``max_workers``) costs several event
+            # loop turns per message, which spreads replies over as many socket writes and
+            # answered a third as many requests per second. Each request is answered in a
+            # task; holding the subscriber's in-flight lock makes the broker's graceful
+            # stop wait for it as for any handler.
+            sub = self.broker.subscriber(subject, queue=self.service, no_reply=True)
+
+            @sub
+            async def dispatch(body: Any) -> None:
+                raw = self.broker.context.get_local("message").raw_message
+                await slots.acquire()
+                in_flight = _in_flight_lock(sub)
+                in_flight.acquire()
+                task = asyncio.create_task(answer(raw, in_flight))
+                tasks.add(task)  # a task nobody references can be collected mid-way
+                task.add_done_callback(tasks.discard)
+
+            return fn
+
+        return register
+
+
+class _NoLock:
+    def acquire(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+
+def _in_flight_lock(subscriber: Any) -> Any:
+    """The subscriber's count of messages in handling, which a graceful stop waits for."""
+    lock = getattr(subscriber, "lock", None)
+    return lock if isinstance(lock, MultiLock) else _NoLock()

@@ -1,0 +1,84 @@
+"""What every CLI command shares: settings, output in text or JSON, clear errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Coroutine
+from typing import Any, NoReturn, TypeVar
+
+import httpx
+import typer
+from pydantic import BaseModel, Field
+from pydantic_settings import SettingsConfigDict
+from rich.console import Console
+
+from tally.errors import ConfigError, PermanentError, StepTimeout, TallyError, TransientError
+from tally.settings import TallySettings
+
+T = TypeVar("T")
+
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON instead of text.")
+
+#: Exit statuses: 1 for a step that failed or timed out, 2 for bad input.
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+class CliSettings(TallySettings):
+    """Where the CLI finds Tally (``TALLY_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="TALLY_", extra="ignore", populate_by_name=True)
+
+    reporter_url: str = Field("http://127.0.0.1:8106")
+    timeout_s: float = 10.0
+
+
+def settings() -> CliSettings:
+    return CliSettings()
+
+
+def fail(message: str, *, code: int = EXIT_FAILED) -> NoReturn:
+    """Print an error to stderr and exit with ``code``."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine, turning Tally's errors into clear messages and exit codes."""
+    try:
+        return asyncio.run(coro)
+    except StepTimeout as exc:
+        fail(
+            f"{exc.step} did not answer within {exc.timeout_s:g}s — is it running? "
+            "(`make run` starts all services)"
+        )
+    except (PermanentError, ConfigError) as exc:
+        fail(str(exc), code=EXIT_BAD_INPUT)
+    except (TransientError, TallyError) as exc:
+        fail(str(exc))
+
+
+def emit_json(data: Any) -> None:
+    """Print one JSON document on stdout."""
+    if isinstance(data, BaseModel):
+        data = data.model_dump(mode="json")
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def reporter_get(path: str, params: dict[str, str] | None = None) -> Any:
+    """GET a reporter endpoint, turning failures into clear CLI errors."""
+    s = settings()
+    try:
+        resp = httpx.get(f"{s.reporter_url}{path}", params=params, timeout=s.timeout_s)
+    except httpx.HTTPError as exc:
+        fail(f"reporter did not answer at {s.reporter_url}: {exc}")
+    if resp.status_code in (400, 404):
+        fail(resp.json().get("error", resp.text), code=2 if resp.status_code == 400 else 1)
+    if resp.status_code != 200:
+        fail(f"reporter answered {resp.status_code}: {resp.text[:200]}")
+    return resp.json()

@@ -1,0 +1,124 @@
+"""A plain NATS client for Tally's own clients (the CLI and the agents' SDK).
+
+Services use :class:`tally.bus.Bus` on a FastStream broker; clients only need to publish
+events with dedupe ids, make requests and wait for answers, which nats-py does directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from pydantic import BaseModel
+
+from tally.errors import PermanentError, StepTimeout, TransientError
+from tally.events import Event
+from tally.subjects import Catalog
+
+R = TypeVar("R", bound=BaseModel)
+E = TypeVar("E", bound=Event)
+
+
+class TallyClient:
+    """Publishes events and waits for answers on one NATS connection."""
+
+    def __init__(self, nc: NATS, catalog: Catalog, source: str = "client") -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.catalog = catalog
+        self.source = source
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(
+        cls, url: str, *, namespace: str = "", source: str = "client"
+    ) -> AsyncIterator[TallyClient]:
+        """Connect to NATS at ``url``; the connection is drained on exit.
+
+        Raises:
+            TransientError: NATS does not answer at ``url``.
+        """
+        try:
+            nc = await nats.connect(
+                url, connect_timeout=3, max_reconnect_attempts=3, allow_reconnect=True
+            )
+        except (OSError, nats.errors.NoServersError, TimeoutError) as exc:
+            raise TransientError(f"cannot reach NATS at {url}: {exc}") from exc
+        try:
+            yield cls(nc, Catalog(namespace), source)
+        finally:
+            await nc.drain()
+
+    async def publish(self, event: Event) -> bool:
+        """Publish to the event's stream with ``Nats-Msg-Id``. False if it was a duplicate."""
+        if event.source == "unknown":
+            event = event.model_copy(update={"source": self.source})
+        ack = await self.js.publish(
+            self.catalog.subject(type(event).subject),
+            event.to_json(),
+            headers={"Nats-Msg-Id": event.event_id, "content-type": "application/json"},
+            timeout=5.0,
+        )
+        return not ack.duplicate
+
+    async def request(self, event: Event, reply: type[R], *, step: str, timeout: float = 5.0) -> R:
+        """Send a request and validate the answer.
+
+        Raises:
+            StepTimeout: ``step`` did not answer within ``timeout``.
+            PermanentError: it answered with an error.
+        """
+        try:
+            msg = await self.nc.request(
+                self.catalog.subject(type(event).subject), event.to_json(), timeout=timeout
+            )
+        except (TimeoutError, nats.errors.NoRespondersError) as exc:
+            raise StepTimeout(step, timeout) from exc
+        return parse_reply(msg.data, reply, step)
+
+    @asynccontextmanager
+    async def watch(
+        self, event_cls: type[E], match: Callable[[E], bool]
+    ) -> AsyncIterator[asyncio.Queue[E]]:
+        """Collect events of one type that ``match``, from now on, into a queue.
+
+        Subscribe before publishing the event that causes them, so none is missed.
+        """
+        queue: asyncio.Queue[E] = asyncio.Queue()
+
+        async def on_msg(msg: Msg) -> None:
+            try:
+                event = event_cls.parse(msg.data)
+            except PermanentError:
+                return
+            if match(event):
+                queue.put_nowait(event)
+
+        sub = await self.nc.subscribe(self.catalog.subject(event_cls.subject), cb=on_msg)
+        try:
+            yield queue
+        finally:
+            await sub.unsubscribe()
+
+
+def parse_reply(data: bytes, reply: type[R], step: str) -> R:
+    """Validate a reply; an ``{"error": …}`` answer raises :class:`PermanentError`."""
+    import json
+
+    body: Any = json.loads(data)
+    if isinstance(body, dict) and set(body) == {"error"}:
+        raise PermanentError(f"{step}: {body['error']}")
+    return reply.model_validate(body)
+
+
+async def next_event(queue: asyncio.Queue[E], *, step: str, timeout: float) -> E:
+    """The next event from a :meth:`TallyClient.watch` queue, or :class:`StepTimeout`."""
+    try:
+        return await asyncio.wait_for(queue.get(), timeout)
+    except TimeoutError as exc:
+        raise StepTimeout(step, timeout) from exc

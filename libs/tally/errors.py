@@ -1,0 +1,42 @@
+"""Tally's one error hierarchy.
+
+Handlers raise :class:`TransientError` for conditions that may pass (a server not
+answering, a lock timeout): the message is redelivered with back-off. They raise
+:class:`PermanentError` for input that will never succeed (validation, unknown
+references): the message is dead-lettered with the reason and acknowledged.
+"""
+
+from __future__ import annotations
+
+
+class TallyError(Exception):
+    """Base of every error Tally raises on purpose."""
+
+
+class TransientError(TallyError):
+    """Retry later: the message is redelivered after ``delay_s`` seconds."""
+
+    def __init__(self, message: str, *, delay_s: float = 2.0) -> None:
+        super().__init__(message)
+        self.delay_s = delay_s
+
+
+class PermanentError(TallyError):
+    """Never retry: the message goes to the dead-letter subject with this reason."""
+
+
+class ValidationFailed(PermanentError):
+    """A payload does not match its event schema; the message names the fields."""
+
+
+class ConfigError(TallyError):
+    """A configuration file is missing or invalid; the message names the file and field."""
+
+
+class StepTimeout(TallyError):
+    """A client waited for a step of the chain that did not answer in time."""
+
+    def __init__(self, step: str, timeout_s: float) -> None:
+        super().__init__(f"no answer from {step} within {timeout_s:g}s")
+        self.step = step
+        self.timeout_s = timeout_s

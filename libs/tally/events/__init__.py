@@ -1,0 +1,78 @@
+"""Every event schema of Tally, version 1. See each module for its context."""
+
+from tally.events.dlq import DeadLetter
+from tally.events.envelope import MAX_PAYLOAD_BYTES, Event, Model, new_id, utcnow
+from tally.events.learner import CalibrationUpdated, ModelScoreRow, PolicyUpdated, ScoresUpdated
+from tally.events.quota import (
+    QuotaAlert,
+    QuotaSettled,
+    ReleaseReply,
+    ReleaseRequest,
+    ReserveReply,
+    ReserveRequest,
+    UsageReply,
+    UsageRequest,
+)
+from tally.events.runs import (
+    QualitySignals,
+    RunEvent,
+    RunFinished,
+    RunRecorded,
+    RunStarted,
+    TokenTotals,
+)
+from tally.events.tasks import (
+    Estimate,
+    EstimateRequest,
+    Evidence,
+    Reservation,
+    SubtaskEstimate,
+    SubtaskSpec,
+    TaskAssigned,
+    TaskCreated,
+    TaskDeferred,
+    TaskEstimated,
+    TaskSpec,
+    TaskStatusChanged,
+    TokenEstimate,
+)
+
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "CalibrationUpdated",
+    "DeadLetter",
+    "Estimate",
+    "EstimateRequest",
+    "Event",
+    "Evidence",
+    "Model",
+    "ModelScoreRow",
+    "PolicyUpdated",
+    "QualitySignals",
+    "QuotaAlert",
+    "QuotaSettled",
+    "ReleaseReply",
+    "ReleaseRequest",
+    "Reservation",
+    "ReserveReply",
+    "ReserveRequest",
+    "RunEvent",
+    "RunFinished",
+    "RunRecorded",
+    "RunStarted",
+    "ScoresUpdated",
+    "SubtaskEstimate",
+    "SubtaskSpec",
+    "TaskAssigned",
+    "TaskCreated",
+    "TaskDeferred",
+    "TaskEstimated",
+    "TaskSpec",
+    "TaskStatusChanged",
+    "TokenEstimate",
+    "TokenTotals",
+    "UsageReply",
+    "UsageRequest",
+    "new_id",
+    "utcnow",
+]

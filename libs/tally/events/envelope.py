@@ -1,0 +1,84 @@
+"""The envelope every Tally event carries, and the base class of all event schemas."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Self, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tally.errors import ValidationFailed
+
+#: Payloads above this size are refused before parsing (1 MiB, NATS's default max_payload).
+MAX_PAYLOAD_BYTES = 1024 * 1024
+
+
+E = TypeVar("E", bound="Event")
+
+
+def new_id() -> str:
+    """A new random identifier (UUID4 hex)."""
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+class Model(BaseModel):
+    """Base of every Tally schema: unknown fields are refused, so typos fail loudly."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class Event(Model):
+    """An event: the envelope plus the subject it is published on.
+
+    ``event_id`` is the JetStream ``Nats-Msg-Id`` (so the server drops a republished
+    duplicate) and the idempotency key in Postgres (so a redelivery changes nothing).
+    """
+
+    subject: ClassVar[str]
+
+    event_id: str = Field(default_factory=new_id, min_length=1, max_length=128)
+    occurred_at: datetime = Field(default_factory=utcnow)
+    schema_version: int = Field(1, ge=1)
+    source: str = Field("unknown", max_length=64)
+    correlation_id: str | None = Field(None, max_length=128)
+    workspace: str = Field("default", min_length=1, max_length=64)
+
+    @classmethod
+    def parse(cls, raw: bytes | str) -> Self:
+        """Validate a JSON payload, raising :class:`ValidationFailed` that names the fields.
+
+        Example:
+            >>> TaskCreated.parse(b'{"task_id": "t1", "title": ""}')  # doctest: +SKIP
+            ValidationFailed: title: String should have at least 1 character
+        """
+        if len(raw) > MAX_PAYLOAD_BYTES:
+            raise ValidationFailed(f"payload is {len(raw)} bytes, over {MAX_PAYLOAD_BYTES}")
+        try:
+            return cls.model_validate_json(raw)
+        except ValidationError as exc:
+            raise ValidationFailed(describe(exc, cls.__name__)) from exc
+
+    def to_json(self) -> bytes:
+        """The event as compact JSON bytes, as published on the bus."""
+        return self.model_dump_json(exclude_none=True).encode()
+
+    def child(self, cls: type[E], **fields: Any) -> E:
+        """A new event caused by this one: same workspace, correlated to this event."""
+        fields.setdefault("workspace", self.workspace)
+        fields.setdefault("correlation_id", self.correlation_id or self.event_id)
+        return cls(**fields)
+
+
+def describe(exc: ValidationError, schema: str) -> str:
+    """One line per failing field, e.g. ``TaskCreated.priority: Input should be 'P0'…``."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "<payload>"
+        parts.append(f"{schema}.{loc}: {err['msg']}")
+    return "; ".join(parts)

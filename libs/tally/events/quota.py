@@ -1,0 +1,91 @@
+"""Quota events and the quota service's request/reply messages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from tally import subjects
+from tally.events.envelope import Event, Model
+
+
+class ReserveRequest(Event):
+    """Ask the quota service to hold tokens and dollars for an assignment (``quota.reserve``)."""
+
+    subject = subjects.QUOTA_RESERVE
+
+    subscription: str
+    tokens: int = Field(ge=0)
+    cost_usd: float = Field(ge=0)
+    reservation_id: str
+    task_id: str | None = None
+    model: str | None = None
+    ttl_s: int = Field(3600, ge=1)
+
+
+class ReserveReply(Model):
+    """The quota service's answer: accepted, or refused with a reason and when to retry."""
+
+    ok: bool
+    reservation_id: str
+    subscription: str
+    reason: str = ""
+    retry_after: datetime | None = None
+    expires_at: datetime | None = None
+
+
+class ReleaseRequest(Event):
+    """Give back a reservation that will not be used (``quota.release``)."""
+
+    subject = subjects.QUOTA_RELEASE
+
+    reservation_id: str
+
+
+class ReleaseReply(Model):
+    """What became of a released reservation (``released``, ``already_released``, …)."""
+
+    reservation_id: str
+    status: str
+
+
+class UsageRequest(Event):
+    """Ask for every subscription's use and remaining allowance (``quota.usage``)."""
+
+    subject = subjects.QUOTA_USAGE
+
+
+class UsageReply(Model):
+    """Every subscription's day and month windows: used, reserved, limits, reset time."""
+
+    subscriptions: list[dict[str, Any]]
+
+
+class QuotaSettled(Event):
+    """A reservation was replaced by the run's actual usage."""
+
+    subject = subjects.QUOTA_SETTLED
+
+    reservation_id: str
+    subscription: str
+    status: str
+    reserved_tokens: int = 0
+    reserved_cost_usd: float = 0
+    actual_tokens: int = 0
+    actual_cost_usd: float = 0
+
+
+class QuotaAlert(Event):
+    """A subscription crossed a threshold of one of its limits (once per window)."""
+
+    subject = subjects.QUOTA_ALERT
+
+    subscription: str
+    window: Literal["day", "month"]
+    window_id: str
+    metric: Literal["tokens", "usd"]
+    threshold_pct: int
+    used: float
+    limit: float

@@ -1,0 +1,34 @@
+"""Prometheus metrics, defined in one place. Every service exports them on ``/metrics``."""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+
+registry: CollectorRegistry = REGISTRY
+
+EVENTS_PUBLISHED = Counter(
+    "tally_events_published_total", "Events published", ["service", "subject"]
+)
+DEAD_LETTERS = Counter(
+    "tally_dead_letters_total", "Messages sent to the dead-letter subject", ["service", "subject"]
+)
+HANDLER_RETRIES = Counter(
+    "tally_handler_retries_total",
+    "Messages redelivered after a transient failure",
+    ["service", "subject"],
+)
+HANDLE_SECONDS = Histogram(
+    "tally_handle_seconds",
+    "Time to handle one message or batch",
+    ["service", "subject"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+ROWS_WRITTEN = Counter("tally_rows_written_total", "Rows inserted into Postgres", ["table"])
+ESTIMATES = Counter("tally_estimates_total", "Estimates made", ["kind"])
+ASSIGNMENTS = Counter("tally_assignments_total", "Tasks assigned", ["model", "strategy"])
+DEFERRALS = Counter("tally_deferrals_total", "Tasks deferred for lack of quota", ["reason"])
+RESERVATIONS = Counter(
+    "tally_quota_reservations_total", "Quota reservations by result", ["subscription", "result"]
+)
+RUNS_RECORDED = Counter("tally_runs_recorded_total", "Runs recorded", ["outcome"])
+SCORE_UPDATES = Counter("tally_learner_updates_total", "Model score updates", ["model"])

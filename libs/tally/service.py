@@ -1,0 +1,146 @@
+"""What every service's ``app.py`` needs: a broker, a bus, health and metrics over HTTP.
+
+A service builds a :class:`ServiceKit`, registers its handlers on ``kit.bus``, adds
+start-up and shut-down hooks for the resources it owns, and returns ``kit.app()``.
+
+Example:
+    >>> kit = ServiceKit("estimator", settings)          # doctest: +SKIP
+    >>> handlers.register(kit.bus, Estimator(...))       # doctest: +SKIP
+    >>> app = kit.app()                                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import nats
+import structlog
+from faststream.asgi import AsgiFastStream, make_ping_asgi
+from faststream.asgi.types import ASGIApp
+from faststream.nats import NatsBroker
+from faststream.nats.prometheus import NatsPrometheusMiddleware
+from nats.aio.client import Client as NATS
+from prometheus_client import make_asgi_app
+
+from tally import metrics
+from tally.bus import Bus, provision_streams
+from tally.settings import ServiceSettings
+from tally.subjects import Catalog
+
+log = structlog.get_logger(__name__)
+
+Hook = Callable[[], Awaitable[None]]
+
+
+class ServiceKit:
+    """The parts every service is built from, wired the same way for all six."""
+
+    def __init__(self, name: str, settings: ServiceSettings) -> None:
+        self.name = name
+        self.settings = settings
+        self.catalog = Catalog(settings.namespace)
+        self.broker = NatsBroker(
+            settings.nats_url,
+            middlewares=[NatsPrometheusMiddleware(registry=metrics.registry, app_name=name)],
+            graceful_timeout=15.0,
+            logger=None,
+        )
+        self.bus = Bus(
+            self.broker,
+            self.catalog,
+            name,
+            max_deliver=settings.max_deliver,
+            ack_wait_s=settings.ack_wait_s,
+        )
+        self._startup: list[Hook] = [self._provision]
+        self._after_startup: list[Hook] = [self._start_batches]
+        self._before_shutdown: list[Hook] = [self._stop_batches]
+        self._shutdown: list[Hook] = []
+        self._nc: NATS | None = None
+        self._routes: list[tuple[str, ASGIApp]] = []
+
+    async def _provision(self) -> None:
+        nc = await nats.connect(self.settings.nats_url)
+        try:
+            await provision_streams(nc, self.catalog)
+        finally:
+            await nc.close()
+
+    async def _start_batches(self) -> None:
+        # A round trip to the server: once it answers, every subscription of this service
+        # is registered there, so a request sent right after start-up finds a responder.
+        await self.broker.connection.flush()
+        if not self.bus.batch_consumers:
+            return
+        self._nc = await nats.connect(self.settings.nats_url, name=f"{self.name}-batches")
+        for consumer in self.bus.batch_consumers:
+            await consumer.start(self._nc)
+
+    async def _stop_batches(self) -> None:
+        for consumer in self.bus.batch_consumers:
+            await consumer.stop()
+        if self._nc:
+            await self._nc.close()
+
+    def on_startup(self, hook: Hook) -> Hook:
+        """Run ``hook`` before consumers start (open pools, load configuration)."""
+        self._startup.append(hook)
+        return hook
+
+    def after_startup(self, hook: Hook) -> Hook:
+        """Run ``hook`` once consumers are running (background loops that publish)."""
+        self._after_startup.append(hook)
+        return hook
+
+    def on_shutdown(self, hook: Hook) -> Hook:
+        """Run ``hook`` after consumers stop (close pools)."""
+        self._shutdown.append(hook)
+        return hook
+
+    def route(self, path: str, handler: ASGIApp) -> None:
+        """Serve an extra HTTP endpoint beside ``/healthz`` and ``/metrics``."""
+        self._routes.append((path, handler))
+
+    def app(
+        self, extra_routes: Sequence[tuple[str, Any]] = (), *, api: ASGIApp | None = None
+    ) -> AsgiFastStream:
+        """The ASGI application: the bus consumers plus health, metrics and extra routes.
+
+        Args:
+            extra_routes: exact-path HTTP handlers.
+            api: an ASGI app (e.g. Starlette) answering every other HTTP path, for
+                services with a real HTTP API.
+        """
+        app = (_WithApi if api else AsgiFastStream)(
+            self.broker,
+            asgi_routes=[
+                ("/healthz", make_ping_asgi(self.broker, timeout=2.0)),
+                ("/metrics", make_asgi_app(metrics.registry)),
+                *self._routes,
+                *extra_routes,
+            ],
+        )
+        if api:
+            app.api = api  # type: ignore[attr-defined]
+        for hook in self._startup:
+            app.on_startup(hook)
+        for hook in self._after_startup:
+            app.after_startup(hook)
+        for hook in self._before_shutdown:
+            app.on_shutdown(hook)
+        for hook in self._shutdown:
+            app.after_shutdown(hook)
+        return app
+
+
+class _WithApi(AsgiFastStream):
+    """An AsgiFastStream that hands HTTP paths it does not serve to another ASGI app."""
+
+    api: ASGIApp
+
+    async def not_found(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await self.api(scope, receive, send)
+            return
+        await super().not_found(scope, receive, send)

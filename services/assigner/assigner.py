@@ -1,0 +1,356 @@
+"""The assigner: chooses a model for each task, reserves its quota, escalates failures.
+
+The subscribers in :mod:`services.assigner.handlers` call it; it publishes what it decides.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+
+import structlog
+
+from services.assigner.escalation import escalation_order
+from services.assigner.experiments import arm_label, experiment_for, pick_arm
+from services.assigner.repo import AssignmentRepo
+from services.assigner.selection import (
+    STRATEGIES,
+    Candidate,
+    LearnedScore,
+    RoutingTable,
+    rank,
+    route_seed,
+)
+from services.assigner.settings import AssignerSettings
+from tally import metrics
+from tally.bus import Bus
+from tally.errors import PermanentError, TransientError
+from tally.events import (
+    Estimate,
+    PolicyUpdated,
+    Reservation,
+    ReserveReply,
+    ReserveRequest,
+    RunRecorded,
+    TaskAssigned,
+    TaskDeferred,
+    TaskEstimated,
+    UsageReply,
+    UsageRequest,
+    utcnow,
+)
+from tally.events.assign import (
+    Experiment,
+    ExperimentReply,
+    ExperimentRequest,
+    RecommendReply,
+    RecommendRequest,
+)
+from tally.registry import ModelRegistry
+
+log = structlog.get_logger(__name__)
+
+
+class Assigner:
+    """Chooses models for estimated tasks and holds the quota for them."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        repo: AssignmentRepo,
+        registry: ModelRegistry,
+        settings: AssignerSettings,
+    ) -> None:
+        self.bus = bus
+        self.repo = repo
+        self.registry = registry
+        self.settings = settings
+        self._prepaid: tuple[float, frozenset[str]] = (-1e9, frozenset())
+        self._experiments: tuple[float, list[Experiment]] = (-1e9, [])
+        #: The learner's latest scores per model (for the ``learned`` strategy).
+        self.scores: dict[str, LearnedScore] = {}
+        #: The learner's newest routing policy per workspace (for the ``learned`` strategy).
+        self.policies: dict[str, RoutingTable] = {}
+
+    def adopt_policy(self, e: PolicyUpdated) -> bool:
+        """Keep ``e`` as its workspace's policy unless a newer version is already held."""
+        held = self.policies.get(e.workspace)
+        if held is not None and held.version >= e.version:
+            return False
+        self.policies[e.workspace] = RoutingTable(e.version, e.probabilities, e.models)
+        log.info("policy_adopted", workspace=e.workspace, version=e.version)
+        return True
+
+    def follows_policy(self, strategy: str, workspace: str, estimate: Estimate) -> bool:
+        """Whether the learned policy (not the score ranking) orders this task."""
+        policy = self.policies.get(workspace)
+        return strategy == "learned" and policy is not None and policy.table(estimate) is not None
+
+    async def prepaid(self) -> frozenset[str]:
+        """Subscriptions paid for in advance, as the quota service knows them (cached 60 s)."""
+        fetched_at, names = self._prepaid
+        now = time.monotonic()
+        if now - fetched_at > 60:
+            reply = await self.usage()
+            names = frozenset(
+                s["subscription"] for s in reply.subscriptions if s.get("kind") == "prepaid"
+            )
+            self._prepaid = (now, names)
+        return names
+
+    async def usage(self) -> UsageReply:
+        return await self.bus.request(
+            UsageRequest(), UsageReply, step="quota", timeout=self.settings.quota_timeout_s
+        )
+
+    async def experiments(self) -> list[Experiment]:
+        """Experiments, re-read every ``experiments_refresh_s`` (replicas share the table)."""
+        fetched_at, cached = self._experiments
+        now = time.monotonic()
+        if now - fetched_at > self.settings.experiments_refresh_s:
+            cached = await self.repo.experiments()
+            self._experiments = (now, cached)
+        return cached
+
+    def forget_experiments(self) -> None:
+        self._experiments = (-1e9, [])
+
+    async def ranked(
+        self,
+        estimate: Estimate,
+        strategy: str,
+        *,
+        workspace: str = "default",
+        seed: int = 0,
+        exclude: frozenset[str] = frozenset(),
+    ) -> list[Candidate]:
+        """Candidates in ``strategy``'s order, leaving out the models in ``exclude``.
+
+        Args:
+            workspace: whose learned routing policy applies.
+            seed: the draw of the learned policy (see :func:`route_seed`).
+        """
+        prepaid = await self.prepaid() if strategy == "maximize_subscription_usage" else frozenset()
+        models = [m for m in self.registry.models() if m.name not in exclude]
+        return rank(
+            strategy,
+            models,
+            estimate,
+            prepaid=prepaid,
+            scores=self.scores,
+            policy=self.policies.get(workspace),
+            seed=seed,
+        )
+
+    async def strategy_for(self, e: TaskEstimated) -> tuple[str, str | None]:
+        """The strategy for a task and its A/B arm, if an experiment covers it."""
+        experiment = experiment_for(await self.experiments(), e.estimate.task_type)
+        if experiment is None:
+            return self.settings.strategy, None
+        variant = pick_arm(experiment, e.task_id)
+        return variant.strategy, arm_label(experiment, variant)
+
+    async def assign(
+        self,
+        e: TaskEstimated,
+        attempt: int = 1,
+        *,
+        failed_models: Sequence[str] = (),
+        escalate_from: str | None = None,
+    ) -> TaskAssigned | TaskDeferred:
+        """Reserve quota for the best model and announce it, or defer the task.
+
+        Args:
+            attempt: 1 for a new task, n + 1 after n failed runs.
+            failed_models: models that failed this task; never tried again.
+            escalate_from: the model of the failed attempt: stronger models go first.
+        """
+        strategy, arm = await self.strategy_for(e)
+        policy_led = self.follows_policy(strategy, e.workspace, e.estimate)
+        ranked = await self.ranked(
+            e.estimate,
+            strategy,
+            workspace=e.workspace,
+            seed=route_seed(e.task_id, attempt),
+            # The policy draws among the models not yet tried: a failed one never returns.
+            exclude=frozenset(failed_models) if policy_led else frozenset(),
+        )
+        note = ""
+        if policy_led and (escalate_from or failed_models):
+            note = f"policy after {escalate_from} failed attempt {attempt - 1}; "
+        elif escalate_from or failed_models:
+            failed = self.registry.get(escalate_from) if escalate_from else None
+            capability = (
+                failed.capability(e.estimate.task_type, *e.estimate.labels) if failed else 0
+            )
+            ranked = escalation_order(ranked, failed, set(failed_models), capability)
+            note = f"escalated after {escalate_from} failed attempt {attempt - 1}; "
+        return await self.reserve_first(
+            e, ranked, attempt, strategy, arm=arm, failed_models=tuple(failed_models), note=note
+        )
+
+    async def reserve_first(
+        self,
+        e: TaskEstimated,
+        ranked: Sequence[Candidate],
+        attempt: int,
+        strategy: str,
+        *,
+        arm: str | None = None,
+        failed_models: tuple[str, ...] = (),
+        note: str = "",
+    ) -> TaskAssigned | TaskDeferred:
+        """Try ``ranked`` in order until a reservation is accepted; defer if none is."""
+        refusals: list[ReserveReply] = []
+        assignment_id = f"{e.task_id}-a{attempt}"
+        for i, cand in enumerate(ranked):
+            reply = await self._reserve(e, cand, assignment_id)
+            if not reply.ok:
+                refusals.append(reply)
+                continue
+            runner_up = ranked[i + 1].model.name if i + 1 < len(ranked) else None
+            assigned = e.child(
+                TaskAssigned,
+                event_id=f"assigned-{assignment_id}",
+                task_id=e.task_id,
+                assignment_id=assignment_id,
+                model=cand.model.name,
+                provider=cand.model.provider,
+                subscription=cand.model.subscription,
+                strategy=strategy,
+                runner_up=runner_up,
+                attempt=attempt,
+                arm=arm,
+                reason=note + _reason(strategy, cand.capability, cand.expected_cost, refusals),
+                reservation=Reservation(
+                    reservation_id=reply.reservation_id,
+                    subscription=reply.subscription,
+                    tokens=cand.tokens,
+                    cost_usd=round(cand.expected_cost, 6),
+                    expires_at=reply.expires_at
+                    or utcnow() + timedelta(seconds=self.settings.reservation_ttl_s),
+                ),
+            )
+            await self.repo.save(assigned)
+            await self.repo.set_task(e, "assigned", attempt, failed_models=failed_models)
+            await self.bus.publish(assigned)
+            metrics.ASSIGNMENTS.labels(cand.model.name, strategy).inc()
+            return assigned
+        deferred = e.child(
+            TaskDeferred,
+            event_id=f"deferred-{assignment_id}",
+            task_id=e.task_id,
+            attempt=attempt,
+            reason="; ".join(f"{r.subscription}: {r.reason}" for r in refusals)
+            or "no model passes the context-window and capability filters",
+            retry_after=min((r.retry_after for r in refusals if r.retry_after), default=None)
+            or utcnow() + timedelta(seconds=self.settings.retry_interval_s),
+        )
+        await self.repo.set_task(
+            e,
+            "deferred",
+            attempt,
+            failed_models=failed_models,
+            reason=deferred.reason,
+            retry_after=deferred.retry_after,
+        )
+        await self.bus.publish(deferred)
+        metrics.DEFERRALS.labels("quota" if refusals else "no_capable_model").inc()
+        return deferred
+
+    async def _reserve(self, e: TaskEstimated, cand: Candidate, assignment_id: str) -> ReserveReply:
+        return await self.bus.request(
+            e.child(
+                ReserveRequest,
+                subscription=cand.model.subscription,
+                tokens=cand.tokens,
+                cost_usd=round(cand.expected_cost, 6),
+                task_id=e.task_id,
+                model=cand.model.name,
+                reservation_id=f"{assignment_id}-{cand.model.name}",
+                ttl_s=self.settings.reservation_ttl_s,
+            ),
+            ReserveReply,
+            step="quota",
+            timeout=self.settings.quota_timeout_s,
+        )
+
+    async def escalate(self, e: RunRecorded) -> TaskAssigned | TaskDeferred | None:
+        """After a failed run with attempts left, assign the task again to a stronger model.
+
+        Waits (by redelivery) until the quota service has settled the failed attempt's
+        reservation, so the new reservation never counts alongside the old estimate.
+        """
+        if e.success:
+            return None
+        a = await self.repo.assignment_for(e.reservation_id, e.task_id)
+        state = await self.repo.task(e.task_id)
+        if a is None or state is None or state.attempt > a.attempt:
+            return None  # not ours, or this failure was already escalated
+        failed = tuple(dict.fromkeys((*state.failed_models, a.model)))
+        if a.attempt >= self.settings.max_attempts:
+            await self.repo.set_task(
+                state.estimated,
+                "exhausted",
+                a.attempt,
+                failed_models=failed,
+                reason=f"{a.attempt} attempts failed",
+            )
+            log.info("escalation_exhausted", task_id=e.task_id, attempts=a.attempt)
+            return None
+        if e.reservation_id and await self.repo.reservation_settled(e.reservation_id) is False:
+            raise TransientError(
+                f"reservation {e.reservation_id} not settled yet",
+                delay_s=self.settings.settle_wait_s,
+            )
+        log.info("escalating", task_id=e.task_id, failed_model=a.model, attempt=a.attempt + 1)
+        return await self.assign(
+            state.estimated, a.attempt + 1, failed_models=failed, escalate_from=a.model
+        )
+
+    async def recommend(self, r: RecommendRequest) -> RecommendReply:
+        """The model :meth:`assign` would try first, the runner-up and why; reserves nothing."""
+        strategy = r.strategy or self.settings.strategy
+        if strategy not in STRATEGIES:
+            raise PermanentError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+        ranked = await self.ranked(r.estimate, strategy, workspace=r.workspace)
+        if not ranked:
+            return RecommendReply(
+                model=None,
+                strategy=strategy,
+                reason="no model passes the context-window and capability filters",
+            )
+        best = ranked[0]
+        return RecommendReply(
+            model=best.model.name,
+            runner_up=ranked[1].model.name if len(ranked) > 1 else None,
+            strategy=strategy,
+            reason=_reason(strategy, best.capability, best.expected_cost, []),
+            expected_cost_usd=round(best.expected_cost, 6),
+            candidates=[c.model.name for c in ranked],
+        )
+
+    async def experiment(self, r: ExperimentRequest) -> ExperimentReply:
+        """Create, list or stop experiments."""
+        if r.action == "create":
+            if r.experiment is None:
+                raise PermanentError("create needs an experiment")
+            unknown = [v.strategy for v in r.experiment.variants if v.strategy not in STRATEGIES]
+            if unknown:
+                raise PermanentError(
+                    f"unknown strategy {unknown[0]!r}; known: {', '.join(STRATEGIES)}"
+                )
+            if not await self.repo.save_experiment(r.experiment):
+                raise PermanentError(f"an experiment called {r.experiment.name!r} exists")
+        elif r.action == "stop" and not await self.repo.stop_experiment(r.name or ""):
+            raise PermanentError(f"no experiment called {r.name!r}")
+        self.forget_experiments()
+        return ExperimentReply(experiments=await self.experiments())
+
+
+def _reason(strategy: str, capability: float, cost: float, refusals: list[ReserveReply]) -> str:
+    text = f"{strategy}: capability {capability:.2f}, expected ${cost:.4f}"
+    if refusals:
+        text += "; skipped " + ", ".join(f"{r.subscription} ({r.reason})" for r in refusals)
+    return text

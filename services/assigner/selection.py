@@ -1,0 +1,229 @@
+"""Choosing a model for a task: filters, then a strategy that orders the candidates.
+
+Pure functions over the registry's :class:`~tally.registry.ModelSpec` and the task's
+:class:`~tally.events.Estimate`. The assigner reserves quota for the first candidate and
+falls back down the list when a reservation is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from tally.events import Estimate
+from tally.registry import ModelSpec
+from tally.usage import TokenUsage
+
+#: Minimum capability a model needs for a task of each complexity band.
+MIN_CAPABILITY = {"simple": 0.0, "medium": 0.6, "complex": 0.8}
+#: Under ``maximize_value``, tasks at or above this value score prefer premium models ...
+HIGH_VALUE = 60.0
+#: ... and tasks below this one never get a premium model.
+LOW_VALUE = 30.0
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A model that can do the task, with what it would cost."""
+
+    model: ModelSpec
+    capability: float
+    expected_cost: float
+    tokens: int
+
+
+@dataclass(frozen=True)
+class LearnedScore:
+    """What the learner measured for a model on this kind of task (all in 0..1 or raw)."""
+
+    quality: float
+    velocity: float
+    cost: float
+
+
+@dataclass(frozen=True)
+class RoutingTable:
+    """The learner's routing policy for one workspace, as last published.
+
+    Args:
+        version: the policy's update count; a lower one never replaces a higher one.
+        probabilities: ``"<task_type>|<band>"`` → model → probability.
+        models: the models the policy knows; one it has no row for gets ``1 / len(models)``.
+    """
+
+    version: int
+    probabilities: Mapping[str, Mapping[str, float]]
+    models: tuple[str, ...] = ()
+
+    def table(self, estimate: Estimate) -> Mapping[str, float] | None:
+        """The probabilities for the estimate's task class, or None if it has none yet."""
+        return self.probabilities.get(f"{estimate.task_type}|{estimate.band}") or None
+
+
+def route_seed(task_id: str, attempt: int) -> int:
+    """A seed from the task and attempt alone: replicas and redeliveries draw the same model."""
+    digest = hashlib.sha256(f"{task_id}{attempt}".encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def restricted(
+    probabilities: Mapping[str, float], names: Sequence[str], known: int
+) -> dict[str, float]:
+    """The policy's probabilities over ``names`` only, renormalised to sum to 1.
+
+    A name the policy has no probability for gets ``1 / known`` (what a model starts with
+    in a policy of ``known`` models) before renormalising, so a new model is still tried.
+    """
+    default = 1.0 / max(known, len(names), 1)
+    raw = {n: max(0.0, float(probabilities.get(n, default))) for n in names}
+    total = sum(raw.values())
+    if total <= 0:
+        return {n: 1.0 / len(names) for n in names} if names else {}
+    return {n: p / total for n, p in raw.items()}
+
+
+def sampled_order(probabilities: Mapping[str, float], seed: int) -> list[str]:
+    """One name drawn from ``probabilities`` with ``seed`` first, then the rest by probability.
+
+    Deterministic for a given seed, so the same task and attempt always get the same model;
+    across tasks the first choices follow the policy's probabilities.
+    """
+    names = sorted(probabilities)
+    if not names:
+        return []
+    draw = random.Random(seed).random()
+    first, cumulative = names[-1], 0.0
+    for name in names:
+        cumulative += probabilities[name]
+        if draw < cumulative:
+            first = name
+            break
+    rest = sorted((n for n in names if n != first), key=lambda n: (-probabilities[n], n))
+    return [first, *rest]
+
+
+def candidates(models: Sequence[ModelSpec], estimate: Estimate) -> list[Candidate]:
+    """Models whose context window holds the task's input and whose capability fits its band."""
+    tokens = estimate.tokens
+    usage = TokenUsage(
+        input_tokens=tokens.input_tokens,
+        output_tokens=tokens.output_tokens,
+        cache_read_tokens=tokens.cached_input_tokens,
+    )
+    needed_context = tokens.input_tokens + tokens.cached_input_tokens
+    floor = MIN_CAPABILITY.get(estimate.band, 0.0)
+    out = []
+    for m in models:
+        capability = m.capability(estimate.task_type, *estimate.labels)
+        if m.context_window >= needed_context and capability >= floor:
+            out.append(Candidate(m, capability, m.cost(usage), usage.total_tokens))
+    return out
+
+
+def _cheapest(cands: Sequence[Candidate]) -> list[Candidate]:
+    return sorted(cands, key=lambda c: (c.expected_cost, -c.capability, c.model.name))
+
+
+def _best(cands: Sequence[Candidate]) -> list[Candidate]:
+    return sorted(cands, key=lambda c: (-c.capability, c.expected_cost, c.model.name))
+
+
+def maximize_value(cands: Sequence[Candidate], estimate: Estimate, **_: object) -> list[Candidate]:
+    """High-value tasks to the strongest models, low-value tasks never to premium ones."""
+    if estimate.value_score >= HIGH_VALUE:
+        return _best(cands)
+    allowed = [c for c in cands if estimate.value_score >= LOW_VALUE or c.model.tier != "premium"]
+    return _cheapest(allowed)
+
+
+def cheapest_capable(
+    cands: Sequence[Candidate], estimate: Estimate, **_: object
+) -> list[Candidate]:
+    """The cheapest model that passes the filters first."""
+    return _cheapest(cands)
+
+
+def quality_first(cands: Sequence[Candidate], estimate: Estimate, **_: object) -> list[Candidate]:
+    """The most capable model first; cost breaks ties."""
+    return _best(cands)
+
+
+def maximize_subscription_usage(
+    cands: Sequence[Candidate],
+    estimate: Estimate,
+    *,
+    prepaid: frozenset[str] = frozenset(),
+    **_: object,
+) -> list[Candidate]:
+    """Prepaid allowances first (strongest first), then pay-per-token models by cost."""
+    paid_for = _best([c for c in cands if c.model.subscription in prepaid])
+    return paid_for + _cheapest([c for c in cands if c.model.subscription not in prepaid])
+
+
+def learned(
+    cands: Sequence[Candidate],
+    estimate: Estimate,
+    *,
+    scores: Mapping[str, LearnedScore] | None = None,
+    policy: RoutingTable | None = None,
+    seed: int = 0,
+    weights: tuple[float, float, float] = (0.4, 0.3, 0.3),
+    **_: object,
+) -> list[Candidate]:
+    """Follow the learner's routing policy; without one, rank by the learner's scores.
+
+    When the policy has a table for the task's class (task type and band), the first
+    candidate is drawn from its probabilities restricted to the candidates (``seed``
+    makes the draw repeatable), the rest follow by probability. Otherwise candidates rank
+    by quality, velocity and (low) cost, weighted; models without a score yet rank by
+    registry capability in place of quality, at the median velocity and their expected
+    cost, so new models still get tried.
+    """
+    table = policy.table(estimate) if policy is not None else None
+    if table is not None and cands:
+        by_name = {c.model.name: c for c in cands}
+        probs = restricted(table, list(by_name), len(policy.models) if policy else 0)
+        return [by_name[n] for n in sampled_order(probs, seed)]
+    scores = scores or {}
+    if not scores:
+        return _best(cands)
+    velocities = sorted(s.velocity for s in scores.values())
+    median_v = velocities[len(velocities) // 2]
+    rows = []
+    for c in cands:
+        s = scores.get(c.model.name, LearnedScore(c.capability, median_v, c.expected_cost))
+        rows.append((c, s))
+    top_v = max(s.velocity for _, s in rows) or 1.0
+    top_cost = max(s.cost for _, s in rows) or 1.0
+    wq, wv, wc = weights
+
+    def utility(row: tuple[Candidate, LearnedScore]) -> float:
+        _, s = row
+        return wq * s.quality + wv * s.velocity / top_v + wc * (1 - s.cost / top_cost)
+
+    return [c for c, _ in sorted(rows, key=lambda r: (-utility(r), r[0].model.name))]
+
+
+Strategy = Callable[..., list[Candidate]]
+STRATEGIES: dict[str, Strategy] = {
+    "maximize_value": maximize_value,
+    "cheapest_capable": cheapest_capable,
+    "quality_first": quality_first,
+    "maximize_subscription_usage": maximize_subscription_usage,
+    "learned": learned,
+}
+
+
+def rank(
+    strategy: str, models: Sequence[ModelSpec], estimate: Estimate, **context: object
+) -> list[Candidate]:
+    """Candidates for ``estimate`` in the order ``strategy`` prefers.
+
+    Raises:
+        KeyError: the strategy is unknown (the message lists the known ones).
+    """
+    if strategy not in STRATEGIES:
+        raise KeyError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+    return STRATEGIES[strategy](candidates(models, estimate), estimate, **context)

@@ -1,0 +1,51 @@
+"""The learner: per-model performance, calibration and routing, learned from every run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from faststream.asgi import AsgiFastStream
+
+from services.learner import handlers
+from services.learner.learner import Learner
+from services.learner.repo import LearnerRepo
+from services.learner.rewards import RewardSelection, default_registry
+from services.learner.settings import LearnerSettings
+from tally.db import create_engine
+from tally.errors import ConfigError
+from tally.registry import load_models
+from tally.service import ServiceKit
+
+
+def create_app(settings: LearnerSettings | None = None) -> AsgiFastStream:
+    settings = settings or LearnerSettings()
+    kit = ServiceKit("learner", settings)
+    engine = create_engine(settings.database_url)
+    try:
+        models = [m.name for m in load_models(settings.models_path)]
+    except (ConfigError, OSError):
+        # Without a registry the policy learns the models it sees in recorded runs.
+        models = []
+    rewards = default_registry(
+        RewardSelection(default=settings.reward_default, by_task_type=settings.reward_by_task_type)
+    )
+    learner = Learner(kit.bus, LearnerRepo(engine), settings, models, rewards)
+    handlers.register(kit.bus, learner)
+    daily: list[asyncio.Task[None]] = []
+
+    @kit.after_startup
+    async def start_daily() -> None:
+        if settings.daily_enabled:
+            daily.append(asyncio.create_task(learner.daily()))
+
+    @kit.on_shutdown
+    async def stop() -> None:
+        for task in daily:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await learner.close()
+        await engine.dispose()
+
+    return kit.app()

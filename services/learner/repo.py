@@ -1,0 +1,381 @@
+"""The learner's queries.
+
+It is the only writer of model_scores, velocity_logs, learner_runs, calibrations,
+learning_reports and policy_checkpoints; it reads the estimator's ``estimates`` (token
+estimates) and the assigner's ``assignments`` (experiment arms).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.learner.abtest import arm_name
+from services.learner.calibration import VelocityRow
+from services.learner.policy import Checkpoint
+from services.learner.stats import ModelScore
+from services.learner.training import LearnedRun
+from tally.db.tables import (
+    assignments,
+    calibrations,
+    estimates,
+    learner_runs,
+    learning_reports,
+    model_scores,
+    policy_checkpoints,
+    velocity_logs,
+)
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    """A checkpoint row: its id, version, score and the policy saved with it."""
+
+    checkpoint: Checkpoint
+    version: int
+    policy: dict[str, Any]
+
+
+def _learned(r: Any) -> LearnedRun:
+    return LearnedRun(
+        r.run_id, r.task_id, r.model, r.task_type, r.band, r.reward, r.cost_usd, r.at, r.attempt
+    )
+
+
+class LearnerRepo:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    # -- recording runs ------------------------------------------------------------------
+    async def record_run(
+        self,
+        log_row: dict[str, Any],
+        run_row: dict[str, Any],
+        apply: Callable[[ModelScore | None], ModelScore],
+    ) -> tuple[ModelScore, LearnedRun] | None:
+        """Log a run, store its facts and apply it to its score row, once.
+
+        The velocity log's primary key is the run id: if the run was already logged (a
+        redelivery, or the tracker recording it twice), nothing changes and None is
+        returned. Otherwise, in one transaction: the log gets the type's historical
+        velocity and the change against it, the run gets its attempt number and the
+        task's estimated tokens, and ``apply`` turns the current score into the new one.
+        """
+        key = (run_row["workspace"], run_row["model"], run_row["task_type"], run_row["band"])
+        async with self.engine.begin() as conn:
+            history = await conn.scalar(
+                select(func.avg(velocity_logs.c.velocity)).where(
+                    velocity_logs.c.workspace == key[0],
+                    velocity_logs.c.task_type == key[2],
+                    velocity_logs.c.velocity.is_not(None),
+                )
+            )
+            velocity = log_row.get("velocity")
+            log = {**log_row, "history_velocity": history, "change_pct": None}
+            if history and velocity is not None:
+                log["change_pct"] = (velocity - history) / history * 100.0
+            inserted = await conn.execute(
+                insert(velocity_logs).on_conflict_do_nothing().returning(velocity_logs.c.run_id),
+                log,
+            )
+            if inserted.first() is None:
+                return None
+            earlier = await conn.scalar(
+                select(func.count())
+                .select_from(learner_runs)
+                .where(learner_runs.c.task_id == run_row["task_id"])
+            )
+            estimated = await conn.scalar(
+                select(
+                    estimates.c.estimate["tokens"]["input_tokens"].as_integer()
+                    + estimates.c.estimate["tokens"]["output_tokens"].as_integer()
+                    + func.coalesce(
+                        estimates.c.estimate["tokens"]["cached_input_tokens"].as_integer(), 0
+                    )
+                ).where(estimates.c.task_id == run_row["task_id"])
+            )
+            row = {**run_row, "attempt": int(earlier or 0) + 1, "estimated_tokens": estimated}
+            await conn.execute(insert(learner_runs).on_conflict_do_nothing(), row)
+            score = apply(await self._score(conn, *key))
+            stmt = insert(model_scores).values(
+                workspace=key[0],
+                model=key[1],
+                task_type=key[2],
+                band=key[3],
+                samples=score.sample_size,
+                stats=score.to_dict(),
+            )
+            await conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["workspace", "model", "task_type", "band"],
+                    set_={
+                        "samples": stmt.excluded.samples,
+                        "stats": stmt.excluded.stats,
+                        "updated_at": func.now(),
+                    },
+                )
+            )
+            return score, LearnedRun(
+                row["run_id"],
+                row["task_id"],
+                row["model"],
+                row["task_type"],
+                row["band"],
+                row["reward"],
+                row["cost_usd"],
+                row["at"],
+                row["attempt"],
+            )
+
+    @staticmethod
+    async def _score(
+        conn: AsyncConnection, workspace: str, model: str, task_type: str, band: str
+    ) -> ModelScore | None:
+        row = (
+            await conn.execute(
+                select(model_scores.c.stats)
+                .where(
+                    model_scores.c.workspace == workspace,
+                    model_scores.c.model == model,
+                    model_scores.c.task_type == task_type,
+                    model_scores.c.band == band,
+                )
+                .with_for_update()
+            )
+        ).first()
+        return ModelScore.from_dict(row.stats) if row else None
+
+    async def scores(self, workspace: str) -> list[ModelScore]:
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(model_scores.c.stats).where(model_scores.c.workspace == workspace)
+                )
+            ).all()
+        return [ModelScore.from_dict(r.stats) for r in rows]
+
+    # -- what calibration and the policy learn from -----------------------------------------
+    async def workspaces(self) -> list[str]:
+        """Workspaces with at least one recorded run."""
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(learner_runs.c.workspace).distinct())).all()
+        return sorted(r.workspace for r in rows)
+
+    async def velocity_rows(self, workspace: str) -> list[VelocityRow]:
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(
+                        velocity_logs.c.model, velocity_logs.c.task_type, velocity_logs.c.velocity
+                    ).where(
+                        velocity_logs.c.workspace == workspace,
+                        velocity_logs.c.velocity.is_not(None),
+                    )
+                )
+            ).all()
+        return [VelocityRow(r.model or "", r.task_type or "", r.velocity) for r in rows]
+
+    async def token_rows(self, workspace: str) -> list[tuple[str, int, int]]:
+        """``(task_type, actual, estimated)`` tokens of runs whose task was estimated."""
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(
+                        learner_runs.c.task_type,
+                        learner_runs.c.tokens,
+                        learner_runs.c.estimated_tokens,
+                    ).where(
+                        learner_runs.c.workspace == workspace,
+                        learner_runs.c.estimated_tokens.is_not(None),
+                    )
+                )
+            ).all()
+        return [(r.task_type, int(r.tokens), int(r.estimated_tokens)) for r in rows]
+
+    async def velocity_logs(
+        self, workspace: str, since: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Velocity logs of a workspace, oldest first."""
+        stmt = select(velocity_logs).where(velocity_logs.c.workspace == workspace)
+        if since is not None:
+            stmt = stmt.where(velocity_logs.c.at >= since)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(stmt.order_by(velocity_logs.c.at))).mappings().all()
+        return [dict(r) for r in rows]
+
+    async def learned_runs(self, workspace: str) -> list[LearnedRun]:
+        """Every recorded run of a workspace, oldest first."""
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(learner_runs)
+                    .where(learner_runs.c.workspace == workspace)
+                    .order_by(learner_runs.c.at, learner_runs.c.run_id)
+                )
+            ).all()
+        return [_learned(r) for r in rows]
+
+    async def arm_runs(self, workspace: str, experiment: str) -> list[dict[str, Any]]:
+        """Runs of the workspace's tasks that the assigner assigned under ``experiment``.
+
+        The assigner records each assignment's arm as ``<experiment>:<variant>`` in
+        ``assignments.arm``; every run of such a task counts for its variant (a task's
+        arm is fixed by its id, so escalated attempts stay in the same arm).
+        """
+        # One row per (task, arm): a task's attempts share its arm, and each run counts once.
+        armed = (
+            select(assignments.c.task_id, assignments.c.arm)
+            .where(
+                assignments.c.workspace == workspace,
+                assignments.c.arm.startswith(f"{experiment}:", autoescape=True),
+            )
+            .distinct()
+            .subquery()
+        )
+        stmt = select(
+            armed.c.arm,
+            learner_runs.c.task_id,
+            learner_runs.c.reward,
+            learner_runs.c.quality,
+            learner_runs.c.cost_usd,
+            learner_runs.c.success,
+        ).join(
+            armed,
+            (learner_runs.c.task_id == armed.c.task_id) & (learner_runs.c.workspace == workspace),
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        out = []
+        for r in rows:
+            name = arm_name(r.arm, experiment)
+            if name is None:
+                continue
+            out.append(
+                {
+                    "arm": name,
+                    "task_id": r.task_id,
+                    "reward": r.reward,
+                    "quality": r.quality,
+                    "cost_usd": r.cost_usd,
+                    "success": r.success,
+                }
+            )
+        return out
+
+    async def experiment_exists(self, name: str) -> bool | None:
+        """Whether the assigner knows the experiment; None if its table is not there yet."""
+        async with self.engine.connect() as conn:
+            present = await conn.scalar(text("SELECT to_regclass('experiments') IS NOT NULL"))
+            if not present:
+                return None
+            found = await conn.scalar(
+                text("SELECT count(*) FROM experiments WHERE name = :name").bindparams(name=name)
+            )
+        return bool(found)
+
+    # -- calibrations and reports ---------------------------------------------------------
+    async def save_calibration(self, workspace: str, calibration: dict[str, Any]) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                insert(calibrations), {"workspace": workspace, "calibration": calibration}
+            )
+
+    async def latest_calibration(self, workspace: str) -> dict[str, Any] | None:
+        async with self.engine.connect() as conn:
+            value: dict[str, Any] | None = await conn.scalar(
+                select(calibrations.c.calibration)
+                .where(calibrations.c.workspace == workspace)
+                .order_by(calibrations.c.id.desc())
+                .limit(1)
+            )
+        return value
+
+    async def save_report(self, workspace: str, report: dict[str, Any]) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(learning_reports), {"workspace": workspace, "report": report})
+
+    async def latest_report(self, workspace: str) -> tuple[datetime, dict[str, Any]] | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(learning_reports.c.created_at, learning_reports.c.report)
+                    .where(learning_reports.c.workspace == workspace)
+                    .order_by(learning_reports.c.id.desc())
+                    .limit(1)
+                )
+            ).first()
+        return (row.created_at, row.report) if row else None
+
+    # -- policy checkpoints ---------------------------------------------------------------
+    async def save_checkpoint(
+        self,
+        workspace: str,
+        version: int,
+        score: float | None,
+        policy: dict[str, Any],
+        retain: Callable[[Sequence[Checkpoint]], Sequence[Checkpoint]],
+    ) -> int:
+        """Save a checkpoint, then delete the workspace's checkpoints ``retain`` drops."""
+        async with self.engine.begin() as conn:
+            new_id = await conn.scalar(
+                insert(policy_checkpoints)
+                .values(workspace=workspace, version=version, score=score, policy=policy)
+                .returning(policy_checkpoints.c.id)
+            )
+            rows = (
+                await conn.execute(
+                    select(
+                        policy_checkpoints.c.id,
+                        policy_checkpoints.c.created_at,
+                        policy_checkpoints.c.score,
+                    ).where(policy_checkpoints.c.workspace == workspace)
+                )
+            ).all()
+            # The id breaks ties between checkpoints saved within one clock tick.
+            items = [Checkpoint(str(r.id), r.created_at, r.score) for r in rows]
+            kept = {c.id for c in retain(items)}
+            dropped = [int(c.id) for c in items if c.id not in kept]
+            if dropped:
+                await conn.execute(
+                    delete(policy_checkpoints).where(policy_checkpoints.c.id.in_(dropped))
+                )
+        return int(new_id)
+
+    async def latest_checkpoint(self, workspace: str) -> StoredCheckpoint | None:
+        """The newest checkpoint of a workspace (highest version, then newest)."""
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(policy_checkpoints)
+                    .where(policy_checkpoints.c.workspace == workspace)
+                    .order_by(
+                        policy_checkpoints.c.created_at.desc(), policy_checkpoints.c.id.desc()
+                    )
+                    .limit(1)
+                )
+            ).first()
+        if row is None:
+            return None
+        return StoredCheckpoint(
+            Checkpoint(str(row.id), row.created_at, row.score), row.version, row.policy
+        )
+
+    async def checkpoints(self, workspace: str) -> list[StoredCheckpoint]:
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(policy_checkpoints)
+                    .where(policy_checkpoints.c.workspace == workspace)
+                    .order_by(policy_checkpoints.c.id)
+                )
+            ).all()
+        return [
+            StoredCheckpoint(Checkpoint(str(r.id), r.created_at, r.score), r.version, r.policy)
+            for r in rows
+        ]

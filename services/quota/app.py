@@ -1,0 +1,75 @@
+"""The quota service: atomic reservations in Redis, an append-only ledger in Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import datetime
+
+import structlog
+from faststream.asgi import AsgiFastStream
+
+from services.quota import handlers
+from services.quota.ledger import QuotaLedger
+from services.quota.reservations import QuotaStore, utc_now
+from services.quota.settings import QuotaSettings
+from services.quota.subscriptions import load_subscriptions
+from tally.db import create_engine
+from tally.redis import connect_redis
+from tally.service import ServiceKit
+
+log = structlog.get_logger(__name__)
+
+
+def create_app(
+    settings: QuotaSettings | None = None, *, clock: Callable[[], datetime] = utc_now
+) -> AsgiFastStream:
+    """The quota service's app.
+
+    Args:
+        settings: defaults to the ``TALLY_QUOTA_*`` environment.
+        clock: the time windows, expiries and ledger rows follow; tests move it.
+    """
+    settings = settings or QuotaSettings()
+    kit = ServiceKit("quota", settings)
+    engine = create_engine(settings.database_url)
+    redis = connect_redis(settings.redis_url)
+    subscriptions = load_subscriptions(settings.subscriptions_path)
+    store = QuotaStore(redis, subscriptions, namespace=settings.namespace or "tally", clock=clock)
+    ledger = QuotaLedger(engine)
+    handlers.register(
+        kit.bus, store, ledger, subscriptions.names, concurrency=settings.responder_concurrency
+    )
+    handlers.register_admin(
+        kit.bus, store, ledger, subscriptions.names, settings.rebuild_default_ttl_s
+    )
+    sweeper: list[asyncio.Task[None]] = []
+
+    async def sweep_forever() -> None:
+        while True:
+            await asyncio.sleep(settings.sweep_interval_s)
+            try:
+                released = await handlers.sweep_once(kit.bus, store, ledger)
+            except Exception:  # a sweep failing must not stop the next one
+                log.exception("sweep_failed")
+                continue
+            if released:
+                log.info("reservations_expired", count=released)
+
+    @kit.after_startup
+    async def start_sweeper() -> None:
+        sweeper.append(asyncio.create_task(sweep_forever()))
+
+    @kit.on_shutdown
+    async def close() -> None:
+        for task in sweeper:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        # The broker has stopped: no handler appends any more; commit what is waiting.
+        await ledger.flush()
+        await redis.aclose()
+        await engine.dispose()
+
+    return kit.app()

@@ -1,0 +1,289 @@
+"""Quota subscribers: reserve, release and settle, answer usage questions, raise alerts."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy.exc import SQLAlchemyError
+
+from services.quota.ledger import QuotaLedger
+from services.quota.rebuild import ledger_state
+from services.quota.reservations import QuotaStore
+from services.quota.subscriptions import UnknownSubscriptionError
+from services.quota.windows import Alert, Usage, micro_to_usd
+from tally import metrics
+from tally.bus import Bus
+from tally.errors import PermanentError, TransientError
+from tally.events import (
+    QuotaAlert,
+    QuotaSettled,
+    ReleaseReply,
+    ReleaseRequest,
+    ReserveReply,
+    ReserveRequest,
+    RunRecorded,
+    UsageReply,
+    UsageRequest,
+)
+from tally.events.assign import (
+    QUOTA_FREED,
+    FreezeReply,
+    FreezeRequest,
+    QuotaFreed,
+    RebuildReply,
+    RebuildRequest,
+)
+from tally.events.envelope import Event
+
+log = structlog.get_logger(__name__)
+
+
+def usage_dict(u: Usage, kind: str) -> dict[str, Any]:
+    def window(w: Any) -> dict[str, Any]:
+        return {
+            "window": w.window,
+            "used_tokens": w.used_tokens,
+            "reserved_tokens": w.reserved_tokens,
+            "used_usd": micro_to_usd(w.used_micro_usd),
+            "reserved_usd": micro_to_usd(w.reserved_micro_usd),
+            "limit_tokens": w.limit_tokens,
+            "limit_usd": None if w.limit_micro_usd is None else micro_to_usd(w.limit_micro_usd),
+            "resets_at": w.resets_at.isoformat(),
+        }
+
+    return {
+        "subscription": u.subscription,
+        "frozen": u.frozen,
+        "day": window(u.day),
+        "month": window(u.month),
+    }
+
+
+async def publish_alerts(bus: Bus, cause: Event, alerts: list[Alert] | tuple[Alert, ...]) -> None:
+    for a in alerts:
+        usd = a.metric == "usd"
+        await bus.publish(
+            cause.child(
+                QuotaAlert,
+                event_id=f"alert-{a.subscription}-{a.window}-{a.metric}-{a.threshold}",
+                subscription=a.subscription,
+                window=a.period,
+                window_id=a.window,
+                metric=a.metric,
+                threshold_pct=a.threshold,
+                used=micro_to_usd(a.value) if usd else a.value,
+                limit=micro_to_usd(a.limit) if usd else a.limit,
+            )
+        )
+
+
+async def announce_freed(bus: Bus, cause: Event | None, subscription: str, why: str) -> None:
+    """Tell the assigner (core NATS, not persisted) that ``subscription`` has room again."""
+    notice = (
+        cause.child(QuotaFreed, subscription=subscription, cause=why)
+        if cause
+        else QuotaFreed(subscription=subscription, cause=why, source=bus.service)
+    )
+    await bus.broker.publish(notice.to_json(), bus.catalog.subject(QUOTA_FREED))
+
+
+async def sweep_once(bus: Bus, store: QuotaStore, ledger: QuotaLedger) -> int:
+    """Release expired reservations, write each to the ledger, announce the room; count."""
+    expired = await store.sweep_expired()
+    now = store.now()
+    # Written together: the ledger commits concurrent appends as one batch.
+    await asyncio.gather(
+        *(
+            ledger.append(
+                "expire",
+                res.reservation_id,
+                res.subscription,
+                res.tokens,
+                micro_to_usd(res.micro_usd),
+                now,
+            )
+            for res in expired
+            if res.subscription  # always set for an expired reservation
+        )
+    )
+    for name in sorted({r.subscription for r in expired if r.subscription}):
+        await announce_freed(bus, None, name, "expiry")
+    return len(expired)
+
+
+async def rebuild_from_ledger(
+    store: QuotaStore, ledger: QuotaLedger, names: list[str], default_ttl_s: int
+) -> RebuildReply:
+    """Restore Redis from the ledger rows of this month and the previous one."""
+    now = store.now()
+    previous = (now.replace(day=1) - timedelta(days=1)).strftime("%Y-%m")
+    windows, live = ledger_state(await ledger.rows_since(previous), default_ttl_s)
+    known = set(names)
+    windows = [w for w in windows if w.subscription in known]
+    live = [r for r in live if r.subscription in known]
+    written, restored = await store.restore(windows, live)
+    per_sub = [
+        {
+            "subscription": name,
+            "windows": sum(1 for w in windows if w.subscription == name),
+            "reservations": sum(1 for r in live if r.subscription == name),
+        }
+        for name in names
+    ]
+    return RebuildReply(windows=written, reservations=restored, subscriptions=per_sub)
+
+
+def register_admin(
+    bus: Bus, store: QuotaStore, ledger: QuotaLedger, names: list[str], default_ttl_s: int
+) -> None:
+    """Subscribe the operator's requests: freeze/unfreeze and rebuild from the ledger."""
+
+    @bus.responder(FreezeRequest)
+    async def on_freeze(r: FreezeRequest) -> FreezeReply:
+        try:
+            if r.frozen:
+                await store.freeze(r.subscription)
+            else:
+                await store.unfreeze(r.subscription)
+        except UnknownSubscriptionError as exc:
+            raise PermanentError(
+                f"unknown subscription {r.subscription!r}; known: {', '.join(names)}"
+            ) from exc
+        log.info("quota_frozen" if r.frozen else "quota_unfrozen", subscription=r.subscription)
+        if not r.frozen:
+            await announce_freed(bus, r, r.subscription, "unfreeze")
+        return FreezeReply(subscription=r.subscription, frozen=r.frozen)
+
+    # One rebuild at a time: two at once would only write the same counters twice.
+    @bus.responder(RebuildRequest, concurrency=1)
+    async def on_rebuild(r: RebuildRequest) -> RebuildReply:
+        reply = await rebuild_from_ledger(store, ledger, names, default_ttl_s)
+        log.info("quota_rebuilt", windows=reply.windows, reservations=reply.reservations)
+        for name in names:
+            await announce_freed(bus, r, name, "rebuild")
+        return reply
+
+
+def register(
+    bus: Bus,
+    store: QuotaStore,
+    ledger: QuotaLedger,
+    names: list[str],
+    *,
+    concurrency: int = 64,
+) -> None:
+    """Subscribe the quota service's handlers on ``bus``.
+
+    Args:
+        concurrency: reserve and release requests answered at once.
+    """
+
+    @bus.responder(ReserveRequest, concurrency=concurrency)
+    async def on_reserve(r: ReserveRequest) -> ReserveReply:
+        try:
+            res = await store.reserve(
+                r.subscription,
+                r.tokens,
+                r.cost_usd,
+                reservation_id=r.reservation_id,
+                ttl_s=r.ttl_s,
+                task_id=r.task_id,
+            )
+        except UnknownSubscriptionError as exc:
+            raise PermanentError(f"unknown subscription {r.subscription!r}") from exc
+        metrics.RESERVATIONS.labels(r.subscription, "ok" if res.ok else "refused").inc()
+        if res.ok:
+            # The reply waits for the ledger row's commit: "ok" means reserved and ledgered.
+            # A repeated id writes its row again (a no-op if there), so a client retrying
+            # after an error reply heals a row whose commit failed the first time.
+            windows = (
+                await store.windows_of(r.reservation_id)
+                if res.duplicate
+                else (res.usage.day.window, res.usage.month.window)
+            )
+            try:
+                await ledger.append(
+                    "reserve",
+                    r.reservation_id,
+                    r.subscription,
+                    r.tokens,
+                    r.cost_usd,
+                    store.now(),
+                    windows=windows,
+                    expires_at=res.expires_at,
+                )
+            except SQLAlchemyError as exc:
+                # Held in Redis but not ledgered: the caller gets an error, not "ok", and
+                # may retry with the same id; unretried, the reservation expires.
+                raise TransientError(f"ledger write failed: {type(exc).__name__}") from exc
+        await publish_alerts(bus, r, res.alerts)
+        return ReserveReply(
+            ok=res.ok,
+            reservation_id=res.reservation_id,
+            subscription=r.subscription,
+            reason=res.reason or "",
+            retry_after=res.retry_after,
+            expires_at=res.expires_at,
+        )
+
+    @bus.responder(ReleaseRequest, concurrency=concurrency)
+    async def on_release(r: ReleaseRequest) -> ReleaseReply:
+        res = await store.release(r.reservation_id)
+        if res.subscription and res.status == "released":
+            await ledger.append(
+                "release",
+                r.reservation_id,
+                res.subscription,
+                res.tokens,
+                micro_to_usd(res.micro_usd),
+                store.now(),
+            )
+            await announce_freed(bus, r, res.subscription, "release")
+        return ReleaseReply(reservation_id=r.reservation_id, status=res.status)
+
+    @bus.responder(UsageRequest)
+    async def on_usage(r: UsageRequest) -> UsageReply:
+        return UsageReply(
+            subscriptions=[
+                usage_dict(await store.usage(name), store.subscription(name).kind) for name in names
+            ]
+        )
+
+    @bus.on(RunRecorded)
+    async def on_recorded(e: RunRecorded) -> None:
+        if not e.reservation_id:
+            return
+        res = await store.settle(e.reservation_id, e.tokens.total, e.cost_usd)
+        if res.subscription is None:
+            log.info("settle_unknown_reservation", reservation_id=e.reservation_id)
+            return
+        await ledger.append(
+            "settle",
+            e.reservation_id,
+            res.subscription,
+            res.actual_tokens,
+            res.actual_cost_usd,
+            e.finished_at,
+            windows=res.windows,
+        )
+        await publish_alerts(bus, e, res.alerts)
+        if res.status == "settled" and (
+            res.actual_tokens < res.reserved_tokens or res.actual_micro_usd < res.reserved_micro_usd
+        ):
+            await announce_freed(bus, e, res.subscription, "settle")
+        await bus.publish(
+            e.child(
+                QuotaSettled,
+                event_id=f"settled-{e.reservation_id}",
+                reservation_id=e.reservation_id,
+                subscription=res.subscription,
+                status=res.status,
+                reserved_tokens=res.reserved_tokens,
+                reserved_cost_usd=micro_to_usd(res.reserved_micro_usd),
+                actual_tokens=res.actual_tokens,
+                actual_cost_usd=res.actual_cost_usd,
+            )
+        )

@@ -1,0 +1,184 @@
+"""Lane cycle times from task status events, and ETAs that count queue and time in lane.
+
+A task's lanes follow its status: ``in_progress`` is the work lane, ``ready_to_review``
+the review lane and ``ready_to_qa`` the QA lane; ``completed`` ends the flow. Time in
+``blocked`` is left out of the lane it interrupted and reported on its own, and every
+re-entry into a lane adds to that lane's time.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+LANE_OF_STATUS = {"in_progress": "work", "ready_to_review": "review", "ready_to_qa": "qa"}
+LANES = ("work", "review", "qa")  #: in flow order
+BLOCKED = "blocked"
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    task_id: str
+    from_status: str | None
+    to_status: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class _Stint:
+    status: str
+    start: datetime
+    end: datetime | None  #: None while the task is still in this status
+
+
+def _hours(delta: timedelta) -> float:
+    return delta.total_seconds() / 3600.0
+
+
+def _stints(events: Iterable[StatusEvent]) -> dict[str, list[_Stint]]:
+    by_task: dict[str, list[StatusEvent]] = {}
+    for event in events:
+        by_task.setdefault(event.task_id, []).append(event)
+    stints: dict[str, list[_Stint]] = {}
+    for task_id, task_events in by_task.items():
+        ordered = sorted(task_events, key=lambda e: e.at)
+        ends: list[datetime | None] = [e.at for e in ordered[1:]]
+        stints[task_id] = [
+            _Stint(e.to_status, e.at, end) for e, end in zip(ordered, [*ends, None], strict=True)
+        ]
+    return stints
+
+
+def _durations(stints: Sequence[_Stint], now: datetime | None) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for stint in stints:
+        bucket = BLOCKED if stint.status == BLOCKED else LANE_OF_STATUS.get(stint.status)
+        end = stint.end or now
+        if bucket is None or end is None:
+            continue
+        totals[bucket] = totals.get(bucket, 0.0) + _hours(end - stint.start)
+    return totals
+
+
+def lane_durations(
+    events: Iterable[StatusEvent], now: datetime | None = None
+) -> dict[str, dict[str, float]]:
+    """Hours each task spent per lane (``work``, ``review``, ``qa``) and ``blocked``.
+
+    Only lanes a task visited appear. The status a task is in right now counts up to
+    ``now`` when given, and not at all otherwise.
+    """
+    return {task: _durations(s, now) for task, s in _stints(events).items()}
+
+
+@dataclass(frozen=True)
+class TaskEta:
+    """When a task in flight should reach ``completed``, and why."""
+
+    task_id: str
+    lane: str
+    blocked: bool
+    spent_hours: float  #: in the current lane, all stints, blocked time excluded
+    wip_ahead: int  #: tasks in the same lane that entered it earlier
+    queue_hours: float | None  #: wip_ahead / observed lane throughput
+    remaining_in_lane_hours: float | None
+    downstream_hours: float  #: median hours of the lanes after this one
+    eta_hours: float | None
+    eta_at: datetime | None
+    overdue: bool  #: already longer in lane than any finished task was
+
+
+def _current_lane(stints: Sequence[_Stint]) -> tuple[str | None, bool]:
+    """The lane a task is in now (the one it was in before a block) and whether blocked."""
+    last = stints[-1].status
+    if last != BLOCKED:
+        return LANE_OF_STATUS.get(last), False
+    before = next((s.status for s in reversed(stints) if s.status != BLOCKED), None)
+    return (LANE_OF_STATUS.get(before) if before else None), True
+
+
+def _entered(stints: Sequence[_Stint], lane: str) -> datetime:
+    """When the task last came into ``lane``; a block inside the lane does not reset it."""
+    entered = stints[-1].start
+    for stint in reversed(stints):
+        if stint.status != BLOCKED and LANE_OF_STATUS.get(stint.status) != lane:
+            break
+        entered = stint.start
+    return entered
+
+
+def lane_etas(
+    events: Iterable[StatusEvent],
+    now: datetime,
+    history: Mapping[str, Sequence[float]] | None = None,
+) -> dict[str, TaskEta]:
+    """ETA to completion for every task currently in a lane (or blocked inside one).
+
+    The remaining time in the current lane is the larger of two waits: the conditional
+    median of finished lane durations longer than the time already spent (history says
+    how long tasks that got this far still took), and the queue ahead divided by the
+    lane's observed throughput (tasks leave the lane at that rate). Later lanes add their
+    median duration; a later lane nobody has finished yet adds nothing. A task in a lane
+    nobody has finished yet gets no ETA (``eta_hours`` None).
+
+    Args:
+        events: all status events (the history and the tasks in flight).
+        now: the moment the ETA is computed for.
+        history: extra finished lane durations in hours, e.g. from earlier periods.
+    """
+    stints = _stints(events)
+    samples: dict[str, list[float]] = {lane: list((history or {}).get(lane, ())) for lane in LANES}
+    exits = dict.fromkeys(LANES, 0)
+    current: dict[str, tuple[str, bool, datetime]] = {}
+    first_seen = min((s[0].start for s in stints.values()), default=now)
+    for task, task_stints in stints.items():
+        lane, blocked = _current_lane(task_stints)
+        previous: str | None = None  # lane before any block: leaving a lane via a block counts
+        for stint in task_stints:
+            if stint.status == BLOCKED:
+                continue
+            now_in = LANE_OF_STATUS.get(stint.status)
+            if previous is not None and now_in != previous:
+                exits[previous] += 1
+            previous = now_in
+        for visited, hours in _durations(task_stints, None).items():
+            if visited in samples and visited != lane:
+                samples[visited].append(hours)
+        if lane is not None:
+            current[task] = (lane, blocked, _entered(task_stints, lane))
+    window = max(_hours(now - first_seen), 1e-9)
+    etas: dict[str, TaskEta] = {}
+    for task, (lane, blocked, entered) in current.items():
+        spent = _durations(stints[task], now).get(lane, 0.0)
+        ahead = 0
+        for other_lane, other_blocked, other_entered in current.values():
+            if other_lane == lane and not other_blocked and other_entered < entered:
+                ahead += 1
+        rate = exits[lane] / window
+        queue = 0.0 if ahead == 0 else (ahead / rate if rate > 0 else None)
+        longer = [h for h in samples[lane] if h > spent]
+        conditional = statistics.median(longer) - spent if longer else None
+        overdue = bool(samples[lane]) and not longer
+        if overdue:
+            conditional = 0.0
+        # Without finished tasks in this lane there is nothing to measure from: no ETA.
+        remaining = None if conditional is None else max(conditional, queue or 0.0)
+        later = LANES[LANES.index(lane) + 1 :]
+        downstream = sum(statistics.median(samples[ln]) for ln in later if samples[ln])
+        eta = None if remaining is None else remaining + downstream
+        etas[task] = TaskEta(
+            task_id=task,
+            lane=lane,
+            blocked=blocked,
+            spent_hours=spent,
+            wip_ahead=ahead,
+            queue_hours=queue,
+            remaining_in_lane_hours=remaining,
+            downstream_hours=downstream,
+            eta_hours=eta,
+            eta_at=None if eta is None else now + timedelta(hours=eta),
+            overdue=overdue,
+        )
+    return etas

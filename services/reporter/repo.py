@@ -1,0 +1,103 @@
+"""The reporter's read-only queries over the tracker's tables."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tally.db.tables import run_events, runs, token_usage
+
+#: What ``tokens`` can group by, and the column each means.
+TOKEN_GROUPS = {
+    "model": token_usage.c.model,
+    "command": func.coalesce(token_usage.c.command, runs.c.command),
+    "agent": runs.c.agent_id,
+    "task": runs.c.task_id,
+    "provider": token_usage.c.provider,
+}
+
+
+class ReportRepo:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def run(self, run_id: str) -> dict[str, Any] | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(runs).where(runs.c.run_id == run_id))).first()
+        return dict(row._mapping) if row else None
+
+    async def timeline(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's events as ``{"kind", "at", "data"}``, worker calls with normalised usage."""
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(run_events, token_usage)
+                    .join(
+                        token_usage, token_usage.c.event_id == run_events.c.event_id, isouter=True
+                    )
+                    .where(run_events.c.run_id == run_id)
+                    .order_by(run_events.c.at)
+                )
+            ).all()
+        timeline = []
+        for r in rows:
+            m = r._mapping
+            data = dict(m[run_events.c.detail])
+            if m[run_events.c.kind] == "worker_call" and m[token_usage.c.event_id] is not None:
+                data["usage"] = {
+                    k: m[token_usage.c[k]]
+                    for k in (
+                        "input_tokens",
+                        "output_tokens",
+                        "cache_read_tokens",
+                        "cache_write_tokens",
+                        "reasoning_tokens",
+                    )
+                }
+                data["cost_usd"] = m[token_usage.c.cost_usd]
+            timeline.append({"kind": m[run_events.c.kind], "at": m[run_events.c.at], "data": data})
+        return timeline
+
+    async def token_report(
+        self, *, since: datetime, by: str, workspace: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Token use since ``since`` grouped by ``by``: counts by kind, cost and time."""
+        key = TOKEN_GROUPS[by]
+        stmt = (
+            select(
+                key.label("key"),
+                func.count().label("calls"),
+                func.sum(token_usage.c.input_tokens).label("input_tokens"),
+                func.sum(token_usage.c.output_tokens).label("output_tokens"),
+                func.sum(token_usage.c.cache_read_tokens).label("cache_read_tokens"),
+                func.sum(token_usage.c.cache_write_tokens).label("cache_write_tokens"),
+                func.sum(token_usage.c.reasoning_tokens).label("reasoning_tokens"),
+                func.coalesce(func.sum(token_usage.c.cost_usd), 0.0).label("cost_usd"),
+                func.coalesce(func.sum(token_usage.c.duration_ms), 0.0).label("duration_ms"),
+            )
+            .select_from(
+                token_usage.join(runs, runs.c.run_id == token_usage.c.run_id, isouter=True)
+            )
+            .where(token_usage.c.at >= since)
+            .group_by(key)
+            .order_by(func.coalesce(func.sum(token_usage.c.cost_usd), 0.0).desc())
+        )
+        if workspace:
+            stmt = stmt.where(token_usage.c.workspace == workspace)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [
+            {
+                # Postgres sums bigints as numeric: back to plain ints for JSON.
+                **{
+                    k: int(v or 0) for k, v in r._mapping.items() if k.endswith(("tokens", "calls"))
+                },
+                "key": r.key if r.key is not None else "(none)",
+                "cost_usd": float(r.cost_usd),
+                "duration_ms": float(r.duration_ms),
+            }
+            for r in rows
+        ]

@@ -1,0 +1,25 @@
+"""The tracker: Tally's durable record of every task, run, token and status change."""
+
+from __future__ import annotations
+
+from faststream.asgi import AsgiFastStream
+
+from services.tracker import handlers
+from services.tracker.repo import TrackerRepo
+from services.tracker.settings import TrackerSettings
+from tally.db import create_engine
+from tally.registry import ModelRegistry
+from tally.service import ServiceKit
+
+
+def create_app(settings: TrackerSettings | None = None) -> AsgiFastStream:
+    settings = settings or TrackerSettings()
+    kit = ServiceKit("tracker", settings)
+    engine = create_engine(settings.database_url)
+    repo = TrackerRepo(engine)
+    handlers.register(
+        kit.bus, repo, ModelRegistry(settings.models_path), settle_wait_s=settings.settle_wait_s
+    )
+    kit.on_shutdown(repo.close)
+    kit.on_shutdown(engine.dispose)
+    return kit.app()

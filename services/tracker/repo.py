@@ -1,0 +1,238 @@
+"""The tracker's queries. It is the only writer of tasks, runs, run_events, token_usage
+and task_status_events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import asyncpg
+from sqlalchemy import Table, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.tracker.totals import SubtaskMark, UsageRow
+from tally import metrics
+from tally.db.tables import run_events, runs, task_status_events, tasks, token_usage
+
+
+async def insert_ignore(conn: AsyncConnection, table: Any, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert rows, skipping those whose key exists (redeliveries). Returns rows inserted."""
+    if not rows:
+        return 0
+    result = await conn.execute(insert(table).on_conflict_do_nothing(), list(rows))
+    count = max(result.rowcount, 0)
+    metrics.ROWS_WRITTEN.labels(table.name).inc(count)
+    return count
+
+
+#: rows for one table: the table, its column names, and one tuple of values per row
+Records = tuple[Table, Sequence[str], Sequence[tuple[Any, ...]]]
+
+
+async def copy_ignore(
+    conn: Any, table: Table, columns: Sequence[str], records: Sequence[tuple[Any, ...]]
+) -> int:
+    """Insert rows through COPY, skipping those whose key exists (redeliveries).
+
+    The rows are copied into a session-local staging table, then moved with one
+    ``INSERT … SELECT … ON CONFLICT DO NOTHING``: COPY's speed with the idempotency of a
+    keyed insert. ``conn`` is an asyncpg connection inside a transaction (the staging
+    table empties at commit); JSONB values are JSON text. Returns rows inserted.
+    """
+    if not records:
+        return 0
+    stage = _stage(table)
+    await conn.copy_records_to_table(stage, records=records, columns=columns)
+    names = ", ".join(f'"{c}"' for c in columns)
+    status = await conn.execute(
+        f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM {stage} ON CONFLICT DO NOTHING'
+    )
+    return int(status.rsplit(" ", 1)[-1])
+
+
+def _stage(table: Table) -> str:
+    return f"tracker_stage_{table.name}"
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Leave a released COPY connection as it is (its staging tables are the point)."""
+
+
+class TrackerRepo:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        #: COPY new events straight into their tables (see `copy_many`)
+        self._direct = True
+        self._copy_pool: asyncpg.Pool | None = None
+        self._copy_pool_lock = asyncio.Lock()
+
+    async def _copy_connections(self) -> asyncpg.Pool:
+        """The pool `copy_many` writes through, opened on first use.
+
+        COPY needs asyncpg itself, and a pool of its own skips what SQLAlchemy's pool does
+        around each use (a ping before, a reset after): two round trips per batch.
+        """
+        async with self._copy_pool_lock:
+            if self._copy_pool is None:
+                url = self.engine.url.set(drivername="postgresql")
+                self._copy_pool = await asyncpg.create_pool(
+                    url.render_as_string(hide_password=False),
+                    min_size=1,
+                    max_size=2,
+                    reset=_keep_session,
+                )
+            return self._copy_pool
+
+    async def close(self) -> None:
+        """Close the COPY connections (the engine is disposed by its owner)."""
+        if self._copy_pool is not None:
+            await self._copy_pool.close()
+            self._copy_pool = None
+
+    async def copy_many(self, *batches: Records) -> None:
+        """Insert several tables' rows in one transaction, through COPY; keys already
+        stored are skipped (a redelivered or duplicated event changes nothing).
+
+        A batch is first copied straight into its tables, as new events almost always are.
+        If a key already exists, that transaction is rolled back and the batch goes through
+        staging tables instead (`copy_ignore`), and so do the following batches until one
+        of them turns out to have no stored keys. For the high-volume tables: a plain COPY
+        costs the database about half the work of staging, and Python a fraction of
+        SQLAlchemy's ``executemany``.
+        """
+        pool = await self._copy_connections()
+        async with pool.acquire() as conn:
+            if self._direct:
+                try:
+                    async with conn.transaction():
+                        for table, columns, records in batches:
+                            if records:
+                                await conn.copy_records_to_table(
+                                    table.name, records=records, columns=columns
+                                )
+                except asyncpg.UniqueViolationError:
+                    self._direct = False
+                else:
+                    for table, _, records in batches:
+                        metrics.ROWS_WRITTEN.labels(table.name).inc(len(records))
+                    return
+            # Outside the transaction, so a rolled-back batch cannot take the staging
+            # tables (or statements prepared on them) along.
+            await conn.execute(
+                "".join(
+                    f"CREATE TEMP TABLE IF NOT EXISTS {_stage(table)} "
+                    f'(LIKE "{table.name}" INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;'
+                    for table, _, _ in batches
+                )
+            )
+            inserted = 0
+            async with conn.transaction():
+                for table, columns, records in batches:
+                    count = await copy_ignore(conn, table, columns, records)
+                    metrics.ROWS_WRITTEN.labels(table.name).inc(count)
+                    inserted += count
+            self._direct = inserted == sum(len(records) for _, _, records in batches)
+
+    async def insert_many(self, *batches: tuple[Any, Sequence[dict[str, Any]]]) -> None:
+        """Insert several tables' rows in one transaction."""
+        async with self.engine.begin() as conn:
+            for table, rows in batches:
+                await insert_ignore(conn, table, rows)
+
+    async def update_task(self, task_id: str, **values: Any) -> bool:
+        """Update a task's columns. Returns False if the task is not recorded yet."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(tasks).where(tasks.c.task_id == task_id).values(**values)
+            )
+        return result.rowcount > 0
+
+    async def set_latest_status(self, task_ids: Iterable[str]) -> None:
+        """Move each task to the status of its latest recorded transition.
+
+        Reads every stored transition, not just the batch at hand: transitions can arrive
+        out of order (a late or redelivered one, or one before its task), and a task must
+        never move back to an older status because of that.
+        """
+        latest = (
+            select(task_status_events.c.to_status)
+            .where(task_status_events.c.task_id == tasks.c.task_id)
+            .order_by(task_status_events.c.changed_at.desc(), task_status_events.c.event_id.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(tasks)
+                .where(tasks.c.task_id.in_(set(task_ids)))
+                .values(status=func.coalesce(latest, tasks.c.status))
+            )
+
+    async def run(self, run_id: str) -> dict[str, Any] | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(runs).where(runs.c.run_id == run_id))).first()
+        return dict(row._mapping) if row else None
+
+    async def task(self, task_id: str) -> dict[str, Any] | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(tasks).where(tasks.c.task_id == task_id))).first()
+        return dict(row._mapping) if row else None
+
+    async def event_count(self, run_id: str) -> int:
+        async with self.engine.connect() as conn:
+            return int(
+                await conn.scalar(
+                    select(func.count())
+                    .select_from(run_events)
+                    .where(run_events.c.run_id == run_id)
+                )
+                or 0
+            )
+
+    async def usage_and_marks(self, run_id: str) -> tuple[list[UsageRow], list[SubtaskMark]]:
+        """The run's token usage rows and subtask start/complete events."""
+        async with self.engine.connect() as conn:
+            usage = (
+                await conn.execute(
+                    select(
+                        token_usage.c.input_tokens,
+                        token_usage.c.output_tokens,
+                        token_usage.c.cache_read_tokens,
+                        token_usage.c.cache_write_tokens,
+                        token_usage.c.reasoning_tokens,
+                        token_usage.c.cost_usd,
+                    ).where(token_usage.c.run_id == run_id)
+                )
+            ).all()
+            marks = (
+                await conn.execute(
+                    select(run_events.c.kind, run_events.c.at, run_events.c.detail).where(
+                        run_events.c.run_id == run_id,
+                        run_events.c.kind.in_(("subtask_started", "subtask_completed")),
+                    )
+                )
+            ).all()
+        return (
+            [UsageRow(*u[:5], cost_usd=u[5] or 0.0) for u in usage],
+            [
+                SubtaskMark(
+                    subtask=m.detail["subtask"],
+                    at=m.at,
+                    completed=m.kind == "subtask_completed",
+                    quality=m.detail.get("quality"),
+                )
+                for m in marks
+            ],
+        )
+
+    async def finish_run(
+        self, run_id: str, task_id: str, run_values: dict[str, Any], task_values: dict[str, Any]
+    ) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(update(runs).where(runs.c.run_id == run_id).values(**run_values))
+            if task_values:
+                await conn.execute(
+                    update(tasks).where(tasks.c.task_id == task_id).values(**task_values)
+                )

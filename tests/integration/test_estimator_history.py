@@ -1,0 +1,144 @@
+"""Estimates learn: from imported history (``tally history import``) and from finished runs."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from sqlalchemy import func, select
+
+from tally.cli import history
+from tally.db.tables import history_tasks, velocity_logs
+from tally.events import (
+    Estimate,
+    EstimateRequest,
+    RunFinished,
+    RunStarted,
+    TaskCreated,
+    TaskEstimated,
+    new_id,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import Harness
+
+pytestmark = pytest.mark.integration
+
+HISTORY_CSV = """id,title,description,story_points,actual_hours,task_type
+H-1,Add OAuth login with Google,"OAuth callback, token refresh, login button",8,12,feature
+H-2,OAuth login for GitHub accounts,OAuth flow and session login,8,,feature
+H-3,Login page with OAuth provider,"login form, OAuth redirect and callback",8,,feature
+H-4,Refresh OAuth tokens on login,token refresh for OAuth login sessions,8,,feature
+H-5,Fix typo in README,,1,0.5,docs
+H-6,Fix typo in docs footer,,1,,docs
+H-7,Typo in error message,,1,,docs
+"""
+
+
+@pytest.fixture
+def cli_env(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point the CLI's settings at this test's NATS namespace."""
+    monkeypatch.setenv("TALLY_NATS_URL", harness.settings.nats_url)
+    monkeypatch.setenv("TALLY_NAMESPACE", harness.settings.namespace)
+
+
+async def ask(h: Harness, workspace: str) -> Estimate:
+    request = EstimateRequest(
+        workspace=workspace,
+        title="Add OAuth login for Microsoft accounts",
+        description="OAuth callback and login button",
+        task_type="feature",
+    )
+    return await h.client.request(request, Estimate, step="estimator", timeout=10)
+
+
+async def test_an_estimate_changes_after_history_is_imported(
+    harness: Harness, workspace: str, tmp_path: Path, cli_env: None
+) -> None:
+    h = harness
+    await h.start("estimator")
+    before = await ask(h, workspace)
+    assert before.evidence == ()
+
+    path = tmp_path / "history.csv"
+    path.write_text(HISTORY_CSV, encoding="utf-8")
+    reply = await history._import(history.read_history(path), workspace, timeout=10)
+    assert (reply.imported, reply.history_size) == (7, 7)
+
+    after = await ask(h, workspace)
+    cited = {e.task_id for e in after.evidence}
+    assert cited and cited <= {"H-1", "H-2", "H-3", "H-4"}
+    assert after.story_points == 8 != before.story_points
+
+    # Importing again replaces rows instead of duplicating them.
+    again = await history._import(history.read_history(path), workspace, timeout=10)
+    assert again.history_size == 7
+    count = select(func.count()).select_from(history_tasks)
+    assert await h.scalar(count.where(history_tasks.c.workspace == workspace)) == 7
+
+
+async def test_an_estimate_changes_after_completed_runs_are_recorded(
+    harness: Harness, workspace: str
+) -> None:
+    h = harness
+    await h.start("estimator", history_ttl_s=0)
+    await h.start("tracker")
+    await h.start("learner")
+    before = await ask(h, workspace)
+    assert before.velocity_source == "prior" and before.evidence == ()
+
+    finished = utcnow()
+    done = []
+    for i in range(6):
+        task = TaskCreated(
+            task_id=f"task-{new_id()}",
+            workspace=workspace,
+            title=f"OAuth login for provider {i}",
+            description="OAuth callback, login button and token refresh",
+            task_type="feature",
+        )
+        async with h.client.watch(TaskEstimated, lambda e, t=task: e.task_id == t.task_id) as q:
+            await h.client.publish(task)
+            await h.next_item(q, what=f"task.estimated for {task.task_id}")
+        done.append(task.task_id)
+    await h.drained("tracker", "task.estimated")
+    for i, task_id in enumerate(done):
+        run_id = f"run-{new_id()}"
+        # Each run took 10 hours: far slower than the prior's velocity.
+        started = finished - timedelta(hours=10 + i)
+        await h.client.publish(
+            RunStarted(
+                workspace=workspace,
+                run_id=run_id,
+                task_id=task_id,
+                model="m-test",
+                started_at=started,
+            )
+        )
+        await h.client.publish(
+            RunFinished(
+                workspace=workspace,
+                run_id=run_id,
+                task_id=task_id,
+                outcome="complete",
+                success=True,
+                finished_at=finished,
+                event_count=0,
+            )
+        )
+
+    logged = select(func.count()).select_from(velocity_logs)
+    logged = logged.where(velocity_logs.c.workspace == workspace)
+
+    async def all_learned() -> bool:
+        return await h.scalar(logged) == len(done)
+
+    await h.eventually(all_learned, timeout=30, what="velocity logs of every run")
+
+    after = await ask(h, workspace)
+    assert after.velocity_source == "measured"
+    assert after.hours_p50 > before.hours_p50
+    assert {e.task_id for e in after.evidence} & set(done)

@@ -1,0 +1,99 @@
+"""The learner against real NATS and Postgres: each run counted once, scores published."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import pytest
+from sqlalchemy import func, select
+
+from tally.db.tables import model_scores, velocity_logs
+from tally.events import RunRecorded, ScoresUpdated, TokenTotals, new_id, utcnow
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import Harness
+
+pytestmark = pytest.mark.integration
+
+
+def recorded(workspace: str, run_id: str, **fields: object) -> RunRecorded:
+    finished = utcnow()
+    values: dict[str, object] = {
+        "run_id": run_id,
+        "task_id": f"task-{new_id()}",
+        "workspace": workspace,
+        "model": "claude-sonnet-4",
+        "task_type": "feature",
+        "band": "medium",
+        "outcome": "complete",
+        "success": True,
+        "started_at": finished - timedelta(hours=2),
+        "finished_at": finished,
+        "actual_hours": 2.0,
+        "story_points": 5,
+        "estimated_hours": 1.6,
+        "estimation_error": 0.25,
+        "velocity": 2.5,
+        "tokens": TokenTotals(input_tokens=3_000, output_tokens=1_000),
+        "cost_usd": 0.024,
+        "quality_score": 0.8,
+    }
+    return RunRecorded(**{**values, **fields})  # type: ignore[arg-type]
+
+
+async def test_a_run_recorded_twice_is_learned_once(harness: Harness, workspace: str) -> None:
+    h = harness
+    await h.start("learner")
+    run_id = f"run-{new_id()}"
+    first = recorded(workspace, run_id)
+    async with h.client.watch(ScoresUpdated, lambda e: e.workspace == workspace) as updates:
+        assert await h.client.publish(first)
+        update = await h.next_item(updates, what="learner.scores.updated")
+        # The same event again (past JetStream's dedupe), and the same run under a new
+        # event id, as a tracker that recorded it twice would send.
+        await h.redeliver(first)
+        await h.client.publish(first.model_copy(update={"event_id": new_id()}))
+        await h.drained("learner", "run.recorded")
+        await h.client.nc.flush()
+        assert updates.empty()
+
+    logs = select(func.count()).select_from(velocity_logs).where(velocity_logs.c.run_id == run_id)
+    assert await h.scalar(logs) == 1
+    log = (await h.rows(select(velocity_logs).where(velocity_logs.c.run_id == run_id)))[0]
+    assert log.velocity == pytest.approx(2.5) and log.error_pct == pytest.approx(25.0)
+    samples = select(model_scores.c.samples).where(
+        model_scores.c.workspace == workspace, model_scores.c.model == "claude-sonnet-4"
+    )
+    assert await h.scalar(samples) == 1
+
+    assert update.correlation_id == first.event_id
+    (row,) = update.scores
+    assert (row.model, row.task_type, row.band, row.samples) == (
+        "claude-sonnet-4",
+        "feature",
+        "medium",
+        1,
+    )
+    assert row.velocity_mean == pytest.approx(5 / 2.0)
+    assert row.quality_mean == pytest.approx(0.8)
+    assert row.success_rate == 1.0
+    assert row.cost_mean == pytest.approx(0.024)
+
+
+async def test_a_second_run_updates_the_same_score(harness: Harness, workspace: str) -> None:
+    h = harness
+    await h.start("learner")
+    async with h.client.watch(ScoresUpdated, lambda e: e.workspace == workspace) as updates:
+        await h.client.publish(recorded(workspace, f"run-{new_id()}"))
+        await h.next_item(updates, what="the first update")
+        slower = recorded(
+            workspace, f"run-{new_id()}", actual_hours=5.0, velocity=1.0, quality_score=0.6
+        )
+        await h.client.publish(slower)
+        update = await h.next_item(updates, what="the second update")
+
+    (row,) = update.scores
+    assert row.samples == 2
+    assert row.velocity_mean == pytest.approx((2.5 + 1.0) / 2)
+    assert row.quality_mean == pytest.approx(0.7)

@@ -1,0 +1,229 @@
+"""How the tracker's batches reach Postgres and leave NATS, against the real servers.
+
+The pull loop must hand over what the server has at once, keep what arrives late, and
+redeliver a batch whose handler failed; the COPY path must store a batch that holds
+already-stored events exactly once, and go on storing the batches after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from sqlalchemy import func, select
+
+from services.tracker import rows
+from services.tracker.repo import Records, TrackerRepo
+from tally.batches import BatchConsumer, Puller
+from tally.db.tables import run_events, token_usage
+from tally.events import RunEvent, new_id
+from tally.events.runs import WorkerCall
+from tally.registry import ModelRegistry
+from tally.settings import CONFIG_DIR
+from tally.subjects import RUN_EVENT
+
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
+
+    from tests.integration.conftest import Harness
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+ANTHROPIC_USAGE = {
+    "input_tokens": 500,
+    "output_tokens": 200,
+    "cache_read_input_tokens": 2_000,
+    "cache_creation_input_tokens": 100,
+}
+
+
+def timeline(run_id: str, ws: str, n: int) -> list[RunEvent]:
+    """``n`` events of one run: every other one a worker call with Anthropic usage."""
+    events = []
+    for i in range(n):
+        detail: dict[str, Any] = (
+            {"kind": "worker_call", "model": "claude-sonnet-4", "usage": ANTHROPIC_USAGE}
+            if i % 2
+            else {"kind": "phase_start", "phase": f"step-{i}"}
+        )
+        events.append(
+            RunEvent(run_id=run_id, workspace=ws, at=T0 + timedelta(seconds=i), detail=detail)
+        )
+    return events
+
+
+def records(events: list[RunEvent]) -> tuple[Records, Records]:
+    prices = rows.BatchPrices(ModelRegistry(CONFIG_DIR / "models.yaml"))
+    usage = [
+        rows.usage_record(e, e.detail, prices) for e in events if isinstance(e.detail, WorkerCall)
+    ]
+    return (
+        (run_events, rows.EVENT_COLUMNS, [rows.event_record(e) for e in events]),
+        (token_usage, rows.USAGE_COLUMNS, usage),
+    )
+
+
+async def stored(h: Harness, run_id: str) -> tuple[int, int, int]:
+    """Rows of the run in run_events and token_usage, and its total output tokens."""
+    return (
+        await h.scalar(select(func.count()).where(run_events.c.run_id == run_id)),
+        await h.scalar(select(func.count()).where(token_usage.c.run_id == run_id)),
+        await h.scalar(
+            select(func.coalesce(func.sum(token_usage.c.output_tokens), 0)).where(
+                token_usage.c.run_id == run_id
+            )
+        ),
+    )
+
+
+async def test_a_batch_holding_stored_events_is_stored_once_and_later_batches_still_land(
+    harness: Harness, workspace: str
+) -> None:
+    h, run_id = harness, f"run-{new_id()}"
+    events = timeline(run_id, workspace, 30)
+    repo = TrackerRepo(h.engine)
+    try:
+        await repo.copy_many(*records(events[:10]))
+        assert await stored(h, run_id) == (10, 5, 5 * 200)
+
+        # A redelivered batch: half of it stored already, and one event twice over.
+        await repo.copy_many(*records([*events[5:20], events[15]]))
+        assert await stored(h, run_id) == (20, 10, 10 * 200)
+
+        await repo.copy_many(*records(events[20:]))
+        assert await stored(h, run_id) == (30, 15, 15 * 200)
+
+        # The whole timeline once more changes nothing.
+        await repo.copy_many(*records(events))
+        assert await stored(h, run_id) == (30, 15, 15 * 200)
+    finally:
+        await repo.close()
+
+
+async def consumer_of(h: Harness) -> tuple[str, str]:
+    """A fresh durable pull consumer on the run events of the test's namespace."""
+    stream, durable = h.catalog.stream_for(RUN_EVENT), f"test-{new_id()[:8]}"
+    await h.client.js.add_consumer(
+        stream, durable_name=durable, filter_subject=h.catalog.subject(RUN_EVENT)
+    )
+    return stream, durable
+
+
+async def test_fetch_hands_over_what_is_there_at_once_and_keeps_late_messages(
+    harness: Harness, workspace: str
+) -> None:
+    h = harness
+    stream, durable = await consumer_of(h)
+    puller = Puller(h.client.nc, stream, durable)
+    await puller.start()
+    try:
+        for e in timeline(f"run-{new_id()}", workspace, 3):
+            await h.client.publish(e)
+        started = time.perf_counter()
+        first = await puller.fetch(10, timeout=5.0)
+        assert len(first) == 3
+        assert time.perf_counter() - started < 2.0  # not the 5 s a full batch could take
+
+        with pytest.raises(TimeoutError):
+            await puller.fetch(10, timeout=0.2)
+
+        for e in timeline(f"run-{new_id()}", workspace, 300):
+            await h.client.publish(e)
+        got = []
+        while len(got) < 300:
+            batch = await puller.fetch(256, timeout=1.0)
+            assert len(batch) <= 256
+            got += batch
+        assert len({m.data for m in got}) == 300
+        for msg in [*first, *got]:
+            await msg.ack()
+    finally:
+        await puller.stop()
+
+
+async def _no_dead_letters(subject: str, msg: Msg, exc: Exception, n: int) -> None:
+    raise AssertionError(f"nothing should be dead-lettered: {exc}")
+
+
+def own_consumer(
+    h: Harness, handler: Callable[[list[RunEvent]], Awaitable[None]]
+) -> BatchConsumer[RunEvent]:
+    """A run.event batch consumer of its own, where nothing may be dead-lettered."""
+    return BatchConsumer(
+        service="tracker-test",
+        event_cls=RunEvent,
+        subject=h.catalog.subject(RUN_EVENT),
+        stream=h.catalog.stream_for(RUN_EVENT),
+        durable=f"test-{new_id()[:8]}",
+        handler=handler,
+        dead_letter=_no_dead_letters,
+        batch_size=64,
+        fetch_timeout_s=0.2,
+        max_deliver=3,
+        ack_wait_s=30.0,
+    )
+
+
+async def test_a_failed_batch_is_redelivered_and_acknowledged_once_handled(
+    harness: Harness, workspace: str
+) -> None:
+    h = harness
+    events = timeline(f"run-{new_id()}", workspace, 5)
+    calls: list[list[str]] = []
+
+    async def handler(batch: list[RunEvent]) -> None:
+        calls.append([e.event_id for e in batch])
+        if len(calls) == 1:
+            raise ConnectionError("the database went away")
+
+    consumer = own_consumer(h, handler)
+    for e in events:
+        await h.client.publish(e)
+    await consumer.start(h.client.nc)
+    try:
+
+        async def handled_twice() -> bool:
+            return sum(map(len, calls)) >= 2 * len(events)
+
+        await h.eventually(handled_twice, what="the failed batch to come back", timeout=15)
+        await h.eventually(
+            lambda: _acked(h, consumer), what="every message acknowledged", timeout=15
+        )
+    finally:
+        await consumer.stop()
+    ids = [e.event_id for e in events]
+    assert sorted(calls[0]) == sorted(ids)
+    assert sorted(i for batch in calls[1:] for i in batch) == sorted(ids)
+
+
+async def _acked(h: Harness, consumer: BatchConsumer[Any]) -> bool:
+    info = await h.client.js.consumer_info(consumer.stream, consumer.durable)
+    return info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def test_stop_waits_for_the_batch_being_written(harness: Harness, workspace: str) -> None:
+    h = harness
+    events = timeline(f"run-{new_id()}", workspace, 4)
+    written: list[str] = []
+    entered = asyncio.Event()
+
+    async def slow_handler(batch: list[RunEvent]) -> None:
+        entered.set()
+        await asyncio.sleep(0.5)
+        written.extend(e.event_id for e in batch)
+
+    consumer = own_consumer(h, slow_handler)
+    for e in events:
+        await h.client.publish(e)
+    await consumer.start(h.client.nc)
+    await asyncio.wait_for(entered.wait(), 10)
+    await consumer.stop()
+
+    assert sorted(written) == sorted(e.event_id for e in events)
+    await h.client.nc.flush()  # acks are buffered publishes
+    await h.eventually(lambda: _acked(h, consumer), what="the batch acknowledged", timeout=5)
