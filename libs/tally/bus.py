@@ -18,19 +18,16 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import nats
 import structlog
-from faststream import AckPolicy
 from faststream._internal.endpoint.subscriber.utils import MultiLock
-from faststream.exceptions import NackMessage
-from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
+from faststream.nats import JStream, NatsBroker
 from nats.aio.client import Client as NATS
 from nats.js.api import DeliverPolicy, StreamConfig
 from nats.js.errors import NotFoundError
 from pydantic import BaseModel
 
 from tally import metrics
-from tally.batches import BatchConsumer
+from tally.consumers import BatchConsumer, EventConsumer
 from tally.errors import PermanentError, StepTimeout, TransientError, ValidationFailed
 from tally.events import DeadLetter, Event, utcnow
 from tally.subjects import STREAMS, Catalog
@@ -84,13 +81,6 @@ def _headers(raw: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in (getattr(raw, "headers", None) or {}).items()}
 
 
-def _deliveries(raw: Any) -> int:
-    try:
-        return int(raw.metadata.num_delivered)
-    except (AttributeError, TypeError, ValueError, nats.errors.Error):
-        return 1
-
-
 class Bus:
     """One service's connection to the bus.
 
@@ -116,8 +106,9 @@ class Bus:
         self.service = service
         self.max_deliver = max_deliver
         self.ack_wait_s = ack_wait_s
-        #: Batch consumers registered with :meth:`on_batch`; the service starts them.
-        self.batch_consumers: list[BatchConsumer[Any]] = []
+        #: Pull consumers registered with :meth:`on` and :meth:`on_batch`; the service
+        #: starts them once the broker is up.
+        self.consumers: list[EventConsumer[Any] | BatchConsumer[Any]] = []
 
     # -- publishing -------------------------------------------------------------------
     async def publish(self, event: Event) -> bool:
@@ -196,34 +187,17 @@ class Bus:
         log.warning("dead_lettered", subject=subject, error=str(error), service=self.service)
 
     # -- consuming --------------------------------------------------------------------
-    def _consumer_kwargs(self, base_subject: str) -> dict[str, Any]:
+    def _pull_kwargs(self, base: str, fetch_timeout_s: float) -> dict[str, Any]:
         return {
-            "stream": JStream(self.catalog.stream_for(base_subject), declare=False),
-            "durable": self.catalog.durable(self.service, base_subject),
-            "config": ConsumerConfig(max_deliver=self.max_deliver + 1, ack_wait=self.ack_wait_s),
-            "ack_policy": AckPolicy.NACK_ON_ERROR,
+            "service": self.service,
+            "subject": self.catalog.subject(base),
+            "stream": self.catalog.stream_for(base),
+            "durable": self.catalog.durable(self.service, base),
+            "dead_letter": self._dead_letter_msg,
+            "fetch_timeout_s": fetch_timeout_s,
+            "max_deliver": self.max_deliver,
+            "ack_wait_s": self.ack_wait_s,
         }
-
-    async def _fail(self, subject: str, raw: Any, exc: Exception) -> None:
-        """Dead-letter a permanent failure; redeliver anything else until its last try.
-
-        An unexpected exception (a server dropping a connection, a bug) counts as
-        transient: it is retried with growing delays, and dead-lettered on the last
-        delivery rather than dropped by the server.
-        """
-        deliveries = _deliveries(raw)
-        if not isinstance(exc, PermanentError) and deliveries < self.max_deliver:
-            delay = exc.delay_s if isinstance(exc, TransientError) else 1.0
-            metrics.HANDLER_RETRIES.labels(self.service, subject).inc()
-            log.warning("handler_retry", subject=subject, error=repr(exc), deliveries=deliveries)
-            raise NackMessage(delay=delay * deliveries) from exc
-        await self.dead_letter(
-            subject=subject,
-            payload=raw.data,
-            headers=_headers(raw),
-            error=exc,
-            deliveries=deliveries,
-        )
 
     def on(
         self, event_cls: type[E], *, concurrency: int = 16
@@ -231,27 +205,20 @@ class Bus:
         """Register a handler for one event type on a durable pull consumer.
 
         Up to ``concurrency`` messages are handled at once; replicas share the consumer.
+        A transient failure is redelivered with a growing delay and dead-lettered on its
+        last delivery; a permanent one (an invalid payload) is dead-lettered at once.
+        The consumers start with the service (see :mod:`tally.consumers`).
         """
-        base = event_cls.subject
-        subject = self.catalog.subject(base)
 
         def register(fn: Callable[[E], Awaitable[None]]) -> Callable[[E], Awaitable[None]]:
-            @self.broker.subscriber(  # type: ignore[untyped-decorator]
-                subject,
-                pull_sub=PullSub(batch_size=concurrency, timeout=1.0),
-                **self._consumer_kwargs(base),
-            )
-            async def consume(body: Any) -> None:
-                raw = self.broker.context.get_local("message").raw_message
-                started = time.perf_counter()
-                try:
-                    await fn(event_cls.parse(raw.data))
-                except Exception as exc:
-                    await self._fail(base, raw, exc)
-                metrics.HANDLE_SECONDS.labels(self.service, base).observe(
-                    time.perf_counter() - started
+            self.consumers.append(
+                EventConsumer(
+                    event_cls=event_cls,
+                    handler=fn,
+                    concurrency=concurrency,
+                    **self._pull_kwargs(event_cls.subject, fetch_timeout_s=1.0),
                 )
-
+            )
             return fn
 
         return register
@@ -292,26 +259,18 @@ class Bus:
         Invalid messages of a batch are dead-lettered one by one; the valid rest reach the
         handler, and are acknowledged after it returns. If it raises, the batch is
         redelivered with a delay, and a message out of deliveries is dead-lettered.
-        The consumers start with the service (see :mod:`tally.batches`).
+        The consumers start with the service (see :mod:`tally.consumers`).
         """
-        base = event_cls.subject
 
         def register(
             fn: Callable[[list[E]], Awaitable[None]],
         ) -> Callable[[list[E]], Awaitable[None]]:
-            self.batch_consumers.append(
+            self.consumers.append(
                 BatchConsumer(
-                    service=self.service,
                     event_cls=event_cls,
-                    subject=self.catalog.subject(base),
-                    stream=self.catalog.stream_for(base),
-                    durable=self.catalog.durable(self.service, base),
                     handler=fn,
-                    dead_letter=self._dead_letter_msg,
                     batch_size=batch_size,
-                    fetch_timeout_s=fetch_timeout_s,
-                    max_deliver=self.max_deliver,
-                    ack_wait_s=self.ack_wait_s,
+                    **self._pull_kwargs(event_cls.subject, fetch_timeout_s=fetch_timeout_s),
                 )
             )
             return fn

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -54,8 +55,8 @@ class ServiceKit:
             ack_wait_s=settings.ack_wait_s,
         )
         self._startup: list[Hook] = [self._provision]
-        self._after_startup: list[Hook] = [self._start_batches]
-        self._before_shutdown: list[Hook] = [self._stop_batches]
+        self._after_startup: list[Hook] = [self._start_consumers]
+        self._before_shutdown: list[Hook] = [self._stop_consumers]
         self._shutdown: list[Hook] = []
         self._nc: NATS | None = None
         self._routes: list[tuple[str, ASGIApp]] = []
@@ -67,19 +68,18 @@ class ServiceKit:
         finally:
             await nc.close()
 
-    async def _start_batches(self) -> None:
+    async def _start_consumers(self) -> None:
         # A round trip to the server: once it answers, every subscription of this service
         # is registered there, so a request sent right after start-up finds a responder.
         await self.broker.connection.flush()
-        if not self.bus.batch_consumers:
+        if not self.bus.consumers:
             return
-        self._nc = await nats.connect(self.settings.nats_url, name=f"{self.name}-batches")
-        for consumer in self.bus.batch_consumers:
+        self._nc = await nats.connect(self.settings.nats_url, name=f"{self.name}-consumers")
+        for consumer in self.bus.consumers:
             await consumer.start(self._nc)
 
-    async def _stop_batches(self) -> None:
-        for consumer in self.bus.batch_consumers:
-            await consumer.stop()
+    async def _stop_consumers(self) -> None:
+        await asyncio.gather(*(consumer.stop() for consumer in self.bus.consumers))
         if self._nc:
             await self._nc.close()
 

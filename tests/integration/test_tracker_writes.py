@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from services.tracker import rows
 from services.tracker.repo import Records, TrackerRepo
-from tally.batches import BatchConsumer, Puller
+from tally.consumers import BatchConsumer, Puller
 from tally.db.tables import run_events, token_usage
 from tally.events import RunEvent, new_id
 from tally.events.runs import WorkerCall

@@ -1,16 +1,21 @@
-"""Batch consumers: pull up to N messages, handle them together, then acknowledge them.
+"""Durable pull consumers: one event at a time (many in flight) or a list per call.
 
-Used where one multi-row insert per batch beats one insert per message (the tracker).
-The loop sends JetStream pull requests itself (:class:`Puller`), with a fixed fetch timeout:
-a fetch returns at once with what the server has ready (a partial batch), so latency stays
-low when traffic is light and batches fill up when it is heavy. (FastStream's own batch
-mode re-fetches with whatever is left of its window, which can shrink to microseconds; on
-a loaded machine we saw batches stall for the consumer's whole ``ack_wait`` that way. And
-nats-py's ``fetch`` starts a task and a timer for every message it hands out.)
+Both pull through :class:`Puller`, which sends JetStream pull requests itself with a fixed
+fetch timeout: a fetch returns at once with what the server has ready, so latency stays low
+when traffic is light and batches fill up when it is heavy. FastStream's pull subscribers
+go through nats-py's ``fetch``, which on a loaded machine can leave a message unclaimed
+until the consumer's whole ``ack_wait`` has passed (we saw 30 s stalls), starts a task and
+a timer for every message, and waits for every handler of a fetched batch before pulling
+again, so one slow handler holds back the rest.
 
-While one batch is being written and acknowledged, the next one is fetched and validated:
-the Python side's work overlaps the database's, which is what keeps the tracker near the
-speed of a bare fetch-and-COPY loop (``benchmarks/tracker.py``).
+- :class:`EventConsumer` keeps up to ``concurrency`` handler calls running and pulls more
+  as each one finishes. A handler that raises has its message redelivered with a growing
+  delay (``TransientError.delay_s`` times the delivery count) until its last delivery,
+  which is dead-lettered; a permanent error is dead-lettered at once.
+- :class:`BatchConsumer` hands the handler a list (one multi-row insert per batch beats one
+  insert per message: the tracker). While one batch is being written and acknowledged,
+  the next one is fetched and validated, which is what keeps the tracker near the speed
+  of a bare fetch-and-COPY loop (``benchmarks/tracker.py``).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from nats.js.api import DEFAULT_PREFIX, AckPolicy, ConsumerConfig
 from nats.js.errors import NotFoundError
 
 from tally import metrics
-from tally.errors import TransientError, ValidationFailed
+from tally.errors import PermanentError, TransientError, ValidationFailed
 from tally.events import Event
 
 log = structlog.get_logger(__name__)
@@ -55,10 +60,15 @@ class Puller:
     says when the server has answered it (the batch is full, or a status ends it), so a
     batch costs one timer instead of one per message. Messages that arrive after a fetch
     gave up (a late answer) are kept for the next fetch, never dropped.
+
+    An ``eager`` puller returns as soon as any message arrives instead of waiting for a
+    full batch (or the timeout): for consumers that handle one message at a time, where
+    waiting would only add latency.
     """
 
-    def __init__(self, nc: NATS, stream: str, durable: str) -> None:
+    def __init__(self, nc: NATS, stream: str, durable: str, *, eager: bool = False) -> None:
         self._nc = nc
+        self._eager = eager
         self._next_subject = f"{DEFAULT_PREFIX}.CONSUMER.MSG.NEXT.{stream}.{durable}"
         self._inbox = nc.new_inbox()
         self._sub: Subscription | None = None
@@ -67,16 +77,27 @@ class Puller:
         self._expected = 0
         self._answered: asyncio.Future[None] | None = None
         self._refusal: str | None = None
+        self._interrupted = False
 
     async def start(self) -> None:
         self._sub = await self._nc.subscribe(self._inbox, cb=self._on_msg)
 
+    def interrupt(self) -> None:
+        """End the fetch in progress now (it returns what it has, maybe nothing)."""
+        self._interrupted = True
+        if self._answered is not None and not self._answered.done():
+            self._answered.set_result(None)
+
     async def stop(self) -> None:
-        """Stop receiving; messages received but not handed out are redelivered later."""
+        """Stop receiving; messages received but not handed out go back to the server."""
         if self._sub is not None:
             with contextlib.suppress(nats.errors.Error):
                 await self._sub.unsubscribe()
             self._sub = None
+        ready, self._ready = self._ready, []
+        for msg in ready:
+            with contextlib.suppress(nats.errors.Error):
+                await msg.nak()
 
     async def fetch(self, batch: int, timeout: float) -> list[Msg]:
         """Up to ``batch`` messages: those ready now, else the first to arrive in ``timeout``.
@@ -89,7 +110,7 @@ class Puller:
         if len(self._ready) < batch:
             # What the server has ready now; only if that is nothing, wait for more.
             await self._request({"batch": batch - len(self._ready), "no_wait": True}, timeout)
-            if not self._ready:
+            if not self._ready and not self._interrupted:
                 expires = int(timeout * 1e9)
                 await self._request({"batch": batch, "expires": expires}, timeout)
         if not self._ready:
@@ -115,7 +136,7 @@ class Puller:
         if status is None:
             self._ready.append(msg)
             self._expected -= 1
-            if self._expected > 0:
+            if self._expected > 0 and not self._eager:
                 return
         elif status == "100":  # idle heartbeat or flow control: not an answer
             return
@@ -127,36 +148,34 @@ class Puller:
             self._answered.set_result(None)
 
 
-class BatchConsumer(Generic[E]):
-    """One durable pull consumer whose handler takes a list of events."""
+class _PullConsumer:
+    """A durable pull consumer created (or bound) at start and pulled by one task."""
+
+    kind = "pull"
+    eager = False
 
     def __init__(
         self,
         *,
         service: str,
-        event_cls: type[E],
         subject: str,
         stream: str,
         durable: str,
-        handler: Callable[[list[E]], Awaitable[None]],
         dead_letter: DeadLetterFn,
-        batch_size: int,
         fetch_timeout_s: float,
         max_deliver: int,
         ack_wait_s: float,
     ) -> None:
         self.service = service
-        self.event_cls = event_cls
         self.subject = subject
         self.stream = stream
         self.durable = durable
-        self.handler = handler
         self.dead_letter = dead_letter
-        self.batch_size = batch_size
         self.fetch_timeout_s = fetch_timeout_s
         self.max_deliver = max_deliver
         self.ack_wait_s = ack_wait_s
         self._task: asyncio.Task[None] | None = None
+        self._puller: Puller | None = None
         self._running = False
 
     async def start(self, nc: NATS) -> None:
@@ -172,21 +191,127 @@ class BatchConsumer(Generic[E]):
                     durable_name=self.durable,
                     filter_subject=self.subject,
                     ack_policy=AckPolicy.EXPLICIT,
+                    # One delivery more than we retry: the last one is dead-lettered by us.
                     max_deliver=self.max_deliver + 1,
                     ack_wait=self.ack_wait_s,
                 ),
             )
-        puller = Puller(nc, self.stream, self.durable)
+        puller = self._puller = Puller(nc, self.stream, self.durable, eager=self.eager)
         await puller.start()
         self._running = True
-        self._task = asyncio.create_task(self._loop(puller), name=f"batch:{self.durable}")
+        self._task = asyncio.create_task(self._loop(puller), name=f"{self.kind}:{self.durable}")
 
     async def stop(self) -> None:
-        """Stop pulling; a batch in progress finishes and is acknowledged first."""
+        """Stop pulling; handler calls in progress finish and are acknowledged first."""
         self._running = False
+        if self._puller is not None:
+            self._puller.interrupt()
         if self._task:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    async def _loop(self, puller: Puller) -> None:
+        raise NotImplementedError
+
+    async def _pull(self, puller: Puller, n: int) -> list[Msg]:
+        """Up to ``n`` messages, or none after a timeout or a refused request."""
+        try:
+            return await puller.fetch(n, self.fetch_timeout_s)
+        except TimeoutError:
+            return []
+        except nats.errors.Error as exc:
+            log.warning("fetch_failed", subject=self.subject, error=repr(exc))
+            await asyncio.sleep(1.0)
+            return []
+
+
+class EventConsumer(_PullConsumer, Generic[E]):
+    """A durable pull consumer whose handler takes one event, up to ``concurrency`` at once."""
+
+    kind = "events"
+    eager = True
+
+    def __init__(
+        self,
+        *,
+        event_cls: type[E],
+        handler: Callable[[E], Awaitable[None]],
+        concurrency: int,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.event_cls = event_cls
+        self.handler = handler
+        self.concurrency = concurrency
+
+    async def _loop(self, puller: Puller) -> None:
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while self._running:
+                if len(running) >= self.concurrency:
+                    await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                for msg in await self._pull(puller, self.concurrency - len(running)):
+                    task = asyncio.create_task(self.handle(msg))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+        finally:
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+            await puller.stop()
+
+    async def handle(self, msg: Msg) -> None:
+        """Validate and handle one message, then acknowledge it (or have it redelivered)."""
+        base = self.event_cls.subject
+        started = time.perf_counter()
+        try:
+            await self.handler(self.event_cls.parse(msg.data))
+        except Exception as exc:
+            await self._fail(base, msg, exc)
+            return
+        await msg.ack()
+        metrics.HANDLE_SECONDS.labels(self.service, base).observe(time.perf_counter() - started)
+
+    async def _fail(self, base: str, msg: Msg, exc: Exception) -> None:
+        """Dead-letter a permanent failure; redeliver anything else until its last try.
+
+        An unexpected exception (a server dropping a connection, a bug) counts as
+        transient: it is retried with growing delays, and dead-lettered on the last
+        delivery rather than dropped by the server.
+        """
+        n = deliveries(msg)
+        if not isinstance(exc, PermanentError) and n < self.max_deliver:
+            delay = exc.delay_s if isinstance(exc, TransientError) else 1.0
+            metrics.HANDLER_RETRIES.labels(self.service, base).inc()
+            log.warning("handler_retry", subject=base, error=repr(exc), deliveries=n)
+            await msg.nak(delay=delay * n)
+            return
+        try:
+            await self.dead_letter(base, msg, exc, n)
+        except Exception as failed:  # the letter did not go out: keep the message
+            log.error("dead_letter_failed", subject=base, error=repr(failed))
+            await msg.nak(delay=1.0)
+            return
+        await msg.ack()
+
+
+class BatchConsumer(_PullConsumer, Generic[E]):
+    """A durable pull consumer whose handler takes a list of events."""
+
+    kind = "batch"
+
+    def __init__(
+        self,
+        *,
+        event_cls: type[E],
+        handler: Callable[[list[E]], Awaitable[None]],
+        batch_size: int,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.event_cls = event_cls
+        self.handler = handler
+        self.batch_size = batch_size
 
     async def _loop(self, puller: Puller) -> None:
         # Only fetching and validating overlap a write: handler calls still run one at a
@@ -194,13 +319,8 @@ class BatchConsumer(Generic[E]):
         writing: asyncio.Task[None] | None = None
         try:
             while self._running:
-                try:
-                    msgs = await puller.fetch(self.batch_size, self.fetch_timeout_s)
-                except TimeoutError:
-                    continue
-                except nats.errors.Error as exc:
-                    log.warning("fetch_failed", subject=self.subject, error=repr(exc))
-                    await asyncio.sleep(1.0)
+                msgs = await self._pull(puller, self.batch_size)
+                if not msgs:
                     continue
                 started = time.perf_counter()
                 events, good = await self._validate(msgs)
