@@ -107,6 +107,7 @@ class Learner:
         #: One policy change at a time per workspace, so versions are saved and published
         #: in order even though runs are handled concurrently.
         self._policy_locks: dict[str, asyncio.Lock] = {}
+        self._scores_locks: dict[str, asyncio.Lock] = {}
         self._dirty: set[str] = set()
         self._calibrating: dict[str, asyncio.Task[None]] = {}
 
@@ -154,8 +155,11 @@ class Learner:
             return False
         _, run = recorded
         metrics.SCORE_UPDATES.labels(outcome.model).inc()
-        rows = tuple(score_row(s) for s in await self.repo.scores(e.workspace))
-        await self.bus.publish(e.child(ScoresUpdated, scores=rows))
+        # Runs are handled concurrently: reading and publishing the snapshot under one lock
+        # per workspace makes the last snapshot published include every committed run.
+        async with self._scores_locks.setdefault(e.workspace, asyncio.Lock()):
+            rows = tuple(score_row(s) for s in await self.repo.scores(e.workspace))
+            await self.bus.publish(e.child(ScoresUpdated, scores=rows))
         await self.learn_policy(e.workspace, run, e)
         self.schedule_calibration(e.workspace)
         return True

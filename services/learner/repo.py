@@ -102,6 +102,12 @@ class LearnerRepo:
             )
             row = {**run_row, "attempt": int(earlier or 0) + 1, "estimated_tokens": estimated}
             await conn.execute(insert(learner_runs).on_conflict_do_nothing(), row)
+            # Runs are learned concurrently: one lock per score row, held to the commit, so
+            # two runs of the same model and class never read the same old row (a row
+            # lock alone cannot cover the first run, when there is no row yet).
+            await conn.execute(
+                select(func.pg_advisory_xact_lock(func.hashtextextended("|".join(key), 0)))
+            )
             score = apply(await self._score(conn, *key))
             stmt = insert(model_scores).values(
                 workspace=key[0],

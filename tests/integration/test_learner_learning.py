@@ -15,7 +15,7 @@ from sqlalchemy import insert, select
 from typer.testing import CliRunner
 
 from tally.cli import learning
-from tally.db.tables import estimates, policy_checkpoints
+from tally.db.tables import estimates, model_scores, policy_checkpoints
 from tally.events import (
     CalibrationUpdated,
     Estimate,
@@ -152,6 +152,23 @@ async def test_runs_move_scores_calibration_and_policy(harness: Harness, workspa
     )
     assert velocity.data["models"][0]["model"] == "cheap"
     assert velocity.data["accuracy"]["tasks"] == 12
+
+
+async def test_concurrent_runs_of_one_model_are_all_counted(
+    harness: Harness, workspace: str
+) -> None:
+    h = harness
+    await h.start("learner", **FAST)
+    runs = [recorded(workspace, "cheap", success=True, hours=2.0) for _ in range(24)]
+    # Published before the handlers start pulling, so they are handled 16 at a time.
+    await asyncio.gather(*(h.client.publish(r) for r in runs))
+    await h.drained("learner", "run.recorded")
+    stored = await h.scalar(
+        select(model_scores.c.samples).where(
+            model_scores.c.workspace == workspace, model_scores.c.model == "cheap"
+        )
+    )
+    assert stored == len(runs)
 
 
 async def test_estimator_takes_calibration_without_restart(
