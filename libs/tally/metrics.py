@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 registry: CollectorRegistry = REGISTRY
 
@@ -29,6 +29,14 @@ ASSIGNMENTS = Counter("tally_assignments_total", "Tasks assigned", ["model", "st
 DEFERRALS = Counter("tally_deferrals_total", "Tasks deferred for lack of quota", ["reason"])
 RESERVATIONS = Counter(
     "tally_quota_reservations_total", "Quota reservations by result", ["subscription", "result"]
+)
+QUOTA_USED = Gauge(
+    "tally_quota_used_ratio",
+    "Share of a subscription's limit used or reserved in the current window",
+    ["subscription", "period", "unit"],
+)
+QUOTA_FROZEN = Gauge(
+    "tally_quota_frozen", "1 while a subscription's new reservations are frozen", ["subscription"]
 )
 RUNS_RECORDED = Counter("tally_runs_recorded_total", "Runs recorded", ["outcome"])
 SCORE_UPDATES = Counter("tally_learner_updates_total", "Model score updates", ["model"])

@@ -48,6 +48,10 @@ def create_app(
 
     async def sweep_forever() -> None:
         while True:
+            try:
+                await handlers.export_usage(store, subscriptions.names)
+            except Exception:  # gauges failing must not stop the sweeps
+                log.exception("usage_export_failed")
             await asyncio.sleep(settings.sweep_interval_s)
             try:
                 released = await handlers.sweep_once(kit.bus, store, ledger)

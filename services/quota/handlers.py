@@ -114,6 +114,20 @@ async def sweep_once(bus: Bus, store: QuotaStore, ledger: QuotaLedger) -> int:
     return len(expired)
 
 
+async def export_usage(store: QuotaStore, names: list[str]) -> None:
+    """Set the usage gauges Prometheus scrapes (and the alert rules in ``deploy/`` read)."""
+    for name in names:
+        u = await store.usage(name)
+        metrics.QUOTA_FROZEN.labels(name).set(1 if u.frozen else 0)
+        for w in (u.day, u.month):
+            for unit, used, limit in (
+                ("tokens", w.used_tokens + w.reserved_tokens, w.limit_tokens),
+                ("usd", w.used_micro_usd + w.reserved_micro_usd, w.limit_micro_usd),
+            ):
+                if limit:
+                    metrics.QUOTA_USED.labels(name, w.period, unit).set(used / limit)
+
+
 async def rebuild_from_ledger(
     store: QuotaStore, ledger: QuotaLedger, names: list[str], default_ttl_s: int
 ) -> RebuildReply:

@@ -20,9 +20,11 @@ from hypothesis import strategies as st
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from services.quota import handlers
 from services.quota.reservations import QuotaStore
 from services.quota.subscriptions import Subscription, UnknownSubscriptionError
 from services.quota.windows import WindowCounters, usd_to_micro, window_end, window_id
+from tally import metrics
 
 pytestmark = pytest.mark.integration
 
@@ -473,3 +475,20 @@ def settle_in_model(model: Model, rid: str, actual: list[int]) -> str:
         model.used[i] += actual[i]
     model.finished[rid] = "settled"
     return status
+
+
+async def test_usage_gauges_show_the_share_of_each_limit_in_use(make_store) -> None:
+    name = f"gauged-{uuid.uuid4().hex[:6]}"
+    store = make_store(sub(name, day={"tokens": 10_000}, month={"usd": 100}))
+    assert (await store.reserve(name, 2_500, 20.0, reservation_id="r1", ttl_s=600)).ok
+    await store.freeze(name)
+    await handlers.export_usage(store, [name])
+
+    def gauge(metric: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(metric, {"subscription": name, **labels})
+
+    assert gauge("tally_quota_used_ratio", period="day", unit="tokens") == 0.25
+    assert gauge("tally_quota_used_ratio", period="month", unit="usd") == 0.2
+    # No limit, no ratio: an unlimited window is never "nearly full".
+    assert gauge("tally_quota_used_ratio", period="day", unit="usd") is None
+    assert gauge("tally_quota_frozen") == 1
