@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
@@ -148,7 +149,7 @@ class Puller:
             self._answered.set_result(None)
 
 
-class _PullConsumer:
+class _PullConsumer(ABC):
     """A durable pull consumer created (or bound) at start and pulled by one task."""
 
     kind = "pull"
@@ -210,8 +211,9 @@ class _PullConsumer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    @abstractmethod
     async def _loop(self, puller: Puller) -> None:
-        raise NotImplementedError
+        """Pull and handle until :meth:`stop`; then stop the puller."""
 
     async def _pull(self, puller: Puller, n: int) -> list[Msg]:
         """Up to ``n`` messages, or none after a timeout or a refused request."""
