@@ -7,7 +7,8 @@ tests drive one directly on a durable of their own.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -56,6 +57,16 @@ def task(workspace: str, title: str = "Add OAuth login") -> TaskCreated:
     return TaskCreated(task_id=f"task-{new_id()}", workspace=workspace, title=title)
 
 
+@asynccontextmanager
+async def running(h: Harness, c: EventConsumer[Any]) -> AsyncIterator[None]:
+    """The consumer pulling for the block's duration."""
+    await c.start(h.client.nc)
+    try:
+        yield
+    finally:
+        await c.stop()
+
+
 async def settled(h: Harness, c: EventConsumer[Any]) -> bool:
     info = await h.client.js.consumer_info(c.stream, c.durable)
     return info.num_pending == 0 and info.num_ack_pending == 0
@@ -76,11 +87,8 @@ async def test_a_transient_failure_is_retried_until_it_succeeds(
     c = consumer(h, flaky, letters, max_deliver=5)
     event = task(workspace)
     await h.client.publish(event)
-    await c.start(h.client.nc)
-    try:
+    async with running(h, c):
         await h.eventually(lambda: settled(h, c), what="the message handled and acknowledged")
-    finally:
-        await c.stop()
     assert tries == [event.task_id] * 3
     assert letters == []
 
@@ -97,11 +105,8 @@ async def test_a_message_out_of_deliveries_is_dead_lettered_with_its_reason(
     c = consumer(h, always_fails, letters, max_deliver=3)
     event = task(workspace)
     await h.client.publish(event)
-    await c.start(h.client.nc)
-    try:
+    async with running(h, c):
         await h.eventually(lambda: settled(h, c), what="the message dead-lettered")
-    finally:
-        await c.stop()
     [(payload, exc, deliveries)] = letters
     assert event.task_id in payload
     assert "upstream never answers" in str(exc)
@@ -122,11 +127,8 @@ async def test_an_invalid_payload_is_dead_lettered_at_once_and_the_next_is_handl
     await h.publish_raw(TASK_CREATED, b'{"task_id": "t-1", "title": ""}', f"bad-{new_id()}")
     good = task(workspace)
     await h.client.publish(good)
-    await c.start(h.client.nc)
-    try:
+    async with running(h, c):
         await h.eventually(lambda: settled(h, c), what="both messages settled")
-    finally:
-        await c.stop()
     assert handled == [good.task_id]
     [(payload, exc, deliveries)] = letters
     assert '"t-1"' in payload and "title" in str(exc) and deliveries == 1
