@@ -94,24 +94,33 @@ def register(bus: Bus, repo: TrackerRepo, registry: ModelRegistry, *, settle_wai
         if run is None:
             raise TransientError(f"run {e.run_id} has not started yet", delay_s=1.0)
         if e.event_count is not None:
-            await _wait_for_events(repo, e.run_id, e.event_count, settle_wait_s)
-        recorded = await _record(repo, e, run)
+            stored = await _wait_for_events(repo, e.run_id, e.event_count, settle_wait_s)
+        else:
+            stored = await repo.event_count(e.run_id)
+        recorded = await _record(repo, e, run, stored)
         await bus.publish(recorded)
         metrics.RUNS_RECORDED.labels(e.outcome).inc()
 
 
-async def _wait_for_events(repo: TrackerRepo, run_id: str, expected: int, wait_s: float) -> None:
-    """Give a run's in-flight timeline events a moment to land before totalling."""
+async def _wait_for_events(repo: TrackerRepo, run_id: str, expected: int, wait_s: float) -> int:
+    """Give a run's in-flight timeline events a moment to land before totalling.
+
+    Returns:
+        How many of the run's events are stored (``expected`` unless some never came).
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
     while (have := await repo.event_count(run_id)) < expected:
         if loop.time() > deadline:
             log.warning("run_events_missing", run_id=run_id, expected=expected, have=have)
-            return
+            return have
         await asyncio.sleep(0.1)
+    return have
 
 
-async def _record(repo: TrackerRepo, e: RunFinished, run: dict[str, object]) -> RunRecorded:
+async def _record(
+    repo: TrackerRepo, e: RunFinished, run: dict[str, object], event_count: int
+) -> RunRecorded:
     task = await repo.task(e.task_id) or {}
     usage, marks = await repo.usage_and_marks(e.run_id)
     started = run["started_at"]
@@ -149,7 +158,7 @@ async def _record(repo: TrackerRepo, e: RunFinished, run: dict[str, object]) -> 
         cost_usd=totals.cost_usd,
         quality_score=totals.quality_score,
         worker_calls=totals.worker_calls,
-        event_count=await repo.event_count(e.run_id),
+        event_count=event_count,
     )
     task_values: dict[str, object] = {}
     if e.success:
