@@ -85,7 +85,7 @@ def raw_evalsha(store: QuotaStore, run: str) -> Callable[[int], Awaitable[object
             epoch_ms(now),
             epoch_ms(now) + 3_600_000,
             *windows,
-            *(store._expire_at(w) for w in windows),
+            *(store.expire_at(w) for w in windows),
             "0",
             SUB,
             "",

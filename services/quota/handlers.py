@@ -12,6 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from services.quota.ledger import QuotaLedger
 from services.quota.rebuild import ledger_state
 from services.quota.reservations import QuotaStore
+from services.quota.restore import QuotaRestorer
 from services.quota.subscriptions import UnknownSubscriptionError
 from services.quota.windows import Alert, Usage, micro_to_usd
 from tally import metrics
@@ -138,7 +139,7 @@ async def rebuild_from_ledger(
     known = set(names)
     windows = [w for w in windows if w.subscription in known]
     live = [r for r in live if r.subscription in known]
-    written, restored = await store.restore(windows, live)
+    written, restored = await QuotaRestorer(store).restore(windows, live)
     per_sub = [
         {
             "subscription": name,

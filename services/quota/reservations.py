@@ -14,6 +14,9 @@ script touches a single Redis Cluster slot:
 ``ns:rsub:<id>`` maps a reservation id to its subscription, so ``settle`` and ``release``
 need only the id.
 
+After Redis lost its data, :mod:`services.quota.restore` writes these keys back from the
+Postgres ledger (``tally quota rebuild``).
+
 A reservation belongs to the windows current when it was made: one made at 23:59:59.999
 counts in that day, and its settle after midnight corrects that day, not the next one.
 Actual usage therefore always lands in the windows that were reserved in. The time is
@@ -32,7 +35,6 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 
 from services.quota.keys import SubscriptionKeys
-from services.quota.rebuild import LiveReservation, WindowTotals
 from services.quota.results import (
     ReleaseResult,
     ReserveResult,
@@ -49,16 +51,13 @@ from services.quota.windows import (
     Alert,
     Period,
     Usage,
-    WindowCounters,
     WindowUsage,
     epoch_ms,
     from_epoch_ms,
-    reached_thresholds,
     retry_after,
     usd_to_micro,
     window_end,
     window_id,
-    window_period,
 )
 
 _LUA = Path(__file__).with_name("lua")
@@ -128,6 +127,16 @@ class QuotaStore:
         """The prefix of every key this store writes."""
         return self._namespace
 
+    @property
+    def redis(self) -> Redis:
+        """The Redis client the store's keys live in."""
+        return self._redis
+
+    @property
+    def tombstone_ttl_s(self) -> int:
+        """How long, in seconds, finished reservation ids are remembered."""
+        return self._tombstone_ttl_s
+
     def now(self) -> datetime:
         """The current time by the store's clock (the one windows and expiries follow)."""
         return self._clock()
@@ -175,7 +184,7 @@ class QuotaStore:
         micro = usd_to_micro(cost_usd)
         keys = SubscriptionKeys(self._namespace, subscription)
 
-        index = self._index_key(reservation_id)
+        index = self.index_key(reservation_id)
         index_ttl = ttl_s + self._tombstone_ttl_s + 86400
         claimed = await self._redis.set(index, subscription, nx=True, ex=index_ttl)
         owner = None if claimed else _text(await self._redis.get(index))
@@ -197,7 +206,7 @@ class QuotaStore:
             epoch_ms(now),
             epoch_ms(expires_at),
             *windows,
-            *(self._expire_at(w) for w in windows),
+            *(self.expire_at(w) for w in windows),
             "1" if sub.hard else "0",
             subscription,
             task_id or "",
@@ -247,7 +256,7 @@ class QuotaStore:
                 epoch_ms(self._clock()),
                 self._tombstone_ttl_s,
                 *windows,
-                *(self._expire_at(w) for w in windows),
+                *(self.expire_at(w) for w in windows),
                 *self._policy(sub),
             ]
             keys_list = keys.script_keys(reservation_id, windows, sub.effective_thresholds)
@@ -327,127 +336,6 @@ class QuotaStore:
         ]
         return self._usage(sub, windows, raw, bool(frozen))
 
-    async def rebuild(self, counters: Iterable[WindowCounters]) -> int:
-        """Overwrites the used totals of windows, e.g. from the Postgres ledger after Redis
-        lost its data; returns how many windows were written.
-
-        Reserved amounts, live reservations and alert markers are left as they are: if
-        Redis lost them, thresholds already crossed alert again at the next reservation.
-        """
-        written = 0
-        for item in counters:
-            self.subscription(item.subscription)
-            key = SubscriptionKeys(self._namespace, item.subscription).window(item.window)
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hset(
-                    key,
-                    mapping={
-                        "used_tokens": item.used_tokens,
-                        "used_micro": item.used_micro_usd,
-                    },
-                )
-                pipe.expireat(key, self._expire_at(item.window))
-                await pipe.execute()
-            written += 1
-        return written
-
-    async def restore(
-        self,
-        windows: Iterable[WindowTotals],
-        live: Iterable[LiveReservation],
-    ) -> tuple[int, int]:
-        """Writes window totals and live reservations recomputed from the ledger.
-
-        Unlike :meth:`rebuild`, reserved amounts are restored too, together with the
-        reservations that hold them (so a later settle, release or sweep finds them), and
-        the alert markers of thresholds already reached (so nobody is alerted twice in a
-        window). Windows whose keys would already have expired are skipped, and so is a
-        reservation Redis already knows as finished. Each subscription's keys are written
-        in one transaction.
-
-        Returns:
-            How many windows and how many reservations were written.
-        """
-        by_sub: dict[str, tuple[list[WindowTotals], list[LiveReservation]]] = {}
-        for w in windows:
-            by_sub.setdefault(w.subscription, ([], []))[0].append(w)
-        for r in live:
-            by_sub.setdefault(r.subscription, ([], []))[1].append(r)
-        now_s = self._clock().timestamp()
-        written = restored = 0
-        for name, (sub_windows, sub_live) in by_sub.items():
-            sub = self.subscription(name)
-            keys = SubscriptionKeys(self._namespace, name)
-            finished = await self._finished_ids(keys, sub_live)
-            async with self._redis.pipeline(transaction=True) as pipe:
-                for w in sub_windows:
-                    expire_at = self._expire_at(w.window)
-                    if expire_at <= now_s:
-                        continue
-                    key = keys.window(w.window)
-                    pipe.hset(
-                        key,
-                        mapping={
-                            "used_tokens": w.used_tokens,
-                            "reserved_tokens": w.reserved_tokens,
-                            "used_micro": w.used_micro_usd,
-                            "reserved_micro": w.reserved_micro_usd,
-                        },
-                    )
-                    pipe.expireat(key, expire_at)
-                    for marker, value in self._reached_markers(sub, keys, w):
-                        pipe.set(marker, value, nx=True, exat=expire_at)
-                    written += 1
-                for r in sub_live:
-                    if r.reservation_id in finished:
-                        continue
-                    pipe.hset(
-                        keys.reservation(r.reservation_id),
-                        mapping={
-                            "subscription": name,
-                            "task_id": "",
-                            "tokens": r.tokens,
-                            "micro": r.micro_usd,
-                            "day": r.windows[0],
-                            "month": r.windows[1],
-                            "created_at": epoch_ms(r.created_at),
-                            "expires_at": epoch_ms(r.expires_at),
-                        },
-                    )
-                    pipe.zadd(keys.expiry, {r.reservation_id: epoch_ms(r.expires_at)})
-                    restored += 1
-                await pipe.execute()
-            for r in sub_live:
-                if r.reservation_id not in finished:
-                    ttl = max(1, int(r.expires_at.timestamp() - now_s)) + self._tombstone_ttl_s
-                    await self._redis.set(self._index_key(r.reservation_id), name, ex=ttl)
-        return written, restored
-
-    async def _finished_ids(self, keys: SubscriptionKeys, live: list[LiveReservation]) -> set[str]:
-        if not live:
-            return set()
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for r in live:
-                pipe.exists(keys.tombstone(r.reservation_id))
-            found = await pipe.execute()
-        return {r.reservation_id for r, f in zip(live, found, strict=True) if f}
-
-    @staticmethod
-    def _reached_markers(
-        sub: Subscription, keys: SubscriptionKeys, w: WindowTotals
-    ) -> list[tuple[str, int]]:
-        """Alert marker keys (and values) of the thresholds a window has reached."""
-        limits = sub.limits.of(window_period(w.window))
-        values = {
-            "tokens": (w.used_tokens + w.reserved_tokens, limits.tokens),
-            "usd": (w.used_micro_usd + w.reserved_micro_usd, limits.micro_usd),
-        }
-        return [
-            (f"{keys.tag}:alert:{w.window}:{metric}:{t}", value)
-            for metric, (value, limit) in values.items()
-            for t in reached_thresholds(value, limit, sub.effective_thresholds)
-        ]
-
     async def _finish(
         self,
         reservation_id: str,
@@ -491,7 +379,7 @@ class QuotaStore:
         self, reservation_id: str, subscription: str | None = None
     ) -> tuple[Subscription, tuple[str, str]] | None:
         """The subscription and windows of a live or finished reservation, if known."""
-        name = subscription or _text(await self._redis.get(self._index_key(reservation_id)))
+        name = subscription or _text(await self._redis.get(self.index_key(reservation_id)))
         if name is None or name not in self._subscriptions:
             return None
         keys = SubscriptionKeys(self._namespace, name)
@@ -501,10 +389,12 @@ class QuotaStore:
                 return self._subscriptions[name], (day, month)
         return None
 
-    def _index_key(self, reservation_id: str) -> str:
+    def index_key(self, reservation_id: str) -> str:
+        """The key mapping ``reservation_id`` to its subscription (``ns:rsub:<id>``)."""
         return f"{self._namespace}:rsub:{reservation_id}"
 
-    def _expire_at(self, window: str) -> int:
+    def expire_at(self, window: str) -> int:
+        """When the keys of ``window`` expire (epoch seconds): its end plus the grace."""
         return int(window_end(window).timestamp()) + self._window_grace_s
 
     @staticmethod

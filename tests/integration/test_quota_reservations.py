@@ -22,6 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from services.quota import handlers
 from services.quota.reservations import QuotaStore
+from services.quota.restore import QuotaRestorer
 from services.quota.subscriptions import Subscription, UnknownSubscriptionError
 from services.quota.windows import WindowCounters, usd_to_micro, window_end, window_id
 from tally import metrics
@@ -328,7 +329,7 @@ async def test_rebuild_overwrites_used_counters_from_the_ledger(make_store) -> N
     store = make_store(sub(day={"tokens": 1_000}))
     await store.reserve("team", 100, 0, reservation_id="a", ttl_s=60)
     await store.settle("a", 100, 0)
-    written = await store.rebuild(
+    written = await QuotaRestorer(store).rebuild(
         [
             WindowCounters("team", window_id("day", NOON), 900, usd_to_micro(1.5)),
             WindowCounters("team", window_id("month", NOON), 5_000, usd_to_micro(20)),
