@@ -58,6 +58,7 @@ class ServiceKit:
         self._after_startup: list[Hook] = [self._start_consumers]
         self._before_shutdown: list[Hook] = [self._stop_consumers]
         self._shutdown: list[Hook] = []
+        self._on_exit_signal: list[Hook] = []
         self._nc: NATS | None = None
         self._routes: list[tuple[str, ASGIApp]] = []
 
@@ -98,6 +99,14 @@ class ServiceKit:
         self._shutdown.append(hook)
         return hook
 
+    def on_exit_signal(self, hook: Hook) -> Hook:
+        """Run ``hook`` as soon as the process is asked to stop, before the HTTP server
+        waits for open connections to finish: for responses that would otherwise never
+        end (the reporter's live stream). Only ``tally serve``/``tally up`` send it.
+        """
+        self._on_exit_signal.append(hook)
+        return hook
+
     def route(self, path: str, handler: ASGIApp) -> None:
         """Serve an extra HTTP endpoint beside ``/healthz`` and ``/metrics``."""
         self._routes.append((path, handler))
@@ -123,6 +132,7 @@ class ServiceKit:
         )
         if api:
             app.api = api  # type: ignore[attr-defined]
+        app.exit_hooks = tuple(self._on_exit_signal)  # type: ignore[attr-defined]
         for hook in self._startup:
             app.on_startup(hook)
         for hook in self._after_startup:

@@ -6,6 +6,7 @@ from faststream.asgi import AsgiFastStream
 
 from services.reporter import handlers
 from services.reporter.api import create_api
+from services.reporter.live import LiveHub, nats_feed
 from services.reporter.repo import ReportRepo
 from services.reporter.settings import ReporterSettings
 from tally.db import create_engine
@@ -18,4 +19,13 @@ def create_app(settings: ReporterSettings | None = None) -> AsgiFastStream:
     engine = create_engine(settings.database_url)
     handlers.register(kit.bus)
     kit.on_shutdown(engine.dispose)
-    return kit.app(api=create_api(ReportRepo(engine)))
+    # The live page's one subscription to metrics.>, on the broker's connection.
+    live = LiveHub(nats_feed(lambda: kit.broker.connection, kit.catalog))
+    # Open streams end as soon as the process is asked to stop, not when browsers leave.
+    kit.on_exit_signal(live.close)
+    api = create_api(ReportRepo(engine), live)
+    api.state.live = live
+    app: AsgiFastStream = kit.app(api=api)
+    # Before the broker disconnects: open streams end and the subscription is dropped.
+    app.on_shutdown(live.close)
+    return app

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import numpy as np
+
 LANE_OF_STATUS = {"in_progress": "work", "ready_to_review": "review", "ready_to_qa": "qa"}
 LANES = ("work", "review", "qa")  #: in flow order
 BLOCKED = "blocked"
@@ -51,10 +53,15 @@ def _stints(events: Iterable[StatusEvent]) -> dict[str, list[_Stint]]:
     return stints
 
 
+def _bucket(status: str) -> str | None:
+    """The lane a status belongs to, ``blocked``, or None (backlog, completed)."""
+    return BLOCKED if status == BLOCKED else LANE_OF_STATUS.get(status)
+
+
 def _durations(stints: Sequence[_Stint], now: datetime | None) -> dict[str, float]:
     totals: dict[str, float] = {}
     for stint in stints:
-        bucket = BLOCKED if stint.status == BLOCKED else LANE_OF_STATUS.get(stint.status)
+        bucket = _bucket(stint.status)
         end = stint.end or now
         if bucket is None or end is None:
             continue
@@ -71,6 +78,66 @@ def lane_durations(
     ``now`` when given, and not at all otherwise.
     """
     return {task: _durations(s, now) for task, s in _stints(events).items()}
+
+
+def _finished(stints: Sequence[_Stint]) -> dict[str, tuple[float, datetime]]:
+    """Hours per lane (and ``blocked``) the task has left, with when it last left it."""
+    lane, blocked = _current_lane(stints)
+    done: dict[str, tuple[float, datetime]] = {}
+    for bucket, hours in _durations(stints, None).items():
+        if bucket == lane or (bucket == BLOCKED and blocked):
+            continue
+        left = max(s.end for s in stints if s.end is not None and _bucket(s.status) == bucket)
+        done[bucket] = (hours, left)
+    return done
+
+
+def finished_lane_hours(
+    events: Iterable[StatusEvent], since: datetime | None = None
+) -> dict[str, list[float]]:
+    """Per lane and ``blocked``: the hours of each task that has left it (since ``since``).
+
+    A task still in a lane (or blocked inside it) is left out of that lane: its time there
+    is not finished. Every visit of a task to a lane adds up to one duration.
+    """
+    hours: dict[str, list[float]] = {bucket: [] for bucket in (*LANES, BLOCKED)}
+    for task_stints in _stints(events).values():
+        for bucket, (spent, left) in _finished(task_stints).items():
+            if since is None or left >= since:
+                hours[bucket].append(spent)
+    return hours
+
+
+def work_in_progress(events: Iterable[StatusEvent], now: datetime) -> dict[str, dict[str, float]]:
+    """Per lane and ``blocked``: the tasks whose latest status is in it, with hours so far.
+
+    Hours count every visit to that lane (or every block) up to ``now``.
+    """
+    wip: dict[str, dict[str, float]] = {bucket: {} for bucket in (*LANES, BLOCKED)}
+    for task, task_stints in _stints(events).items():
+        bucket = _bucket(task_stints[-1].status)
+        if bucket is not None:
+            wip[bucket][task] = _durations(task_stints, now).get(bucket, 0.0)
+    return wip
+
+
+@dataclass(frozen=True)
+class LaneStats:
+    """Cycle-time statistics of one lane, in hours (None without any sample)."""
+
+    count: int
+    total_hours: float
+    mean_hours: float | None
+    p50_hours: float | None
+    p85_hours: float | None
+
+
+def lane_stats(hours: Sequence[float]) -> LaneStats:
+    """Count, total, mean and the 50th/85th percentiles (linear interpolation)."""
+    if not hours:
+        return LaneStats(0, 0.0, None, None, None)
+    p50, p85 = (float(p) for p in np.percentile(hours, [50, 85]))
+    return LaneStats(len(hours), float(sum(hours)), statistics.fmean(hours), p50, p85)
 
 
 @dataclass(frozen=True)
@@ -113,6 +180,7 @@ def lane_etas(
     events: Iterable[StatusEvent],
     now: datetime,
     history: Mapping[str, Sequence[float]] | None = None,
+    since: datetime | None = None,
 ) -> dict[str, TaskEta]:
     """ETA to completion for every task currently in a lane (or blocked inside one).
 
@@ -127,6 +195,10 @@ def lane_etas(
         events: all status events (the history and the tasks in flight).
         now: the moment the ETA is computed for.
         history: extra finished lane durations in hours, e.g. from earlier periods.
+        since: measure from this moment on only: lane durations of tasks that left the
+            lane since then, and throughput as exits since then per hour (from the first
+            event when that is later). Events before it still count towards the time a
+            task in flight has spent in its lane.
     """
     stints = _stints(events)
     samples: dict[str, list[float]] = {lane: list((history or {}).get(lane, ())) for lane in LANES}
@@ -140,15 +212,17 @@ def lane_etas(
             if stint.status == BLOCKED:
                 continue
             now_in = LANE_OF_STATUS.get(stint.status)
-            if previous is not None and now_in != previous:
+            counted = since is None or stint.start >= since
+            if previous is not None and now_in != previous and counted:
                 exits[previous] += 1
             previous = now_in
-        for visited, hours in _durations(task_stints, None).items():
-            if visited in samples and visited != lane:
+        for visited, (hours, left) in _finished(task_stints).items():
+            if visited in samples and (since is None or left >= since):
                 samples[visited].append(hours)
         if lane is not None:
             current[task] = (lane, blocked, _entered(task_stints, lane))
-    window = max(_hours(now - first_seen), 1e-9)
+    start = first_seen if since is None else max(first_seen, since)
+    window = max(_hours(now - start), 1e-9)
     etas: dict[str, TaskEta] = {}
     for task, (lane, blocked, entered) in current.items():
         spent = _durations(stints[task], now).get(lane, 0.0)

@@ -27,6 +27,7 @@ from services.reporter.forecast import (
     critical_path,
     forecast_with_dependencies,
 )
+from services.reporter.params import error
 from tally.db.tables import estimates, tasks
 
 #: z-score of the 90th percentile of a normal distribution.
@@ -133,10 +134,10 @@ def plan_route(engine: AsyncEngine) -> Route:
         plan_id = request.path_params["plan_id"]
         rows = await plan_rows(engine, plan_id, request.query_params.get("workspace"))
         if not rows:
-            return JSONResponse({"error": f"plan {plan_id} not found"}, status_code=404)
+            return error(f"plan {plan_id} not found", 404)
         try:
             return JSONResponse(plan_view(plan_id, rows))
         except DependencyError as exc:
-            return JSONResponse({"error": f"plan {plan_id}: {exc}"}, status_code=400)
+            return error(f"plan {plan_id}: {exc}")
 
     return Route("/plans/{plan_id}", show)

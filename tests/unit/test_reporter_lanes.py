@@ -2,7 +2,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.reporter.lanes import StatusEvent, lane_durations, lane_etas
+from services.reporter.lanes import (
+    LaneStats,
+    StatusEvent,
+    finished_lane_hours,
+    lane_durations,
+    lane_etas,
+    lane_stats,
+    work_in_progress,
+)
 
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 
@@ -112,3 +120,66 @@ def test_no_history_means_no_eta_but_extra_history_helps():
     assert lane_etas(events, now=now)["new"].eta_hours is None
     eta = lane_etas(events, now=now, history={"work": [3.0, 5.0], "qa": [1.0]})["new"]
     assert eta.eta_hours == pytest.approx(4.0 - 1.0 + 1.0)
+
+
+def mixed():
+    """A done (blocked 3 h inside work), B in review, C blocked inside work."""
+    return [
+        *flow(
+            "A",
+            ("in_progress", 0),
+            ("blocked", 2),
+            ("in_progress", 5),
+            ("ready_to_review", 6),
+            ("ready_to_qa", 7),
+            ("completed", 9),
+        ),
+        *flow("B", ("in_progress", 0), ("ready_to_review", 4)),
+        *flow("C", ("in_progress", 1), ("blocked", 3)),
+    ]
+
+
+def test_finished_lane_hours_leave_out_the_lane_a_task_is_still_in():
+    hours = finished_lane_hours(mixed())
+    assert {lane: sorted(h) for lane, h in hours.items()} == {
+        "work": [3.0, 4.0],  # A's two stints; B left work; C is blocked inside it
+        "review": [1.0],  # B is still in review
+        "qa": [2.0],
+        "blocked": [3.0],  # C's block is not over
+    }
+
+
+def test_finished_lane_hours_count_tasks_that_left_the_lane_since():
+    # A left work at 6 h, B at 4 h; A's block ended at 5 h.
+    hours = finished_lane_hours(mixed(), since=T0 + timedelta(hours=5))
+    assert hours == {"work": [3.0], "review": [1.0], "qa": [2.0], "blocked": [3.0]}
+
+
+def test_work_in_progress_is_by_latest_status_with_time_so_far():
+    wip = work_in_progress(mixed(), now=T0 + timedelta(hours=10))
+    assert wip == {"work": {}, "review": {"B": 6.0}, "qa": {}, "blocked": {"C": 7.0}}
+
+
+def test_lane_stats():
+    assert lane_stats([4.0, 1.0, 3.0, 2.0]) == LaneStats(4, 10.0, 2.5, 2.5, pytest.approx(3.55))
+    assert lane_stats([]) == LaneStats(0, 0.0, None, None, None)
+
+
+def test_since_measures_history_and_throughput_from_then_on():
+    events = history() + flow("x", ("in_progress", 17)) + flow("y", ("in_progress", 18))
+    since = T0 + timedelta(hours=5)
+    # Work left since 5 h: 6 and 8 h (2 exits in 15 h); review 1 h, QA 2 h.
+    etas = lane_etas(events, now=NOW, since=since)
+    assert etas["x"].remaining_in_lane_hours == pytest.approx(7.0 - 3.0)
+    assert etas["x"].eta_hours == pytest.approx(4.0 + 1.0 + 2.0)
+    assert etas["y"].queue_hours == pytest.approx(1 / (2 / 15))
+    # Over all of history the faster early tasks count: less left, a shorter queue.
+    everything = lane_etas(events, now=NOW)
+    assert everything["y"].queue_hours == pytest.approx(5.0)
+    assert everything["x"].eta_hours < etas["x"].eta_hours
+
+
+def test_a_task_open_since_before_the_window_keeps_all_its_time_in_lane():
+    events = history() + flow("old", ("in_progress", 1))
+    old = lane_etas(events, now=NOW, since=T0 + timedelta(hours=5))["old"]
+    assert (old.spent_hours, old.overdue) == (19.0, True)

@@ -8,7 +8,9 @@ from tally.cli import (
     assign,
     dlq,
     estimate,
+    export,
     history,
+    lanes,
     learning,
     ops,
     plans,
@@ -31,6 +33,8 @@ app.add_typer(ops.db, name="db")
 app.add_typer(ops.streams, name="streams")
 app.command("report")(reports.report)
 app.command("tokens")(reports.tokens)
+app.command("export")(export.export)
+app.command("lanes")(lanes.lanes)
 app.command("dlq")(dlq.dlq)
 app.command("serve")(ops.serve)
 app.command("up")(ops.up)

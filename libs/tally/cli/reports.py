@@ -10,9 +10,19 @@ from tally.cli.common import JsonOpt, console, emit_json, reporter_get
 
 def report(
     run_id: str = typer.Argument(..., help="The run to summarise."),
+    compare_with: str | None = typer.Option(
+        None, "--compare", metavar="RUN_B", help="Side by side with RUN_B, and the change to it."
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Print a run's 10-line KPI summary (``--json``: the full kpi.json)."""
+    """Print a run's 10-line KPI summary (``--json``: the full kpi.json).
+
+    With ``--compare RUN_B``: both runs' KPIs side by side and what changed from this run
+    to RUN_B (``--json``: both kpi.json documents and every numeric difference and ratio).
+    """
+    if compare_with:
+        compare(run_id, compare_with, as_json=as_json)
+        return
     body = reporter_get(f"/runs/{run_id}/kpi")
     if as_json:
         emit_json(body)
@@ -21,6 +31,25 @@ def report(
     console.print(f"[bold]run {run_id}[/] ({state})")
     for line in body["summary"]:
         console.print(f"  {line}", highlight=False)
+
+
+def compare(run_a: str, run_b: str, *, as_json: bool = False) -> None:
+    """Print two runs' KPIs in two columns with the difference ``b - a`` beside them."""
+    body = reporter_get("/compare", {"a": run_a, "b": run_b})
+    if as_json:
+        emit_json(body)
+        return
+    a, b = body["a"], body["b"]
+    table = Table(
+        title=f"run {run_a} ({a.get('outcome') or 'in progress'}) vs "
+        f"run {run_b} ({b.get('outcome') or 'in progress'})"
+    )
+    table.add_column("metric")
+    for col in (run_a, run_b, "change (B - A)"):
+        table.add_column(col, justify="right")
+    for row in body["rows"]:
+        table.add_row(row["metric"], row["a"], row["b"], row["delta"])
+    console.print(table)
 
 
 def tokens(

@@ -1,0 +1,249 @@
+"""``GET /export/{kind}``: the tracker's rows, filtered and paged, as JSON or CSV.
+
+Kinds are ``runs``, ``tasks``, ``token_usage`` and ``status_events``. Rows come oldest
+first by their natural time (a run's start, a task's creation, a worker call's time, a
+status change's time), ties broken by the row's id. Pages are keyset pages: the opaque
+``cursor`` holds the last row's (time, id) and the next page starts right after it, so a
+deep page costs what the first does and no row is ever served twice.
+
+JSON answers ``{"rows": [...], "next_cursor": "..." | null}``; ``format=csv`` answers
+CSV with a header row and the cursor in the ``X-Next-Cursor`` header (absent on the
+last page).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import io
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Column, ColumnElement, Table, func, or_, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from services.reporter.params import error, parse_since
+from tally.db.tables import runs, task_status_events, tasks, token_usage
+
+DEFAULT_LIMIT = 500
+MAX_LIMIT = 5000
+FORMATS = ("json", "csv")
+#: Query parameters every kind takes besides its filters.
+PAGING = ("since", "until", "limit", "cursor", "format")
+
+Filter = Callable[[str], ColumnElement[bool]]
+
+
+def _equals(column: ColumnElement[Any]) -> Filter:
+    return lambda value: column == value
+
+
+def _columns(table: Table, *names: str) -> dict[str, Filter]:
+    return {name: _equals(table.c[name]) for name in names}
+
+
+def _usage_of_task(task_id: str) -> ColumnElement[bool]:
+    # The tracker keys worker calls by run: a task's calls are those of its runs.
+    return or_(
+        token_usage.c.task_id == task_id,
+        token_usage.c.run_id.in_(select(runs.c.run_id).where(runs.c.task_id == task_id)),
+    )
+
+
+@dataclass(frozen=True)
+class ExportKind:
+    """A table as export serves it: its time, its id, and the filters it takes."""
+
+    table: Table
+    at: ColumnElement[datetime]  #: the natural time: order, ``since``/``until``, cursor
+    key: Column[str]  #: unique: breaks ties between rows of the same time
+    filters: Mapping[str, Filter]
+
+
+KINDS: dict[str, ExportKind] = {
+    "runs": ExportKind(
+        runs,
+        # A run's row always has a creation time, even the rare one without a start.
+        func.coalesce(runs.c.started_at, runs.c.created_at),
+        runs.c.run_id,
+        _columns(runs, "workspace", "model", "outcome", "task_id", "run_id"),
+    ),
+    "tasks": ExportKind(
+        tasks,
+        tasks.c.created_at,
+        tasks.c.task_id,
+        _columns(tasks, "workspace", "model", "status", "task_id"),
+    ),
+    "token_usage": ExportKind(
+        token_usage,
+        token_usage.c.at,
+        token_usage.c.event_id,
+        {**_columns(token_usage, "workspace", "model", "run_id"), "task_id": _usage_of_task},
+    ),
+    "status_events": ExportKind(
+        task_status_events,
+        task_status_events.c.changed_at,
+        task_status_events.c.event_id,
+        {
+            **_columns(task_status_events, "workspace", "task_id"),
+            "status": _equals(task_status_events.c.to_status),  # the status changed to
+            "run_id": _equals(task_status_events.c.task_run_id),
+        },
+    ),
+}
+
+
+def encode_cursor(kind: str, at: datetime, key: str) -> str:
+    """An opaque, URL-safe cursor for the row of ``kind`` at ``(at, key)``."""
+    raw = json.dumps([kind, at.isoformat(), key], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(kind: str, cursor: str) -> tuple[datetime, str]:
+    """The ``(time, id)`` a cursor of ``kind`` points at.
+
+    Raises:
+        ValueError: the cursor was not given out by ``/export/{kind}`` (message names it).
+    """
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        cursor_kind, at, key = json.loads(raw)
+        parsed = datetime.fromisoformat(at)
+        if cursor_kind == kind and isinstance(key, str) and parsed.tzinfo:
+            return parsed, key
+    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
+        pass
+    raise ValueError(f"cursor: not a cursor of /export/{kind}, got {cursor!r}")
+
+
+def plain(value: Any) -> Any:
+    """A column value as JSON shows it: times in ISO 8601, everything else as it is."""
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def csv_cell(value: Any) -> str:
+    """A column value as a CSV cell: empty for null, JSON for lists, maps and booleans."""
+    if value is None:
+        return ""
+    if isinstance(value, dict | list | bool):
+        return json.dumps(value, separators=(",", ":"))
+    return str(plain(value))
+
+
+def render_csv(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
+    """CSV text: a header row of ``columns``, then one line per row (CRLF line ends)."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(columns)
+    writer.writerows([csv_cell(row.get(c)) for c in columns] for row in rows)
+    return out.getvalue()
+
+
+@dataclass(frozen=True)
+class ExportQuery:
+    """One page request, checked."""
+
+    kind: str
+    filters: dict[str, str]
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = DEFAULT_LIMIT
+    after: tuple[datetime, str] | None = None
+    format: str = "json"
+
+
+def parse_query(kind: str, params: Mapping[str, str], now: datetime) -> ExportQuery:
+    """Check a request's kind and parameters; empty values count as not given.
+
+    Raises:
+        ValueError: an unknown kind, filter or format, a bad window, limit or cursor
+            (the message starts with the parameter's name).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind: expected one of {', '.join(KINDS)}, got {kind!r}")
+    spec = KINDS[kind]
+    for name in params:
+        if name not in spec.filters and name not in PAGING:
+            known = ", ".join([*spec.filters, *PAGING])
+            raise ValueError(f"{name}: not a parameter of /export/{kind} (takes {known})")
+    given = {name: value for name, value in params.items() if value}
+    window: dict[str, datetime] = {}
+    for name in ("since", "until"):
+        if name in given:
+            try:
+                window[name] = parse_since(given[name], now)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {str(exc).removeprefix('since: ')}") from None
+    limit = given.get("limit", str(DEFAULT_LIMIT))
+    if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIMIT:
+        raise ValueError(f"limit: expected a whole number from 1 to {MAX_LIMIT}, got {limit!r}")
+    fmt = given.get("format", "json")
+    if fmt not in FORMATS:
+        raise ValueError(f"format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    return ExportQuery(
+        kind=kind,
+        filters={name: value for name, value in given.items() if name in spec.filters},
+        since=window.get("since"),
+        until=window.get("until"),
+        limit=int(limit),
+        after=decode_cursor(kind, given["cursor"]) if "cursor" in given else None,
+        format=fmt,
+    )
+
+
+async def export_page(
+    engine: AsyncEngine, query: ExportQuery
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of rows, oldest first, and the cursor of the next page (None if last)."""
+    spec = KINDS[query.kind]
+    stmt = (
+        select(spec.table, spec.at.label("_at"))
+        .order_by(spec.at, spec.key)
+        .limit(query.limit + 1)  # one more than asked: is there a next page?
+    )
+    for name, value in query.filters.items():
+        stmt = stmt.where(spec.filters[name](value))
+    if query.since:
+        stmt = stmt.where(spec.at >= query.since)
+    if query.until:
+        stmt = stmt.where(spec.at < query.until)
+    if query.after:
+        stmt = stmt.where(tuple_(spec.at, spec.key) > tuple_(*query.after))
+    async with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in await conn.execute(stmt)]
+    page = rows[: query.limit]
+    times = [row.pop("_at") for row in page]
+    if len(rows) > query.limit:
+        return page, encode_cursor(query.kind, times[-1], page[-1][spec.key.key])
+    return page, None
+
+
+def export_route(engine: AsyncEngine) -> Route:
+    """The ``/export/{kind}`` route."""
+
+    async def export(request: Request) -> Response:
+        kind = request.path_params["kind"]
+        try:
+            query = parse_query(kind, request.query_params, datetime.now(UTC))
+        except ValueError as exc:
+            return error(str(exc))
+        rows, cursor = await export_page(engine, query)
+        if query.format == "csv":
+            columns = [c.name for c in KINDS[kind].table.columns]
+            return Response(
+                render_csv(columns, rows),
+                media_type="text/csv",
+                headers={"X-Next-Cursor": cursor} if cursor else None,
+            )
+        return JSONResponse(
+            {"rows": [{k: plain(v) for k, v in row.items()} for row in rows], "next_cursor": cursor}
+        )
+
+    return Route("/export/{kind}", export)

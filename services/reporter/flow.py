@@ -1,0 +1,139 @@
+"""``GET /lanes``: lane cycle times, work in progress and an ETA for every open task.
+
+The tracker keeps every ``task.status_changed`` in ``task_status_events``; the lanes follow
+the status (work: ``in_progress``, review: ``ready_to_review``, QA: ``ready_to_qa``, plus
+``blocked``), and the maths lives in :mod:`services.reporter.lanes`. A lane's statistics
+are over the tasks that left it inside the window; its WIP are the tasks whose latest
+transition (the one the tracker copies into ``tasks.status``) put them in it. Tasks still
+open are read with their whole history, however old, so the time they already spent in
+their lane counts towards their ETA.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, union
+from sqlalchemy.dialects.postgresql import distinct_on
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from services.reporter.lanes import (
+    BLOCKED,
+    LANE_OF_STATUS,
+    LANES,
+    StatusEvent,
+    finished_lane_hours,
+    lane_etas,
+    lane_stats,
+    work_in_progress,
+)
+from services.reporter.params import error, parse_since
+from tally.db.tables import task_status_events, tasks
+
+#: Statuses of a task that is not done: in a lane, or blocked.
+OPEN_STATUSES = (*LANE_OF_STATUS, BLOCKED)
+
+
+def _hours(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def lanes_view(
+    events: Sequence[StatusEvent],
+    titles: Mapping[str, str | None],
+    since: datetime,
+    now: datetime,
+) -> dict[str, Any]:
+    """The ``/lanes`` report from status events (the window's and the open tasks' history).
+
+    ETAs come first by when they are due; tasks without one (nobody has finished their
+    lane yet) come last.
+    """
+    finished = finished_lane_hours(events, since)
+    wip = work_in_progress(events, now)
+    lanes = {}
+    for lane in (*LANES, BLOCKED):
+        stats = lane_stats(finished[lane])
+        lanes[lane] = {
+            "count": stats.count,
+            "mean_hours": _hours(stats.mean_hours),
+            "p50_hours": _hours(stats.p50_hours),
+            "p85_hours": _hours(stats.p85_hours),
+            "total_hours": _hours(stats.total_hours),
+            "wip": len(wip[lane]),
+            "wip_hours": _hours(float(sum(wip[lane].values()))),
+        }
+    etas = sorted(
+        lane_etas(events, now, since=since).values(),
+        key=lambda e: (e.eta_at is None, e.eta_at or now, e.task_id),
+    )
+    return {
+        "since": since.isoformat(),
+        "now": now.isoformat(),
+        "lanes": lanes,
+        "etas": [
+            {
+                **{k: _hours(v) if isinstance(v, float) else v for k, v in asdict(e).items()},
+                "title": titles.get(e.task_id),
+                "eta_at": None if e.eta_at is None else e.eta_at.isoformat(),
+            }
+            for e in etas
+        ],
+    }
+
+
+async def flow_events(
+    engine: AsyncEngine, since: datetime, workspace: str | None
+) -> tuple[list[StatusEvent], dict[str, str | None]]:
+    """Status events of the tasks that moved since ``since`` or are still open, and titles.
+
+    A task is open when its latest transition (latest ``changed_at``, then ``event_id``,
+    as the tracker decides) is to a lane or ``blocked``. Events come oldest first.
+    """
+    ev = task_status_events
+    scope = [ev.c.workspace == workspace] if workspace else []
+    latest = (
+        select(ev.c.task_id, ev.c.to_status)
+        .where(*scope)
+        .ext(distinct_on(ev.c.task_id))
+        .order_by(ev.c.task_id, ev.c.changed_at.desc(), ev.c.event_id.desc())
+        .subquery()
+    )
+    relevant = union(
+        select(ev.c.task_id).where(ev.c.changed_at >= since, *scope),
+        select(latest.c.task_id).where(latest.c.to_status.in_(OPEN_STATUSES)),
+    )
+    query = (
+        select(ev.c.task_id, ev.c.from_status, ev.c.to_status, ev.c.changed_at, tasks.c.title)
+        .select_from(ev.outerjoin(tasks, tasks.c.task_id == ev.c.task_id))
+        .where(ev.c.task_id.in_(relevant), *scope)
+        .order_by(ev.c.changed_at, ev.c.event_id)
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    events = [StatusEvent(r.task_id, r.from_status, r.to_status, r.changed_at) for r in rows]
+    return events, {r.task_id: r.title for r in rows}
+
+
+def lanes_route(engine: AsyncEngine) -> Route:
+    """The ``/lanes`` route: ``?since=30d`` (window start) and ``?workspace=W``."""
+
+    async def show(request: Request) -> Response:
+        now = datetime.now(UTC)
+        try:
+            since = parse_since(request.query_params.get("since", "30d"), now)
+        except ValueError as exc:
+            return error(str(exc))
+        if since > now:
+            return error(f"since: {since.isoformat()} is in the future")
+        workspace = request.query_params.get("workspace")
+        events, titles = await flow_events(engine, since, workspace)
+        return JSONResponse({"workspace": workspace, **lanes_view(events, titles, since, now)})
+
+    return Route("/lanes", show)
