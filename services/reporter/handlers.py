@@ -19,6 +19,7 @@ def register(bus: Bus) -> None:
                 "workspace": e.workspace,
                 "model": e.model,
                 "outcome": e.outcome,
+                "finished_at": e.finished_at.isoformat(),
                 "success": e.success,
                 "actual_hours": e.actual_hours,
                 "cost_usd": e.cost_usd,

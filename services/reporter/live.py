@@ -222,7 +222,8 @@ function onRun(r) {
     ([m, t]) => row([[m], [num(t.runs), "n"], [rate(t), "n"], [usd(t.cost), "n"],
                      [num(t.tokens), "n"]])));
   const runs = $("runs");
-  runs.prepend(row([[new Date().toLocaleTimeString()], [r.run_id], [r.task_id], [name],
+  const at = new Date(r.finished_at || Date.now()).toLocaleTimeString();
+  runs.prepend(row([[at], [r.run_id], [r.task_id], [name],
     [r.outcome, r.success ? "ok" : "bad"], [(r.actual_hours ?? 0).toFixed(2), "n"],
     [usd(r.cost_usd), "n"], [num(r.tokens), "n"]]));
   while (runs.rows.length > MAX_ROWS) runs.deleteRow(-1);

@@ -109,6 +109,7 @@ async def test_the_stream_relays_recorded_runs(harness: Harness, workspace: str)
     assert all(data["workspace"] == workspace for data in got.values())
     assert all(data["model"] == "claude-sonnet-4" for data in got.values())
     assert got[finished]["success"] is True and got[failed]["success"] is False
+    assert got[finished]["finished_at"] == (T0 + timedelta(minutes=30)).isoformat()
 
 
 async def test_stopping_the_reporter_ends_open_streams(harness: Harness) -> None:
