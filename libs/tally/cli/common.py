@@ -8,7 +8,6 @@ import sys
 from collections.abc import Coroutine
 from typing import Any, NoReturn, TypeVar
 
-import httpx
 import typer
 from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
@@ -72,6 +71,8 @@ def emit_json(data: Any) -> None:
 
 def reporter_get(path: str, params: dict[str, str] | None = None) -> Any:
     """GET a reporter endpoint, turning failures into clear CLI errors."""
+    import httpx  # on use: it is slow to import, and most commands never need it
+
     s = settings()
     try:
         resp = httpx.get(f"{s.reporter_url}{path}", params=params, timeout=s.timeout_s)

@@ -10,12 +10,14 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from itertools import chain
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import httpx
 import typer
 
 from tally.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, console, fail, settings
+
+if TYPE_CHECKING:
+    import httpx
 
 #: Output formats, and the format each asks the reporter for.
 FORMATS = {"json": "json", "jsonl": "json", "csv": "csv"}
@@ -64,6 +66,8 @@ def export(
 
 def reporter_client() -> httpx.Client:
     """An HTTP client for the reporter named by ``TALLY_REPORTER_URL``."""
+    import httpx  # on use: it is slow to import, and most commands never need it
+
     s = settings()
     return httpx.Client(base_url=s.reporter_url, timeout=s.timeout_s)
 
@@ -76,6 +80,8 @@ def export_pages(
     Raises:
         typer.Exit: the reporter refused the request (2, naming the parameter) or failed.
     """
+    import httpx
+
     cursor: str | None = None
     while True:
         try:
