@@ -50,7 +50,8 @@ def _columns(table: Table, *names: str) -> dict[str, Filter]:
 
 
 def _usage_of_task(task_id: str) -> ColumnElement[bool]:
-    # The tracker keys worker calls by run: a task's calls are those of its runs.
+    # Worker calls arrive keyed by run; the tracker adds the task when the run finishes,
+    # so the calls of a run still going are found through the run.
     return or_(
         token_usage.c.task_id == task_id,
         token_usage.c.run_id.in_(select(runs.c.run_id).where(runs.c.task_id == task_id)),

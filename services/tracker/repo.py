@@ -232,6 +232,13 @@ class TrackerRepo:
     ) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(update(runs).where(runs.c.run_id == run_id).values(**run_values))
+            # Worker calls arrive keyed by run only; once the run is finished its task is
+            # known, so its token rows can be read by task without a join.
+            await conn.execute(
+                update(token_usage)
+                .where(token_usage.c.run_id == run_id, token_usage.c.task_id.is_(None))
+                .values(task_id=task_id)
+            )
             if task_values:
                 await conn.execute(
                     update(tasks).where(tasks.c.task_id == task_id).values(**task_values)

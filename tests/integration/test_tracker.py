@@ -176,6 +176,8 @@ async def test_a_run_is_recorded_once_with_totals_that_add_up(
     assert await h.scalar(count(runs, run_id=run_id)) == 1
     assert await h.scalar(count(run_events, run_id=run_id)) == len(timeline)
     assert await h.scalar(count(token_usage, run_id=run_id)) == 2
+    # The calls came keyed by run; once it finished they are the task's too.
+    assert await h.scalar(count(token_usage, task_id=task_id)) == 2
 
     # Tokens by kind, by hand: OpenAI's prompt total includes its cached part.
     assert recorded.tokens.input_tokens == (12_000 - 9_000) + 500
