@@ -266,9 +266,10 @@ async def test_task_to_report(running: Tally) -> None:
     assert "worker_call" in running.cli("run", "show", run_id).stdout
 
     # 8. The export hands out the same rows, the task's token use among them.
-    exported = json.loads(running.cli("export", "runs", "--workspace", "e2e").stdout)
+    task_only = ("--workspace", "e2e", "--task", created["task_id"])
+    exported = json.loads(running.cli("export", "runs", *task_only).stdout)
     assert [r["run_id"] for r in exported] == [run_id]
-    calls = running.cli("export", "token_usage", "--format", "jsonl", "--workspace", "e2e")
+    calls = running.cli("export", "token_usage", "--format", "jsonl", *task_only)
     usage_rows = [json.loads(line) for line in calls.stdout.splitlines()]
     assert [(r["task_id"], r["cache_read_tokens"]) for r in usage_rows] == [
         (created["task_id"], 3000)
