@@ -103,8 +103,8 @@ class LearnerRepo:
             row = {**run_row, "attempt": int(earlier or 0) + 1, "estimated_tokens": estimated}
             await conn.execute(insert(learner_runs).on_conflict_do_nothing(), row)
             # Runs are learned concurrently: one lock per score row, held to the commit, so
-            # two runs of the same model and class never read the same old row (a row
-            # lock alone cannot cover the first run, when there is no row yet).
+            # two runs of the same model and class never read the same old row. (A row
+            # lock would not do: the first two runs of a class find no row to lock.)
             await conn.execute(
                 select(func.pg_advisory_xact_lock(func.hashtextextended("|".join(key), 0)))
             )
@@ -145,14 +145,12 @@ class LearnerRepo:
     ) -> ModelScore | None:
         row = (
             await conn.execute(
-                select(model_scores.c.stats)
-                .where(
+                select(model_scores.c.stats).where(
                     model_scores.c.workspace == workspace,
                     model_scores.c.model == model,
                     model_scores.c.task_type == task_type,
                     model_scores.c.band == band,
                 )
-                .with_for_update()
             )
         ).first()
         return ModelScore.from_dict(row.stats) if row else None

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from tally.events import (
     Estimate,
+    RunFinished,
     RunRecorded,
+    RunStarted,
     TaskAssigned,
     TaskEstimated,
     TokenEstimate,
@@ -73,4 +75,32 @@ def run_of(
         actual_hours=round(minutes / 60, 2),
         tokens=TokenTotals(input_tokens=tokens[0], output_tokens=tokens[1]),
         **fields,
+    )
+
+
+def bare_run(
+    workspace: str,
+    task_id: str,
+    *,
+    started: datetime,
+    finished: datetime,
+    outcome: str = "complete",
+    model: str = "m-test",
+    run_id: str | None = None,
+) -> tuple[RunStarted, RunFinished]:
+    """An agent's run of ``task_id`` with no timeline events: its start and its finish."""
+    run_id = run_id or f"run-{new_id()}"
+    return (
+        RunStarted(
+            workspace=workspace, run_id=run_id, task_id=task_id, model=model, started_at=started
+        ),
+        RunFinished(
+            workspace=workspace,
+            run_id=run_id,
+            task_id=task_id,
+            outcome=outcome,  # type: ignore[arg-type]
+            success=outcome == "complete",
+            finished_at=finished,
+            event_count=0,
+        ),
     )

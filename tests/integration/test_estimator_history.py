@@ -14,13 +14,12 @@ from tally.db.tables import history_tasks, velocity_logs
 from tally.events import (
     Estimate,
     EstimateRequest,
-    RunFinished,
-    RunStarted,
     TaskCreated,
     TaskEstimated,
     new_id,
     utcnow,
 )
+from tests.integration.builders import bare_run
 
 if TYPE_CHECKING:
     from tests.integration.conftest import Harness
@@ -106,29 +105,10 @@ async def test_an_estimate_changes_after_completed_runs_are_recorded(
         done.append(task.task_id)
     await h.drained("tracker", "task.estimated")
     for i, task_id in enumerate(done):
-        run_id = f"run-{new_id()}"
         # Each run took 10 hours: far slower than the prior's velocity.
         started = finished - timedelta(hours=10 + i)
-        await h.client.publish(
-            RunStarted(
-                workspace=workspace,
-                run_id=run_id,
-                task_id=task_id,
-                model="m-test",
-                started_at=started,
-            )
-        )
-        await h.client.publish(
-            RunFinished(
-                workspace=workspace,
-                run_id=run_id,
-                task_id=task_id,
-                outcome="complete",
-                success=True,
-                finished_at=finished,
-                event_count=0,
-            )
-        )
+        for event in bare_run(workspace, task_id, started=started, finished=finished):
+            await h.client.publish(event)
 
     logged = select(func.count()).select_from(velocity_logs)
     logged = logged.where(velocity_logs.c.workspace == workspace)

@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from services.reporter.live import LiveHub
-from tally.events import RunFinished, RunStarted, new_id
+from tally.events import new_id
+from tests.integration.builders import bare_run
 
 if TYPE_CHECKING:
     from faststream.asgi import AsgiFastStream
@@ -74,28 +75,17 @@ async def test_the_stream_relays_recorded_runs(harness: Harness, workspace: str)
         try:
             await connected(h, reporter)
             for minutes, (run_id, outcome) in enumerate(outcomes.items()):
-                task_id = f"task-{new_id()}"
                 started = T0 + timedelta(minutes=minutes)
-                await h.client.publish(
-                    RunStarted(
-                        run_id=run_id,
-                        task_id=task_id,
-                        workspace=workspace,
-                        model="claude-sonnet-4",
-                        started_at=started,
-                    )
-                )
-                await h.client.publish(
-                    RunFinished(
-                        run_id=run_id,
-                        task_id=task_id,
-                        workspace=workspace,
-                        outcome=outcome,  # type: ignore[arg-type]
-                        success=outcome == "complete",
-                        finished_at=started + timedelta(minutes=30),
-                        event_count=0,
-                    )
-                )
+                for event in bare_run(
+                    workspace,
+                    f"task-{new_id()}",
+                    started=started,
+                    finished=started + timedelta(minutes=30),
+                    outcome=outcome,
+                    model="claude-sonnet-4",
+                    run_id=run_id,
+                ):
+                    await h.client.publish(event)
             done = await finish(response)
         finally:
             response.cancel()

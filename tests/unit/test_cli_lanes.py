@@ -102,8 +102,10 @@ def asked(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, str] | N
     """The reporter calls the command makes; each answers ``BODY``."""
     calls: list[tuple[str, dict[str, str] | None]] = []
 
-    def fake_get(path: str, params: dict[str, str] | None = None) -> Any:
-        calls.append((path, params))
+    def fake_get(path: str, params: dict[str, str | None] | None = None) -> Any:
+        # What reaches the reporter: options not given are left out, as reporter_get does.
+        sent = {k: v for k, v in params.items() if v is not None} if params else None
+        calls.append((path, sent))
         return BODY
 
     monkeypatch.setattr(lanes_cli, "reporter_get", fake_get)

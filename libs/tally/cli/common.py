@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from typing import Any, NoReturn, TypeVar
 
 import typer
@@ -69,13 +69,17 @@ def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def reporter_get(path: str, params: dict[str, str] | None = None) -> Any:
-    """GET a reporter endpoint, turning failures into clear CLI errors."""
+def reporter_get(path: str, params: Mapping[str, str | None] | None = None) -> Any:
+    """GET a reporter endpoint, turning failures into clear CLI errors.
+
+    Parameters whose value is None (an option not given) are left out.
+    """
     import httpx  # on use: it is slow to import, and most commands never need it
 
     s = settings()
+    given = {k: v for k, v in (params or {}).items() if v is not None}
     try:
-        resp = httpx.get(f"{s.reporter_url}{path}", params=params, timeout=s.timeout_s)
+        resp = httpx.get(f"{s.reporter_url}{path}", params=given, timeout=s.timeout_s)
     except httpx.HTTPError as exc:
         fail(f"reporter did not answer at {s.reporter_url}: {exc}")
     if resp.status_code in (400, 404):

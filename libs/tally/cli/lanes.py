@@ -73,10 +73,7 @@ def lanes(
     as_json: bool = JsonOpt,
 ) -> None:
     """Cycle time per lane (work, review, QA, blocked), WIP, and an ETA per open task."""
-    params = {"since": since}
-    if workspace:
-        params["workspace"] = workspace
-    body = reporter_get("/lanes", params)
+    body = reporter_get("/lanes", {"since": since, "workspace": workspace})
     if as_json:
         emit_json(body)
         return

@@ -247,8 +247,7 @@ def show_plan(
     as_json: bool = JsonOpt,
 ) -> None:
     """Tally's estimate beside the team's, the critical path and the completion forecast."""
-    params = {"workspace": workspace} if workspace else None
-    view = reporter_get(f"/plans/{plan}", params)
+    view = reporter_get(f"/plans/{plan}", {"workspace": workspace})
     if as_json:
         emit_json(view)
     else:

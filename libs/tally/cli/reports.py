@@ -59,10 +59,7 @@ def tokens(
     as_json: bool = JsonOpt,
 ) -> None:
     """Token use: input, output, cached (read/write), reasoning, cost and call time."""
-    params = {"since": since, "by": by}
-    if workspace:
-        params["workspace"] = workspace
-    body = reporter_get("/tokens", params)
+    body = reporter_get("/tokens", {"since": since, "by": by, "workspace": workspace})
     if as_json:
         emit_json(body)
         return
