@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -22,8 +23,8 @@ import structlog
 from faststream._internal.endpoint.subscriber.utils import MultiLock
 from faststream.nats import JStream, NatsBroker
 from nats.aio.client import Client as NATS
-from nats.js.api import DeliverPolicy, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.api import DeliverPolicy, ObjectStoreConfig, StreamConfig
+from nats.js.errors import BucketNotFoundError, NotFoundError
 from pydantic import BaseModel
 
 from tally import metrics
@@ -43,6 +44,14 @@ DUPLICATE_WINDOW_S = 2 * 3600
 _JSON_HEADERS = {"content-type": "application/json"}
 #: Requests a responder answers at once unless told otherwise.
 DEFAULT_RESPONDER_CONCURRENCY = 16
+#: Bytes of an original body a dead letter carries inline; a longer body is cut there and
+#: kept whole in the dead-letter object store. Even fully JSON-escaped (6 bytes a byte) a
+#: letter stays far below NATS's 1 MiB max payload.
+DEAD_LETTER_BODY_BYTES = 64 * 1024
+#: Characters of an error message a dead letter keeps.
+DEAD_LETTER_ERROR_CHARS = 4096
+#: The object-store bucket (base name) holding bodies too large for a dead letter.
+DLQ_BODIES = "DLQ_BODIES"
 
 
 async def provision_streams(nc: NATS, catalog: Catalog) -> list[str]:
@@ -66,6 +75,11 @@ async def provision_streams(nc: NATS, catalog: Catalog) -> list[str]:
         except NotFoundError:
             await js.add_stream(config)
         names.append(config.name or "")
+    bucket = catalog.stream(DLQ_BODIES)
+    try:
+        await js.object_store(bucket)
+    except BucketNotFoundError:
+        await js.create_object_store(bucket, ObjectStoreConfig(max_bytes=1 << 30))
     return names
 
 
@@ -75,6 +89,8 @@ async def delete_streams(nc: NATS, catalog: Catalog) -> None:
     for spec in STREAMS:
         with contextlib.suppress(NotFoundError):
             await js.delete_stream(catalog.stream(spec.name))
+    with contextlib.suppress(NotFoundError):
+        await js.delete_object_store(catalog.stream(DLQ_BODIES))
 
 
 def _headers(raw: Any) -> dict[str, str]:
@@ -162,20 +178,40 @@ class Bus:
         error: Exception,
         deliveries: int = 1,
     ) -> None:
-        """Publish a message that cannot be processed to ``dlq.<service>``, with the reason."""
+        """Publish a message that cannot be processed to ``dlq.<service>``, with the reason.
+
+        The letter always fits in one NATS message: a body over ``DEAD_LETTER_BODY_BYTES``
+        is stored whole in the dead-letter object store first and the letter carries its
+        beginning, size and sha256. The letter's ``Nats-Msg-Id`` derives from the
+        original's id (or, without one, from the body's sha256), so a message dead-lettered
+        again by a redelivery or by another replica is stored once.
+
+        Raises:
+            Exception: the letter could not be stored; the caller must keep the message.
+        """
+        digest = hashlib.sha256(payload).hexdigest()
+        ref = None
+        body = payload
+        if len(payload) > DEAD_LETTER_BODY_BYTES:
+            ref = await self._store_body(digest, payload)
+            body = payload[:DEAD_LETTER_BODY_BYTES]
+        reason = str(error)
+        if len(reason) > DEAD_LETTER_ERROR_CHARS:
+            reason = reason[:DEAD_LETTER_ERROR_CHARS] + f"… ({len(reason)} characters)"
         letter = DeadLetter(
             service=self.service,
             subject=subject,
-            error=str(error),
+            error=reason,
             error_type=type(error).__name__,
             failed_at=utcnow(),
-            payload=payload.decode("utf-8", errors="backslashreplace"),
+            payload=body.decode("utf-8", errors="backslashreplace"),
             headers=headers,
             deliveries=deliveries,
+            payload_size=len(payload),
+            payload_sha256=digest,
+            payload_ref=ref,
         )
-        # The dead letter's own id derives from the original's, so a redelivered bad message
-        # is dead-lettered once.
-        msg_id = headers.get("Nats-Msg-Id") or str(hash(payload))
+        msg_id = headers.get("Nats-Msg-Id") or digest
         await self.broker.publish(
             letter.model_dump_json(),
             self.catalog.dlq(self.service),
@@ -184,7 +220,34 @@ class Bus:
             timeout=5.0,
         )
         metrics.DEAD_LETTERS.labels(self.service, subject).inc()
-        log.warning("dead_lettered", subject=subject, error=str(error), service=self.service)
+        log.warning(
+            "dead_lettered",
+            subject=subject,
+            error=reason[:500],
+            service=self.service,
+            size=len(payload),
+            ref=ref,
+        )
+
+    async def _store_body(self, digest: str, payload: bytes) -> str:
+        """Keep a body too large for a dead letter in the object store; returns its key."""
+        js = self.broker.connection.jetstream()
+        bucket = self.catalog.stream(DLQ_BODIES)
+        try:
+            store = await js.object_store(bucket)
+        except BucketNotFoundError:
+            store = await js.create_object_store(bucket, ObjectStoreConfig(max_bytes=1 << 30))
+        await store.put(digest, payload)
+        return f"{bucket}/{digest}"
+
+    async def dead_letter_body(self, letter: DeadLetter) -> bytes:
+        """The whole original body of a dead letter (fetched from the object store if cut)."""
+        if not letter.payload_ref:
+            return letter.payload.encode()
+        bucket, _, key = letter.payload_ref.partition("/")
+        store = await self.broker.connection.jetstream().object_store(bucket)
+        result = await store.get(key)
+        return bytes(result.data or b"")
 
     # -- consuming --------------------------------------------------------------------
     def _pull_kwargs(self, base: str, fetch_timeout_s: float) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from nats.js.api import DEFAULT_PREFIX, AckPolicy, ConsumerConfig
 from nats.js.errors import NotFoundError
 
 from tally import metrics
-from tally.errors import PermanentError, TransientError, ValidationFailed
+from tally.errors import Deferred, TransientError, ValidationFailed, is_permanent
 from tally.events import Event
 
 log = structlog.get_logger(__name__)
@@ -79,6 +79,8 @@ class Puller:
         self._answered: asyncio.Future[None] | None = None
         self._refusal: str | None = None
         self._interrupted = False
+        #: monotonic time the server last answered a pull request (messages or a status)
+        self.last_answer = 0.0
 
     async def start(self) -> None:
         self._sub = await self._nc.subscribe(self._inbox, cb=self._on_msg)
@@ -133,6 +135,7 @@ class Puller:
             await asyncio.wait_for(answered, timeout + 1.0)
 
     async def _on_msg(self, msg: Msg) -> None:
+        self.last_answer = time.monotonic()
         status = msg.headers.get("Status") if msg.headers else None
         if status is None:
             self._ready.append(msg)
@@ -150,10 +153,18 @@ class Puller:
 
 
 class _PullConsumer(ABC):
-    """A durable pull consumer created (or bound) at start and pulled by one task."""
+    """A durable pull consumer created (or bound) at start and pulled by one supervised task.
+
+    The pull loop never dies quietly: an unexpected exception is logged with the
+    consumer's name, counted in ``tally_consumer_restarts_total``, and the loop starts
+    again after a growing back-off. :meth:`health` says whether it is pulling now, which
+    the service's ``/healthz`` reports.
+    """
 
     kind = "pull"
     eager = False
+    #: Back-off before a crashed loop starts again: doubles from the first to the last.
+    RESTART_BACKOFF_S = (0.2, 10.0)
 
     def __init__(
         self,
@@ -178,9 +189,20 @@ class _PullConsumer(ABC):
         self._task: asyncio.Task[None] | None = None
         self._puller: Puller | None = None
         self._running = False
+        self._stopped = asyncio.Event()
+        #: times the loop crashed and was started again
+        self.restarts = 0
+        #: the last crash, while the loop has not pulled successfully since
+        self.error: str | None = None
 
     async def start(self, nc: NATS) -> None:
         """Create (or bind to) the durable consumer and start pulling."""
+        await self._ensure(nc)
+        self._running = True
+        self._stopped.clear()
+        self._task = asyncio.create_task(self._supervise(nc), name=f"{self.kind}:{self.durable}")
+
+    async def _ensure(self, nc: NATS) -> None:
         js = nc.jetstream()
         try:  # an existing consumer is bound as it is, as nats-py's pull_subscribe does
             await js.consumer_info(self.stream, self.durable)
@@ -192,39 +214,98 @@ class _PullConsumer(ABC):
                     durable_name=self.durable,
                     filter_subject=self.subject,
                     ack_policy=AckPolicy.EXPLICIT,
-                    # One delivery more than we retry: the last one is dead-lettered by us.
-                    max_deliver=self.max_deliver + 1,
+                    # Unlimited: we decide when a message is dead-lettered (its last
+                    # delivery), and one whose letter cannot be sent is never dropped.
+                    max_deliver=-1,
                     ack_wait=self.ack_wait_s,
                 ),
             )
-        puller = self._puller = Puller(nc, self.stream, self.durable, eager=self.eager)
-        await puller.start()
-        self._running = True
-        self._task = asyncio.create_task(self._loop(puller), name=f"{self.kind}:{self.durable}")
 
     async def stop(self) -> None:
         """Stop pulling; handler calls in progress finish and are acknowledged first."""
         self._running = False
+        self._stopped.set()
         if self._puller is not None:
             self._puller.interrupt()
         if self._task:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    async def _supervise(self, nc: NATS) -> None:
+        """Run the pull loop until stopped, starting it again whenever it crashes."""
+        backoff, longest = self.RESTART_BACKOFF_S
+        while self._running:
+            try:
+                if self.error is not None:
+                    await self._ensure(nc)  # the consumer may have been deleted meanwhile
+                puller = self._puller = Puller(nc, self.stream, self.durable, eager=self.eager)
+                await puller.start()
+                await self._loop(puller)
+                return
+            except Exception as exc:
+                self.restarts += 1
+                self.error = repr(exc)
+                metrics.CONSUMER_RESTARTS.labels(self.service, self.durable).inc()
+                log.exception(
+                    "consumer_crashed", consumer=self.durable, subject=self.subject, error=repr(exc)
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), backoff)
+            backoff = min(backoff * 2, longest)
+
+    def health(self, stale_after_s: float) -> dict[str, Any]:
+        """This consumer's liveness, as ``/healthz`` shows it.
+
+        Args:
+            stale_after_s: how long without a server answer or a finished handler call
+                counts as stalled.
+        """
+        now = time.monotonic()
+        last = max(self._puller.last_answer if self._puller else 0.0, self._progress)
+        age = now - last if last else None
+        alive = bool(self._task and not self._task.done()) and self.error is None
+        ok = alive and age is not None and age <= stale_after_s
+        return {
+            "consumer": self.durable,
+            "subject": self.subject,
+            "ok": ok,
+            "alive": alive,
+            "last_progress_s": round(age, 3) if age is not None else None,
+            "restarts": self.restarts,
+            "error": self.error,
+        }
+
+    _progress = 0.0
+
+    def _made_progress(self) -> None:
+        self._progress = time.monotonic()
+        self.error = None
+
     @abstractmethod
     async def _loop(self, puller: Puller) -> None:
         """Pull and handle until :meth:`stop`; then stop the puller."""
 
     async def _pull(self, puller: Puller, n: int) -> list[Msg]:
-        """Up to ``n`` messages, or none after a timeout or a refused request."""
+        """Up to ``n`` messages, or none after a timeout or a refused request.
+
+        A server that answered (even "nothing pending") counts as progress; a connection
+        error is logged and retried after a second, while ``/healthz`` turns red once the
+        consumer has gone stale.
+        """
         try:
-            return await puller.fetch(n, self.fetch_timeout_s)
+            msgs = await puller.fetch(n, self.fetch_timeout_s)
         except TimeoutError:
+            if puller.last_answer and time.monotonic() - puller.last_answer < 2 * (
+                self.fetch_timeout_s + 1.0
+            ):
+                self._made_progress()
             return []
         except nats.errors.Error as exc:
             log.warning("fetch_failed", subject=self.subject, error=repr(exc))
             await asyncio.sleep(1.0)
             return []
+        self._made_progress()
+        return msgs
 
 
 class EventConsumer(_PullConsumer, Generic[E]):
@@ -279,22 +360,58 @@ class EventConsumer(_PullConsumer, Generic[E]):
 
         An unexpected exception (a server dropping a connection, a bug) counts as
         transient: it is retried with growing delays, and dead-lettered on the last
-        delivery rather than dropped by the server.
+        delivery. A :class:`~tally.errors.Deferred` message is redelivered until it has
+        waited its ``max_wait_s``, without counting as a retry.
         """
         n = deliveries(msg)
-        if not isinstance(exc, PermanentError) and n < self.max_deliver:
+        if isinstance(exc, Deferred):
+            if _age_s(msg) < exc.max_wait_s:
+                metrics.EVENTS_DEFERRED.labels(self.service, base).inc()
+                await msg.nak(delay=exc.delay_s)
+                return
+        elif not is_permanent(exc) and n < self.max_deliver:
             delay = exc.delay_s if isinstance(exc, TransientError) else 1.0
             metrics.HANDLER_RETRIES.labels(self.service, base).inc()
             log.warning("handler_retry", subject=base, error=repr(exc), deliveries=n)
             await msg.nak(delay=delay * n)
             return
-        try:
-            await self.dead_letter(base, msg, exc, n)
-        except Exception as failed:  # the letter did not go out: keep the message
-            log.error("dead_letter_failed", subject=base, error=repr(failed))
-            await msg.nak(delay=1.0)
-            return
-        await msg.ack()
+        await _dead_letter_or_keep(self, base, msg, exc, n)
+
+
+async def _dead_letter_or_keep(
+    consumer: _PullConsumer, base: str, msg: Msg, exc: Exception, n: int
+) -> bool:
+    """Dead-letter ``msg`` and acknowledge it; if the letter cannot be sent, keep the
+    message (redelivered later, never dropped) and say so in a log and a metric.
+
+    Returns:
+        Whether the message was dead-lettered.
+    """
+    try:
+        await consumer.dead_letter(base, msg, exc, n)
+    except Exception as failed:
+        metrics.DEAD_LETTER_FAILURES.labels(consumer.service, base).inc()
+        log.error(
+            "dead_letter_failed",
+            subject=base,
+            consumer=consumer.durable,
+            error=repr(failed)[:500],
+            reason=repr(exc)[:500],
+        )
+        with contextlib.suppress(Exception):
+            await msg.nak(delay=min(30.0, 2.0 * n))
+        return False
+    await msg.ack()
+    return True
+
+
+def _age_s(msg: Msg) -> float:
+    """Seconds since the server stored ``msg`` (0 if it cannot tell)."""
+    try:
+        stored = msg.metadata.timestamp
+    except (AttributeError, TypeError, ValueError, nats.errors.Error):
+        return 0.0
+    return max(0.0, time.time() - stored.timestamp()) if stored else 0.0
 
 
 class BatchConsumer(_PullConsumer, Generic[E]):
@@ -358,18 +475,26 @@ class BatchConsumer(_PullConsumer, Generic[E]):
                 events.append(parse(msg.data))
                 good.append(msg)
             except ValidationFailed as exc:
-                await self.dead_letter(self.event_cls.subject, msg, exc, deliveries(msg))
-                await msg.ack()
+                await _dead_letter_or_keep(self, self.event_cls.subject, msg, exc, deliveries(msg))
         return events, good
 
     async def _commit(self, events: list[E], good: list[Msg], validated_s: float) -> None:
-        """Run the handler, then acknowledge the batch (or have it redelivered)."""
+        """Run the handler, then acknowledge the batch (or have it redelivered).
+
+        A batch that fails is tried again one event at a time at once, so one poisonous
+        event (a value Postgres refuses) is dead-lettered alone and the rest are stored.
+        """
         base = self.event_cls.subject
         started = time.perf_counter() - validated_s
         try:
             await self.handler(events)
-        except Exception as exc:  # the batch is retried; see _retry
-            await self._retry(base, good, exc)
+        except Exception as exc:
+            if len(events) == 1:
+                await self._retry(base, good, exc)
+                return
+            log.warning("batch_split", subject=base, error=repr(exc)[:500], size=len(events))
+            for event, msg in zip(events, good, strict=True):
+                await self._commit([event], [msg], 0.0)
             return
         # An ack is a buffered publish: awaiting them in turn costs less than a task each.
         for msg in good:
@@ -377,14 +502,16 @@ class BatchConsumer(_PullConsumer, Generic[E]):
         metrics.HANDLE_SECONDS.labels(self.service, base).observe(time.perf_counter() - started)
 
     async def _retry(self, base: str, msgs: list[Msg], exc: Exception) -> None:
-        """Redeliver a failed batch with a delay; dead-letter messages out of deliveries."""
-        metrics.HANDLER_RETRIES.labels(self.service, base).inc()
-        log.warning("batch_retry", subject=base, error=repr(exc), size=len(msgs))
+        """Redeliver a failed batch with a delay; dead-letter messages out of deliveries,
+        and at once if the failure is permanent."""
+        permanent = is_permanent(exc)
+        if not permanent:
+            metrics.HANDLER_RETRIES.labels(self.service, base).inc()
+            log.warning("batch_retry", subject=base, error=repr(exc)[:500], size=len(msgs))
         delay = exc.delay_s if isinstance(exc, TransientError) else 1.0
         for msg in msgs:
             n = deliveries(msg)
-            if n >= self.max_deliver:
-                await self.dead_letter(base, msg, exc, n)
-                await msg.ack()
+            if permanent or n >= self.max_deliver:
+                await _dead_letter_or_keep(self, base, msg, exc, n)
             else:
                 await msg.nak(delay=delay * n)

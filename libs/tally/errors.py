@@ -40,3 +40,34 @@ class StepTimeout(TallyError):
         super().__init__(f"no answer from {step} within {timeout_s:g}s")
         self.step = step
         self.timeout_s = timeout_s
+
+
+class Deferred(TallyError):
+    """Not yet: the message follows another that has not arrived (an assignment before its
+    task, a finish before its start). It is redelivered after ``delay_s`` without counting
+    as a retry, and dead-lettered with this reason once it has waited ``max_wait_s``.
+    """
+
+    def __init__(self, message: str, *, delay_s: float = 1.0, max_wait_s: float = 600.0) -> None:
+        super().__init__(message)
+        self.delay_s = delay_s
+        self.max_wait_s = max_wait_s
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether retrying ``exc`` can never help: bad input, or data Postgres refuses.
+
+    Postgres data errors (a NUL in text, a value out of range) come wrapped by SQLAlchemy
+    or straight from asyncpg; both are recognised by asyncpg's SQLSTATE class ``22``.
+    """
+    if isinstance(exc, PermanentError):
+        return True
+    seen: BaseException | None = exc
+    for _ in range(4):  # the error, its SQLAlchemy wrapper, its cause …
+        if seen is None:
+            break
+        state = getattr(seen, "sqlstate", None)
+        if isinstance(state, str) and state.startswith("22"):
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False

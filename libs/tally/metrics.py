@@ -40,3 +40,30 @@ QUOTA_FROZEN = Gauge(
 )
 RUNS_RECORDED = Counter("tally_runs_recorded_total", "Runs recorded", ["outcome"])
 SCORE_UPDATES = Counter("tally_learner_updates_total", "Model score updates", ["model"])
+CONSUMER_RESTARTS = Counter(
+    "tally_consumer_restarts_total",
+    "Pull loops or background tasks that crashed and were started again",
+    ["service", "consumer"],
+)
+DEAD_LETTER_FAILURES = Counter(
+    "tally_dead_letter_failures_total",
+    "Dead letters that could not be published (the message is kept and redelivered)",
+    ["service", "subject"],
+)
+EVENTS_DEFERRED = Counter(
+    "tally_events_deferred_total",
+    "Messages redelivered later because what they follow has not arrived yet (not a retry)",
+    ["service", "subject"],
+)
+RUNS_RETOTALLED = Counter(
+    "tally_runs_retotalled_total",
+    "Recorded runs totalled again because events arrived after they were recorded",
+)
+RUNS_INCOMPLETE = Counter(
+    "tally_runs_recorded_incomplete_total",
+    "Runs recorded with fewer stored events than run.finished announced",
+)
+ORPHAN_RUNS = Gauge(
+    "tally_orphan_runs",
+    "Runs with timeline events but no run.started after the orphan window",
+)

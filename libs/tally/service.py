@@ -17,7 +17,7 @@ from typing import Any
 
 import nats
 import structlog
-from faststream.asgi import AsgiFastStream, make_ping_asgi
+from faststream.asgi import AsgiFastStream
 from faststream.asgi.types import ASGIApp
 from faststream.nats import NatsBroker
 from faststream.nats.prometheus import NatsPrometheusMiddleware
@@ -26,6 +26,7 @@ from prometheus_client import make_asgi_app
 
 from tally import metrics
 from tally.bus import Bus, provision_streams
+from tally.health import Health, Supervised
 from tally.settings import ServiceSettings
 from tally.subjects import Catalog
 
@@ -46,6 +47,10 @@ class ServiceKit:
             middlewares=[NatsPrometheusMiddleware(registry=metrics.registry, app_name=name)],
             graceful_timeout=15.0,
             logger=None,
+            # Reconnect for as long as it takes: after nats-py's default budget (about two
+            # minutes) a client stays closed and its service deaf until restarted.
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=settings.nats_reconnect_wait_s,
         )
         self.bus = Bus(
             self.broker,
@@ -61,6 +66,9 @@ class ServiceKit:
         self._on_exit_signal: list[Hook] = []
         self._nc: NATS | None = None
         self._routes: list[tuple[str, ASGIApp]] = []
+        self.health = Health(stale_after_s=settings.health_stale_s)
+        self.health.connections["broker"] = lambda: getattr(self.broker, "_connection", None)
+        self.health.connections["consumers"] = lambda: self._nc
 
     async def _provision(self) -> None:
         nc = await nats.connect(self.settings.nats_url)
@@ -73,16 +81,44 @@ class ServiceKit:
         # A round trip to the server: once it answers, every subscription of this service
         # is registered there, so a request sent right after start-up finds a responder.
         await self.broker.connection.flush()
-        if not self.bus.consumers:
-            return
-        self._nc = await nats.connect(self.settings.nats_url, name=f"{self.name}-consumers")
-        for consumer in self.bus.consumers:
-            await consumer.start(self._nc)
+        if self.bus.consumers:
+            self._nc = await self._connect(f"{self.name}-consumers")
+            for consumer in self.bus.consumers:
+                await consumer.start(self._nc)
+                self.health.consumers.append(consumer)
+        else:
+            del self.health.connections["consumers"]
+        for task in self.health.tasks:
+            task.start()
+        self.health.started = True
+
+    async def _connect(self, name: str) -> NATS:
+        async def disconnected() -> None:
+            log.warning("nats_disconnected", connection=name)
+
+        async def reconnected() -> None:
+            log.info("nats_reconnected", connection=name)
+
+        return await nats.connect(
+            self.settings.nats_url,
+            name=name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=self.settings.nats_reconnect_wait_s,
+            disconnected_cb=disconnected,
+            reconnected_cb=reconnected,
+        )
 
     async def _stop_consumers(self) -> None:
+        self.health.started = False
+        await asyncio.gather(*(task.stop() for task in self.health.tasks))
         await asyncio.gather(*(consumer.stop() for consumer in self.bus.consumers))
         if self._nc:
             await self._nc.close()
+
+    def supervise(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        """Run ``run()`` in the background once consumers are running, started again with
+        back-off if it crashes, and part of ``/healthz`` (sweepers, daily jobs)."""
+        self.health.tasks.append(Supervised(self.name, name, run))
 
     def on_startup(self, hook: Hook) -> Hook:
         """Run ``hook`` before consumers start (open pools, load configuration)."""
@@ -108,7 +144,7 @@ class ServiceKit:
         return hook
 
     def route(self, path: str, handler: ASGIApp) -> None:
-        """Serve an extra HTTP endpoint beside ``/healthz`` and ``/metrics``."""
+        """Serve an extra HTTP endpoint beside ``/healthz``, ``/readyz`` and ``/metrics``."""
         self._routes.append((path, handler))
 
     def app(
@@ -124,7 +160,8 @@ class ServiceKit:
         app = (_WithApi if api else AsgiFastStream)(
             self.broker,
             asgi_routes=[
-                ("/healthz", make_ping_asgi(self.broker, timeout=2.0)),
+                ("/healthz", self.health.liveness()),
+                ("/readyz", self.health.readiness()),
                 ("/metrics", make_asgi_app(metrics.registry)),
                 *self._routes,
                 *extra_routes,

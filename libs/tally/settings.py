@@ -49,3 +49,8 @@ class ServiceSettings(TallySettings):
     #: Deliveries before a message that keeps failing transiently is dead-lettered.
     max_deliver: int = 5
     ack_wait_s: float = 30.0
+    #: Pause between attempts to reconnect to NATS (attempts never stop).
+    nats_reconnect_wait_s: int = 2
+    #: A consumer with no server answer and no finished handler for this long is stalled
+    #: (``/healthz`` answers 503).
+    health_stale_s: float = 60.0

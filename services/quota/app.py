@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from datetime import datetime
 
@@ -44,8 +43,6 @@ def create_app(
     handlers.register_admin(
         kit.bus, store, ledger, subscriptions.names, settings.rebuild_default_ttl_s
     )
-    sweeper: list[asyncio.Task[None]] = []
-
     async def sweep_forever() -> None:
         while True:
             try:
@@ -61,16 +58,10 @@ def create_app(
             if released:
                 log.info("reservations_expired", count=released)
 
-    @kit.after_startup
-    async def start_sweeper() -> None:
-        sweeper.append(asyncio.create_task(sweep_forever()))
+    kit.supervise("sweeper", sweep_forever)
 
     @kit.on_shutdown
     async def close() -> None:
-        for task in sweeper:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         # The broker has stopped: no handler appends any more; commit what is waiting.
         await ledger.flush()
         await redis.aclose()

@@ -7,13 +7,12 @@ costs only a delay, because the assigner also retries on a timer.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from pydantic import Field
 
 from tally import subjects
-from tally.events.envelope import Event, Model
+from tally.events.envelope import Event, Model, Timestamp
 from tally.events.tasks import Estimate
 
 # Re-exported for the modules that name them from here.
@@ -79,7 +78,7 @@ class Experiment(Model):
     variants: tuple[Variant, ...] = Field(min_length=2)
     task_type: str | None = None
     active: bool = True
-    created_at: datetime | None = None
+    created_at: Timestamp | None = None
 
 
 class ExperimentRequest(Event):

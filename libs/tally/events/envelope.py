@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Annotated, Any, ClassVar, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from tally.errors import ValidationFailed
 
 #: Payloads above this size are refused before parsing (1 MiB, NATS's default max_payload).
 MAX_PAYLOAD_BYTES = 1024 * 1024
+#: Envelope schema versions this build reads; anything else is dead-lettered with the reason.
+SCHEMA_VERSIONS = (1, 1)
+
+
+def _iso_only(value: Any) -> Any:
+    """Timestamps travel as ISO-8601 strings: a bare number is ambiguous (s? ms?)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError("timestamps must be ISO-8601 strings, e.g. 2026-01-31T12:00:00Z")
+    return value
+
+
+#: A point in time, given on the bus as an ISO-8601 string.
+Timestamp = Annotated[datetime, BeforeValidator(_iso_only)]
 
 
 E = TypeVar("E", bound="Event")
@@ -43,8 +57,8 @@ class Event(Model):
     subject: ClassVar[str]
 
     event_id: str = Field(default_factory=new_id, min_length=1, max_length=128)
-    occurred_at: datetime = Field(default_factory=utcnow)
-    schema_version: int = Field(1, ge=1)
+    occurred_at: Timestamp = Field(default_factory=utcnow)
+    schema_version: int = Field(1, ge=SCHEMA_VERSIONS[0], le=SCHEMA_VERSIONS[1])
     source: str = Field("unknown", max_length=64)
     correlation_id: str | None = Field(None, max_length=128)
     workspace: str = Field("default", min_length=1, max_length=64)
@@ -60,9 +74,13 @@ class Event(Model):
         if len(raw) > MAX_PAYLOAD_BYTES:
             raise ValidationFailed(f"payload is {len(raw)} bytes, over {MAX_PAYLOAD_BYTES}")
         try:
-            return cls.model_validate_json(raw)
+            event = cls.model_validate_json(raw)
         except ValidationError as exc:
             raise ValidationFailed(describe(exc, cls.__name__)) from exc
+        nul = b"\\u0000" in raw if isinstance(raw, bytes) else "\\u0000" in raw
+        if nul:  # the JSON escape of NUL, or a literal backslash before "u0000": look closer
+            _refuse_nul(json.loads(raw), cls.__name__)
+        return event
 
     def to_json(self) -> bytes:
         """The event as compact JSON bytes, as published on the bus."""
@@ -73,6 +91,20 @@ class Event(Model):
         fields.setdefault("workspace", self.workspace)
         fields.setdefault("correlation_id", self.correlation_id or self.event_id)
         return cls(**fields)
+
+
+def _refuse_nul(value: Any, where: str) -> None:
+    """Raise naming the first string (or key) holding a NUL, which Postgres cannot store."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValidationFailed(f"{where}: text contains a NUL character (\\u0000)")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_nul(key, f"{where}.<key>")
+            _refuse_nul(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _refuse_nul(item, f"{where}.{i}")
 
 
 def describe(exc: ValidationError, schema: str) -> str:

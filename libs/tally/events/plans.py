@@ -9,12 +9,10 @@ themselves travel as ``task.created`` events carrying ``plan_id``, ``dependencie
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from pydantic import Field
 
 from tally import subjects
-from tally.events.envelope import Event, Model
+from tally.events.envelope import Event, Model, Timestamp
 from tally.events.tasks import MAX_DESCRIPTION_CHARS
 
 HISTORY_IMPORT = subjects.HISTORY_IMPORT
@@ -33,7 +31,7 @@ class HistoryRecord(Model):
     actual_hours: float | None = Field(None, gt=0)
     task_type: str | None = Field(None, max_length=64)
     model: str | None = Field(None, max_length=128)
-    completed_at: datetime | None = None
+    completed_at: Timestamp | None = None
 
 
 class HistoryImportRequest(Event):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import Field
 
 from tally import subjects
-from tally.events.envelope import Event, Model
+from tally.events.envelope import Event, Model, Timestamp
 
 
 class ReserveRequest(Event):
@@ -32,8 +31,8 @@ class ReserveReply(Model):
     reservation_id: str
     subscription: str
     reason: str = ""
-    retry_after: datetime | None = None
-    expires_at: datetime | None = None
+    retry_after: Timestamp | None = None
+    expires_at: Timestamp | None = None
 
 
 class ReleaseRequest(Event):

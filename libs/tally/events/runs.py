@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
 from tally import subjects
-from tally.events.envelope import Event, Model
+from tally.events.envelope import Event, Model, Timestamp
 
 Outcome = Literal["complete", "stopped", "error"]
 
@@ -28,12 +27,12 @@ class RunStarted(Event):
     agent_ids: tuple[str, ...] = ()
     command: str | None = None
     job_id: str | None = None
-    started_at: datetime
+    started_at: Timestamp
 
 
 class _Timed(Model):
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> _Timed:
@@ -137,7 +136,7 @@ class RunEvent(Event):
     subject = subjects.RUN_EVENT
 
     run_id: str = Field(min_length=1, max_length=128)
-    at: datetime
+    at: Timestamp
     detail: Detail
 
 
@@ -158,7 +157,7 @@ class RunFinished(Event):
     task_id: str = Field(min_length=1, max_length=128)
     outcome: Outcome
     success: bool
-    finished_at: datetime
+    finished_at: Timestamp
     reservation_id: str | None = None
     quality: QualitySignals = Field(default_factory=QualitySignals)
     #: How many ``run.event`` messages the agent published for this run, when it knows:
@@ -199,8 +198,8 @@ class RunRecorded(Event):
     reservation_id: str | None = None
     outcome: Outcome
     success: bool
-    started_at: datetime
-    finished_at: datetime
+    started_at: Timestamp
+    finished_at: Timestamp
     actual_hours: float = Field(ge=0)
     subtask_hours: dict[str, float] = Field(default_factory=dict)
     story_points: float | None = None

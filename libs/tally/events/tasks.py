@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import Field
 
 from tally import subjects
-from tally.events.envelope import Event, Model
+from tally.events.envelope import Event, Model, Timestamp
 
 Priority = Literal["P0", "P1", "P2", "P3", "P4"]
 Band = Literal["simple", "medium", "complex"]
@@ -48,7 +47,7 @@ class TaskSpec(Model):
     labels: tuple[str, ...] = ()
     task_type: str | None = Field(None, max_length=64)
     subtasks: tuple[SubtaskSpec, ...] = ()
-    deadline: datetime | None = None
+    deadline: Timestamp | None = None
 
 
 class TaskCreated(Event, TaskSpec):
@@ -135,7 +134,7 @@ class Reservation(Model):
     subscription: str
     tokens: int = Field(ge=0)
     cost_usd: float = Field(ge=0)
-    expires_at: datetime
+    expires_at: Timestamp
 
 
 class TaskAssigned(Event):
@@ -163,7 +162,7 @@ class TaskDeferred(Event):
 
     task_id: str
     reason: str
-    retry_after: datetime
+    retry_after: Timestamp
     attempt: int = Field(1, ge=1)
 
 
@@ -175,7 +174,7 @@ class TaskStatusChanged(Event):
     task_id: str = Field(min_length=1, max_length=128)
     from_status: TaskStatus | None = None
     to_status: TaskStatus
-    changed_at: datetime
+    changed_at: Timestamp
     command: str | None = None
     job_id: str | None = None
     task_run_id: str | None = None
