@@ -94,7 +94,8 @@ class ServiceKit:
 
     async def _connect(self, name: str) -> NATS:
         async def disconnected() -> None:
-            log.warning("nats_disconnected", connection=name)
+            if self.health.started:  # not when the service is stopping
+                log.warning("nats_disconnected", connection=name)
 
         async def reconnected() -> None:
             log.info("nats_reconnected", connection=name)

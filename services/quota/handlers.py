@@ -275,14 +275,23 @@ def register(
         if res.subscription is None:
             log.info("settle_unknown_reservation", reservation_id=e.reservation_id)
             return
+        # A run totalled again (late events) settles again, its actuals cumulative: the
+        # ledger keeps one row per cumulative figure, and a rebuild takes the largest.
+        again = res.status in ("resettled", "already_settled")
+        totals_key = f"{e.reservation_id}:{res.actual_tokens}:{res.actual_micro_usd}"
+        if res.status == "already_settled" and await ledger.holds_settle(
+            e.reservation_id, res.actual_tokens, f"resettle:{totals_key}"
+        ):
+            return  # a redelivery: Redis and the ledger both have it
         await ledger.append(
-            "settle",
+            "resettle" if again else "settle",
             e.reservation_id,
             res.subscription,
             res.actual_tokens,
             res.actual_cost_usd,
             e.finished_at,
             windows=res.windows,
+            key=f"resettle:{totals_key}" if again else None,
         )
         await publish_alerts(bus, e, res.alerts)
         if res.status == "settled" and (
@@ -292,7 +301,7 @@ def register(
         await bus.publish(
             e.child(
                 QuotaSettled,
-                event_id=f"settled-{e.reservation_id}",
+                event_id=f"settled-{totals_key}" if again else f"settled-{e.reservation_id}",
                 reservation_id=e.reservation_id,
                 subscription=res.subscription,
                 status=res.status,

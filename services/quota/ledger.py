@@ -65,6 +65,7 @@ class QuotaLedger:
         *,
         windows: tuple[str, str] | None = None,
         expires_at: datetime | None = None,
+        key: str | None = None,
     ) -> None:
         """Append one operation and return once it is committed; a repeat is ignored.
 
@@ -73,6 +74,7 @@ class QuotaLedger:
         Args:
             windows: the reservation's ``(d:…, m:…)`` window ids; by default those of ``at``.
             expires_at: when a reserved amount is given back unless settled (reserve rows).
+            key: the row's idempotency key; by default ``<op>:<reservation id>``.
 
         Raises:
             sqlalchemy.exc.SQLAlchemyError: the row could not be committed.
@@ -83,7 +85,7 @@ class QuotaLedger:
             else (at.strftime("%Y-%m-%d"), at.strftime("%Y-%m"))
         )
         row = {
-            "op_key": f"{op}:{reservation_id}",
+            "op_key": key or f"{op}:{reservation_id}",
             "reservation_id": reservation_id,
             "subscription": subscription,
             "op": op,
@@ -99,6 +101,17 @@ class QuotaLedger:
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_pending(), name="quota-ledger")
         await done
+
+    async def holds_settle(self, reservation_id: str, tokens: int, resettle_key: str) -> bool:
+        """Whether the ledger already has a reservation's settle with ``tokens`` actual
+        tokens, or the resettle row keyed ``resettle_key``."""
+        async with self.engine.connect() as conn:
+            found = await conn.execute(
+                select(LEDGER.c.op, LEDGER.c.tokens).where(
+                    LEDGER.c.op_key.in_((f"settle:{reservation_id}", resettle_key))
+                )
+            )
+            return any(op == "resettle" or held == tokens for op, held in found)
 
     async def flush(self) -> None:
         """Wait until every row appended so far is committed (or has failed)."""

@@ -60,6 +60,15 @@ class LiveReservation:
     expires_at: datetime
 
 
+def _largest(held: LedgerRow | None, row: LedgerRow) -> LedgerRow:
+    """Of two settle rows of one reservation, the one with the larger actuals."""
+    if held is None:
+        return row
+    if (row.tokens, row.micro_usd) > (held.tokens, held.micro_usd):
+        return row
+    return held
+
+
 def ledger_state(
     rows: Iterable[LedgerRow], default_ttl_s: int = 4 * 3600
 ) -> tuple[list[WindowTotals], list[LiveReservation]]:
@@ -75,7 +84,14 @@ def ledger_state(
     """
     by_id: dict[str, dict[str, LedgerRow]] = {}
     for row in rows:
-        by_id.setdefault(row.reservation_id, {})[row.op] = row
+        ops = by_id.setdefault(row.reservation_id, {})
+        if row.op == "resettle":  # cumulative actuals of a run totalled again: the largest
+            row = _largest(ops.get("settle"), row)
+            ops["settle"] = row
+        elif row.op == "settle":
+            ops["settle"] = _largest(ops.get("settle"), row)
+        else:
+            ops[row.op] = row
     totals: dict[tuple[str, str], list[int]] = {}
 
     def add(sub: str, window: str, index: int, tokens: int, micro: int) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 
 import structlog
@@ -13,7 +12,7 @@ from services.tracker.totals import run_totals
 from tally import metrics
 from tally.bus import Bus
 from tally.db.tables import run_events, runs, task_status_events, tasks, token_usage
-from tally.errors import TransientError
+from tally.errors import Deferred
 from tally.events import (
     RunEvent,
     RunFinished,
@@ -23,6 +22,7 @@ from tally.events import (
     TaskCreated,
     TaskEstimated,
     TaskStatusChanged,
+    utcnow,
 )
 from tally.events.runs import WorkerCall
 from tally.events.tasks import band
@@ -33,7 +33,13 @@ log = structlog.get_logger(__name__)
 
 
 def register(bus: Bus, repo: TrackerRepo, registry: ModelRegistry, *, settle_wait_s: float) -> None:
-    """Subscribe the tracker's handlers on ``bus``."""
+    """Subscribe the tracker's handlers on ``bus``.
+
+    Args:
+        settle_wait_s: how long a finished run whose announced events are not all stored
+            yet waits for them (by delayed redelivery, holding nothing) before it is
+            recorded with what is stored. Events that come even later re-total it.
+    """
 
     @bus.on_batch(TaskCreated)
     async def on_tasks(events: list[TaskCreated]) -> None:
@@ -52,12 +58,12 @@ def register(bus: Bus, repo: TrackerRepo, registry: ModelRegistry, *, settle_wai
             value_score=est.value_score,
             task_type=est.task_type,
         ):
-            raise TransientError(f"task {e.task_id} not recorded yet")
+            raise Deferred(f"task {e.task_id} was never created", delay_s=0.5)
 
     @bus.on(TaskAssigned)
     async def on_assigned(e: TaskAssigned) -> None:
         if not await repo.update_task(e.task_id, model=e.model):
-            raise TransientError(f"task {e.task_id} not recorded yet")
+            raise Deferred(f"task {e.task_id} was never created", delay_s=0.5)
 
     @bus.on_batch(TaskStatusChanged)
     async def on_status(events: list[TaskStatusChanged]) -> None:
@@ -70,59 +76,65 @@ def register(bus: Bus, repo: TrackerRepo, registry: ModelRegistry, *, settle_wai
 
     @bus.on_batch(RunEvent)
     async def on_events(events: list[RunEvent]) -> None:
-        usage = []
+        usage, kept = [], []
         prices = rows.BatchPrices(registry)
         for e in events:
             if isinstance(e.detail, WorkerCall):
                 try:
                     usage.append(rows.usage_record(e, e.detail, prices))
-                except UsageError as exc:
+                except UsageError as exc:  # neither the call nor its usage is stored
                     await bus.dead_letter(
                         subject=RunEvent.subject,
                         payload=e.to_json(),
                         headers={"Nats-Msg-Id": e.event_id},
                         error=exc,
                     )
+                    continue
+            kept.append(e)
         await repo.copy_many(
-            (run_events, rows.EVENT_COLUMNS, [rows.event_record(e) for e in events]),
+            (run_events, rows.EVENT_COLUMNS, [rows.event_record(e) for e in kept]),
             (token_usage, rows.USAGE_COLUMNS, usage),
         )
+        # Runs recorded before these events arrived are totalled again: late events
+        # (a redelivery after a crash) must reach the totals, the quota and the learner.
+        for run in await repo.recorded_runs({e.run_id for e in kept}):
+            metrics.RUNS_RETOTALLED.inc()
+            await bus.publish(await _record(repo, rows.finish_of(run), run))
 
     @bus.on(RunFinished)
     async def on_finished(e: RunFinished) -> None:
-        run = await repo.run(e.run_id)
+        run = await repo.mark_finished(e)
         if run is None:
-            raise TransientError(f"run {e.run_id} has not started yet", delay_s=1.0)
-        if e.event_count is not None:
-            stored = await _wait_for_events(repo, e.run_id, e.event_count, settle_wait_s)
-        else:
-            stored = await repo.event_count(e.run_id)
-        recorded = await _record(repo, e, run, stored)
-        await bus.publish(recorded)
+            raise Deferred(f"run {e.run_id} has not started", delay_s=1.0)
+        stored = await repo.event_count(e.run_id)
+        if e.event_count is not None and stored < e.event_count:
+            waited = (utcnow() - run["finish_seen_at"]).total_seconds()
+            if waited < settle_wait_s:
+                raise Deferred(f"run {e.run_id}: {stored} of {e.event_count} events stored")
+            metrics.RUNS_INCOMPLETE.inc()
+            log.warning("run_events_missing", run_id=e.run_id, expected=e.event_count, have=stored)
+        await bus.publish(await _record(repo, e, run))
         metrics.RUNS_RECORDED.labels(e.outcome).inc()
 
 
-async def _wait_for_events(repo: TrackerRepo, run_id: str, expected: int, wait_s: float) -> int:
-    """Give a run's in-flight timeline events a moment to land before totalling.
+async def _record(repo: TrackerRepo, e: RunFinished, run: dict[str, object]) -> RunRecorded:
+    """Total a finished run from what is stored, save the totals, and return the event.
 
-    Returns:
-        How many of the run's events are stored (``expected`` unless some never came).
+    The event's id carries the number of events totalled, so a run totalled again after
+    more events arrived is a new message (JetStream would drop a repeat of the old id),
+    while totalling the same events again is the same message.
     """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait_s
-    while (have := await repo.event_count(run_id)) < expected:
-        if loop.time() > deadline:
-            log.warning("run_events_missing", run_id=run_id, expected=expected, have=have)
-            return have
-        await asyncio.sleep(0.1)
-    return have
+    while True:
+        recorded = await _total(repo, e, run)
+        # Events stored while this total was made belong in it too: their handler may
+        # have looked for recorded totals before these were saved (and found none).
+        if await repo.event_count(e.run_id) == recorded.event_count:
+            return recorded
 
 
-async def _record(
-    repo: TrackerRepo, e: RunFinished, run: dict[str, object], event_count: int
-) -> RunRecorded:
+async def _total(repo: TrackerRepo, e: RunFinished, run: dict[str, object]) -> RunRecorded:
     task = await repo.task(e.task_id) or {}
-    usage, marks = await repo.usage_and_marks(e.run_id)
+    usage, marks, summary = await repo.run_facts(e.run_id)
     started = run["started_at"]
     assert isinstance(started, datetime)
     totals = run_totals(
@@ -130,13 +142,13 @@ async def _record(
         finished_at=e.finished_at,
         usage=usage,
         marks=marks,
-        story_points=task.get("story_points"),  # type: ignore[arg-type]
-        estimated_hours=task.get("hours_p50"),  # type: ignore[arg-type]
+        story_points=task.get("story_points"),
+        estimated_hours=task.get("hours_p50"),
         review_score=e.quality.review_score,
     )
     recorded = e.child(
         RunRecorded,
-        event_id=f"recorded-{e.run_id}",
+        event_id=f"recorded-{e.run_id}-{summary.events}",
         run_id=e.run_id,
         task_id=e.task_id,
         model=run.get("model") or task.get("model"),
@@ -158,37 +170,35 @@ async def _record(
         cost_usd=totals.cost_usd,
         quality_score=totals.quality_score,
         worker_calls=totals.worker_calls,
-        event_count=event_count,
+        verifications_passed=summary.verifications_passed,
+        event_count=summary.events,
+        expected_events=e.event_count,
     )
     task_values: dict[str, object] = {}
     if e.success:
         task_values = {"completed_at": e.finished_at, "actual_hours": totals.actual_hours}
-    await repo.finish_run(
+    await repo.save_totals(
         e.run_id,
         e.task_id,
-        {
-            "finished_at": e.finished_at,
-            "outcome": e.outcome,
-            "success": e.success,
-            "quality": e.quality.model_dump(mode="json"),
-            "totals": recorded.model_dump(
-                mode="json",
-                include={
-                    "actual_hours",
-                    "subtask_hours",
-                    "tokens",
-                    "cost_usd",
-                    "estimation_error",
-                    "velocity",
-                    "quality_score",
-                    "worker_calls",
-                    "event_count",
-                },
-            ),
-        },
+        recorded.model_dump(mode="json", include=TOTALS_FIELDS),
         task_values,
     )
     return recorded
+
+
+#: RunRecorded fields kept in ``runs.totals``.
+TOTALS_FIELDS = {
+    "actual_hours",
+    "subtask_hours",
+    "tokens",
+    "cost_usd",
+    "estimation_error",
+    "velocity",
+    "quality_score",
+    "worker_calls",
+    "verifications_passed",
+    "event_count",
+}
 
 
 def _band_of(points: object) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.tracker.totals import SubtaskMark, UsageRow
 from tally import metrics
 from tally.db.tables import run_events, runs, task_status_events, tasks, token_usage
+from tally.events import RunFinished
 
 
 async def insert_ignore(conn: AsyncConnection, table: Any, rows: Sequence[dict[str, Any]]) -> int:
@@ -191,8 +193,42 @@ class TrackerRepo:
                 or 0
             )
 
-    async def usage_and_marks(self, run_id: str) -> tuple[list[UsageRow], list[SubtaskMark]]:
-        """The run's token usage rows and subtask start/complete events."""
+    async def mark_finished(self, e: RunFinished) -> dict[str, Any] | None:
+        """Store a run's finish (the first time it is seen: when) and return the run row,
+        or None if the run has not started."""
+        async with self.engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    update(runs)
+                    .where(runs.c.run_id == e.run_id)
+                    .values(
+                        finished_at=e.finished_at,
+                        outcome=e.outcome,
+                        success=e.success,
+                        quality=e.quality.model_dump(mode="json"),
+                        expected_events=e.event_count,
+                        finish_seen_at=func.coalesce(runs.c.finish_seen_at, func.now()),
+                        reservation_id=func.coalesce(runs.c.reservation_id, e.reservation_id),
+                    )
+                    .returning(*runs.c)
+                )
+            ).first()
+        return dict(row._mapping) if row else None
+
+    async def recorded_runs(self, run_ids: Iterable[str]) -> list[dict[str, Any]]:
+        """The runs among ``run_ids`` whose totals were already recorded."""
+        ids = list(set(run_ids))
+        if not ids:
+            return []
+        async with self.engine.connect() as conn:
+            found = await conn.execute(
+                select(runs).where(runs.c.run_id.in_(ids), runs.c.totals.is_not(None))
+            )
+            return [dict(r._mapping) for r in found]
+
+    async def run_facts(self, run_id: str) -> tuple[list[UsageRow], list[SubtaskMark], RunSummary]:
+        """What a run's totals are computed from: its usage rows, its subtask start and
+        complete events, and counts over all its stored events."""
         async with self.engine.connect() as conn:
             usage = (
                 await conn.execute(
@@ -214,6 +250,15 @@ class TrackerRepo:
                     )
                 )
             ).all()
+            passed = run_events.c.detail["passed"].as_boolean()
+            counts = (
+                await conn.execute(
+                    select(
+                        func.count(),
+                        func.count().filter(run_events.c.kind == "verification", passed),
+                    ).where(run_events.c.run_id == run_id)
+                )
+            ).one()
         return (
             [UsageRow(*u[:5], cost_usd=u[5] or 0.0) for u in usage],
             [
@@ -225,13 +270,21 @@ class TrackerRepo:
                 )
                 for m in marks
             ],
+            RunSummary(events=int(counts[0]), verifications_passed=int(counts[1])),
         )
 
-    async def finish_run(
-        self, run_id: str, task_id: str, run_values: dict[str, Any], task_values: dict[str, Any]
+    async def save_totals(
+        self, run_id: str, task_id: str, totals: dict[str, Any], task_values: dict[str, Any]
     ) -> None:
+        """Keep a run's totals, unless totals over more events are already stored (two
+        re-totals racing); put the task on its token rows; update the task."""
+        newer = (
+            func.coalesce(runs.c.totals["event_count"].as_integer(), -1) <= totals["event_count"]
+        )
         async with self.engine.begin() as conn:
-            await conn.execute(update(runs).where(runs.c.run_id == run_id).values(**run_values))
+            await conn.execute(
+                update(runs).where(runs.c.run_id == run_id, newer).values(totals=totals)
+            )
             # Worker calls arrive keyed by run only; once the run is finished its task is
             # known, so its token rows can be read by task without a join.
             await conn.execute(
@@ -243,3 +296,11 @@ class TrackerRepo:
                 await conn.execute(
                     update(tasks).where(tasks.c.task_id == task_id).values(**task_values)
                 )
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """Counts over a run's stored events."""
+
+    events: int
+    verifications_passed: int

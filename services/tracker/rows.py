@@ -5,7 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
-from tally.events import RunEvent, RunStarted, TaskCreated, TaskStatusChanged
+from tally.events import (
+    QualitySignals,
+    RunEvent,
+    RunFinished,
+    RunStarted,
+    TaskCreated,
+    TaskStatusChanged,
+)
 from tally.events.runs import WorkerCall
 from tally.registry import ModelRegistry, ModelSpec
 from tally.usage import normalize_usage
@@ -144,4 +151,20 @@ def usage_record(e: RunEvent, call: WorkerCall, prices: Prices) -> tuple[Any, ..
         cost,
         e.at,
         json.dumps({"shape": usage.provider_shape, **usage.extra}),
+    )
+
+
+def finish_of(run: dict[str, Any]) -> RunFinished:
+    """The ``run.finished`` a recorded run was totalled from, rebuilt from its row."""
+    return RunFinished(
+        event_id=f"finished-{run['run_id']}",
+        workspace=run["workspace"],
+        run_id=run["run_id"],
+        task_id=run["task_id"],
+        outcome=run["outcome"],
+        success=bool(run["success"]),
+        finished_at=run["finished_at"],
+        reservation_id=run.get("reservation_id"),
+        quality=QualitySignals.model_validate(run.get("quality") or {}),
+        event_count=run.get("expected_events"),
     )

@@ -12,6 +12,7 @@ class TrackerSettings(ServiceSettings):
 
     http_port: int = 8104
     models_path: Path = CONFIG_DIR / "models.yaml"
-    #: How long run.finished waits for its run's events to be persisted before recording
-    #: what it has (events can arrive after the finish message).
-    settle_wait_s: float = 10.0
+    #: How long run.finished waits (by delayed redelivery) for the events it announced
+    #: before recording what is stored: longer than ``ack_wait_s``, so events a crashed
+    #: tracker had fetched are back in time. Later events re-total the run anyway.
+    settle_wait_s: float = 45.0

@@ -115,7 +115,7 @@ async def running(
                     try:
                         return (
                             await http.get(f"http://127.0.0.1:{port}/healthz")
-                        ).status_code == 204
+                        ).status_code == 200
                     except httpx.HTTPError:
                         return False
 

@@ -188,6 +188,23 @@ async def test_settling_twice_changes_nothing(make_store) -> None:
     assert (day.used_tokens, day.used_micro_usd, day.reserved_tokens) == (3_000, 300_000, 0)
 
 
+async def test_a_run_totalled_again_settles_only_what_its_late_events_add(make_store) -> None:
+    store = make_store(sub(day={"tokens": 10_000}))
+    await store.reserve("team", 5_000, 0, reservation_id="a", ttl_s=60)
+    await store.settle("a", 3_000, 0.3)
+    grown = await store.settle("a", 3_400, 0.34)
+    assert (grown.status, grown.actual_tokens, grown.actual_micro_usd) == (
+        "resettled",
+        3_400,
+        340_000,
+    )
+    # An older total arriving late, and a repeat of the newest, change nothing.
+    assert (await store.settle("a", 3_000, 0.3)).status == "already_settled"
+    assert (await store.settle("a", 3_400, 0.34)).status == "already_settled"
+    day = (await store.usage("team")).day
+    assert (day.used_tokens, day.used_micro_usd, day.reserved_tokens) == (3_400, 340_000, 0)
+
+
 async def test_settle_after_release_records_the_work_and_returns_nothing_twice(
     make_store,
 ) -> None:
@@ -362,6 +379,8 @@ class Model:
     now_ms: int = 0
     live: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # tokens, micro, exp
     finished: dict[str, str] = field(default_factory=dict)
+    #: actual tokens and micro-dollars settled so far, per settled reservation
+    actuals: dict[str, list[int]] = field(default_factory=dict)
     used: list[int] = field(default_factory=lambda: [0, 0])
     # Usage the store had to accept without a reservation covering it: overruns and late
     # settles. Only this may take used + reserved past a hard limit.
@@ -470,11 +489,22 @@ def settle_in_model(model: Model, rid: str, actual: list[int]) -> str:
         for i in range(2):
             model.unplanned[i] += actual[i]
         status = "settled_after_release" if state == "released" else "settled_after_expiry"
+    elif state == "settled":  # settled again (a run re-totalled): only growth is added
+        had = model.actuals[rid]
+        grown = [max(0, actual[i] - had[i]) for i in range(2)]
+        if grown == [0, 0]:
+            return "already_settled"
+        for i in range(2):
+            model.used[i] += grown[i]
+            model.unplanned[i] += grown[i]
+            had[i] += grown[i]
+        return "resettled"
     else:
-        return "already_settled" if state == "settled" else "unknown"
+        return "unknown"
     for i in range(2):
         model.used[i] += actual[i]
     model.finished[rid] = "settled"
+    model.actuals[rid] = list(actual)
     return status
 
 

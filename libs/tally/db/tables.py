@@ -83,6 +83,9 @@ runs = Table(
     Column("success", Boolean),
     Column("quality", JSONB),
     Column("totals", JSONB),
+    #: run.finished's event_count, and when the tracker first handled the finish
+    Column("expected_events", Integer),
+    Column("finish_seen_at", DateTime(timezone=True)),
     _created(),
     comment="writer: tracker",
 )

@@ -211,4 +211,7 @@ class RunRecorded(Event):
     quality_score: float | None = Field(None, ge=0, le=1)
     worker_calls: int = Field(0, ge=0)
     verifications_passed: int = Field(0, ge=0)
+    #: events totalled; a run totalled again after late events is republished with more
     event_count: int = Field(0, ge=0)
+    #: events ``run.finished`` announced, if it did (fewer totalled: some never arrived)
+    expected_events: int | None = Field(None, ge=0)

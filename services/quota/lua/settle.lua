@@ -4,7 +4,9 @@
 --       9 month key expiry (s), 10.. policy (see read_policy).
 -- A live reservation: its reserved amounts are returned and the actuals added as used.
 -- A released or expired one (tombstone): the work still happened, so the actuals are added
--- as used, and nothing is returned twice. A settled one: nothing changes.
+-- as used, and nothing is returned twice. A settled one: a run totalled again after late
+-- events settles only what its new actuals add (each of tokens and micro-dollars only ever
+-- grows, so a repeat or an older total arriving late changes nothing): 'resettled'.
 local rid = ARGV[1]
 local window_ids = {ARGV[6], ARGV[7]}
 local expire_ats = {ARGV[8], ARGV[9]}
@@ -35,8 +37,25 @@ else
   end
   tokens, micro, expires_at = tonumber(done[4]), tonumber(done[5]), done[8]
   if done[1] == 'settled' then
-    return cjson.encode({status = 'already_settled', tokens = tokens, micro = micro,
-      actual_tokens = tonumber(done[6]), actual_micro = tonumber(done[7])})
+    local had_tokens, had_micro = tonumber(done[6]), tonumber(done[7])
+    local add_tokens = math.max(0, tonumber(ARGV[2]) - had_tokens)
+    local add_micro = math.max(0, tonumber(ARGV[3]) - had_micro)
+    if add_tokens == 0 and add_micro == 0 then
+      return cjson.encode({status = 'already_settled', tokens = tokens, micro = micro,
+        actual_tokens = had_tokens, actual_micro = had_micro})
+    end
+    for p = 1, 2 do
+      add_used(KEYS[p], add_tokens, add_micro, expire_ats[p])
+    end
+    redis.call('HSET', KEYS[4], 'actual_tokens', int(had_tokens + add_tokens),
+      'actual_micro', int(had_micro + add_micro))
+    local alerts = {}
+    for p = 1, 2 do
+      fire_alerts(alerts, policy, p, window_ids[p], counters(KEYS[p]), expire_ats[p])
+    end
+    return cjson.encode({status = 'resettled', tokens = tokens, micro = micro,
+      actual_tokens = had_tokens + add_tokens, actual_micro = had_micro + add_micro,
+      alerts = alerts})
   end
   previous = done[1]
   status = previous == 'released' and 'settled_after_release' or 'settled_after_expiry'
