@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -14,12 +14,15 @@ from services.reporter.compare import compare_route, run_report
 from services.reporter.export import export_route
 from services.reporter.flow import lanes_route
 from services.reporter.live import LiveHub, live_routes
+from services.reporter.orphans import run_state
 from services.reporter.params import error, parse_since
 from services.reporter.plans import plan_route
 from services.reporter.repo import TOKEN_GROUPS, ReportRepo
 
 
-def create_api(repo: ReportRepo, live: LiveHub) -> Starlette:
+def create_api(
+    repo: ReportRepo, live: LiveHub, *, orphan_after: timedelta = timedelta(minutes=10)
+) -> Starlette:
     async def run_kpi(request: Request) -> Response:
         """``GET /runs/{run_id}/kpi``: the KPI summary lines and ``kpi.json``."""
         run_id = request.path_params["run_id"]
@@ -35,7 +38,9 @@ def create_api(repo: ReportRepo, live: LiveHub) -> Starlette:
         timeline = await repo.timeline(run_id)
         if run is None and not timeline:
             return error(f"run {run_id} not found", 404)
-        body = {"run": run, "timeline": timeline}
+        first_at = timeline[0]["at"] if timeline else None
+        state = run_state(run, first_at, datetime.now(UTC), orphan_after)
+        body = {"run": run, "state": state, "timeline": timeline}
         return Response(json.dumps(body, default=str), media_type="application/json")
 
     async def tokens(request: Request) -> Response:

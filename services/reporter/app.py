@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from faststream.asgi import AsgiFastStream
 
 from services.reporter import handlers
 from services.reporter.api import create_api
 from services.reporter.live import LiveHub, nats_feed
+from services.reporter.orphans import orphan_gauge
 from services.reporter.repo import ReportRepo
 from services.reporter.settings import ReporterSettings
 from tally.db import create_engine
+from tally.events import utcnow
 from tally.service import ServiceKit
 
 
@@ -23,7 +27,9 @@ def create_app(settings: ReporterSettings | None = None) -> AsgiFastStream:
     live = LiveHub(nats_feed(lambda: kit.broker.connection, kit.catalog))
     # Open streams end as soon as the process is asked to stop, not when browsers leave.
     kit.on_exit_signal(live.close)
-    api = create_api(ReportRepo(engine), live)
+    orphan_after = timedelta(seconds=settings.orphan_after_s)
+    kit.supervise("orphans", orphan_gauge(engine, orphan_after, settings.orphan_check_s, utcnow))
+    api = create_api(ReportRepo(engine), live, orphan_after=orphan_after)
     api.state.live = live
     app: AsgiFastStream = kit.app(api=api)
     # Before the broker disconnects: open streams end and the subscription is dropped.

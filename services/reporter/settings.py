@@ -9,3 +9,7 @@ class ReporterSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="TALLY_REPORTER_", extra="ignore")
 
     http_port: int = 8106
+    #: A run whose events are this old with no run.started is reported as an orphan.
+    orphan_after_s: float = 600.0
+    #: How often the orphan count (``tally_orphan_runs``) is refreshed.
+    orphan_check_s: float = 60.0

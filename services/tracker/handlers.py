@@ -12,7 +12,7 @@ from services.tracker.totals import run_totals
 from tally import metrics
 from tally.bus import Bus
 from tally.db.tables import run_events, runs, task_status_events, tasks, token_usage
-from tally.errors import Deferred
+from tally.errors import Deferred, PermanentError
 from tally.events import (
     RunEvent,
     RunFinished,
@@ -91,10 +91,20 @@ def register(bus: Bus, repo: TrackerRepo, registry: ModelRegistry, *, settle_wai
                     )
                     continue
             kept.append(e)
-        await repo.copy_many(
+        conflicts = await repo.copy_many(
             (run_events, rows.EVENT_COLUMNS, [rows.event_record(e) for e in kept]),
             (token_usage, rows.USAGE_COLUMNS, usage),
         )
+        for e in (e for e in kept if e.event_id in conflicts):
+            await bus.dead_letter(
+                subject=RunEvent.subject,
+                payload=e.to_json(),
+                headers={},  # its id is then the body's hash: each conflicting body once
+                error=PermanentError(
+                    f"event_id {e.event_id} is already stored with a different body "
+                    "(the first one is kept)"
+                ),
+            )
         # Runs recorded before these events arrived are totalled again: late events
         # (a redelivery after a crash) must reach the totals, the quota and the learner.
         for run in await repo.recorded_runs({e.run_id for e in kept}):

@@ -119,9 +119,13 @@ def show(
         emit_json(body)
         return
     run = body["run"] or {}
+    state = {
+        "orphan": "orphan: events but no run.started",
+        "waiting_for_start": "events but no run.started yet",
+    }.get(body.get("state", ""), run.get("outcome") or "in progress")
     console.print(
         f"[bold]run {run_id}[/] task {run.get('task_id', '?')} model {run.get('model') or '?'} "
-        f"({run.get('outcome') or 'in progress'})"
+        f"({state})"
     )
     for ev in body["timeline"]:
         data = {k: v for k, v in ev["data"].items() if k != "kind" and v not in (None, [], {})}
