@@ -188,3 +188,33 @@ async def test_stop_lets_handlers_in_progress_finish_and_acknowledge(
     assert handled == [event.task_id]
     await h.client.nc.flush()
     await h.eventually(lambda: settled(h, c), what="the message acknowledged", timeout=5)
+
+
+async def test_a_message_whose_dead_letter_fails_is_kept_until_it_can_be_sent(
+    harness: Harness, workspace: str
+) -> None:
+    """Never dropped: out of deliveries or not, an unsent letter leaves the message un-acked."""
+    h = harness
+    letters: Letters = []
+    refusals = 0
+
+    async def always_fails(e: TaskCreated) -> None:
+        raise TransientError("upstream never answers", delay_s=0.05)
+
+    c = consumer(h, always_fails, letters, max_deliver=2)
+    send = c.dead_letter
+
+    async def flaky_letter(subject: str, msg: Msg, exc: Exception, n: int) -> None:
+        nonlocal refusals
+        if refusals < 2:
+            refusals += 1
+            raise OSError("the dead-letter stream is unreachable")
+        await send(subject, msg, exc, n)
+
+    c.dead_letter = flaky_letter
+    await h.client.publish(task(workspace))
+    async with running(h, c):
+        await h.eventually(lambda: settled(h, c), timeout=30, what="the letter finally sent")
+    assert refusals == 2
+    [(_, exc, deliveries)] = letters
+    assert "upstream never answers" in str(exc) and deliveries >= 4

@@ -13,7 +13,7 @@ from nats.aio.msg import Msg
 from sqlalchemy import select
 
 from tally.db.tables import runs
-from tally.events import RunEvent, RunFinished, RunStarted, new_id
+from tally.events import RunEvent, RunFinished, RunRecorded, RunStarted, new_id
 
 if TYPE_CHECKING:
     from tests.integration.conftest import Harness
@@ -85,24 +85,26 @@ async def test_a_recorded_run_has_a_ten_line_kpi_summary(harness: Harness, works
         live.put_nowait(json.loads(msg.data))
 
     sub = await h.client.nc.subscribe(h.catalog.metrics("runs"), cb=on_live)
-    for e in (
-        RunStarted(run_id=run_id, task_id=task_id, workspace=workspace, started_at=T0),
-        *timeline,
-        RunFinished(
-            run_id=run_id,
-            task_id=task_id,
-            workspace=workspace,
-            outcome="complete",
-            success=True,
-            finished_at=at(30),
-            event_count=len(timeline),
-        ),
-    ):
-        await h.client.publish(e)
-    await h.eventually(
-        lambda: h.scalar(select(runs.c.finished_at).where(runs.c.run_id == run_id)),
-        what="the tracker to record the run",
-    )
+    async with h.client.watch(RunRecorded, lambda r: r.run_id == run_id) as recorded_q:
+        for e in (
+            RunStarted(run_id=run_id, task_id=task_id, workspace=workspace, started_at=T0),
+            *timeline,
+            RunFinished(
+                run_id=run_id,
+                task_id=task_id,
+                workspace=workspace,
+                outcome="complete",
+                success=True,
+                finished_at=at(30),
+                event_count=len(timeline),
+            ),
+        ):
+            await h.client.publish(e)
+        await h.eventually(
+            lambda: h.scalar(select(runs.c.finished_at).where(runs.c.run_id == run_id)),
+            what="the tracker to record the run",
+        )
+        recorded = await h.next_item(recorded_q, what="run.recorded")
     # Dashboards hear about the run live on metrics.runs.
     update = await h.next_item(live, what="the metrics.runs message")
     await sub.unsubscribe()
@@ -136,3 +138,18 @@ async def test_a_recorded_run_has_a_ten_line_kpi_summary(harness: Harness, works
 
     assert missing.status_code == 404
     assert "not found" in missing.json()["error"]
+
+    # Every figure of run.recorded is the report's figure for the same run.
+    assert recorded.worker_calls == kpi["worker_calls"]
+    assert recorded.verifications_passed == kpi["verifications_passed"] == 1
+    assert recorded.event_count == recorded.expected_events == len(timeline)
+    assert recorded.actual_hours == pytest.approx(kpi["total_seconds"] / 3600)
+    assert recorded.cost_usd == pytest.approx(kpi["cost_usd"], abs=1e-6)
+    t = recorded.tokens
+    assert (t.input_tokens, t.output_tokens, t.cache_read_tokens, t.cache_write_tokens) == (
+        kpi["tokens"]["input"],
+        kpi["tokens"]["output"],
+        kpi["tokens"]["cached"],
+        kpi["tokens"]["cache_write"],
+    )
+    assert t.reasoning_tokens == kpi["tokens"]["reasoning"]

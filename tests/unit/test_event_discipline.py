@@ -1,0 +1,70 @@
+"""What the envelope refuses, and why: versions it cannot read, ambiguous timestamps, and
+text Postgres cannot store. Each refusal names the field, so the dead letter says it."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+from sqlalchemy.exc import DBAPIError
+
+from services.reporter.orphans import run_state
+from tally.errors import TransientError, ValidationFailed, is_permanent
+from tally.events import RunEvent, TaskCreated
+
+
+def task(**fields: object) -> bytes:
+    return json.dumps({"task_id": "t1", "title": "Add OAuth login", **fields}).encode()
+
+
+@pytest.mark.parametrize("version", [0, 2, 99])
+def test_a_schema_version_outside_the_supported_range_is_refused(version: int) -> None:
+    with pytest.raises(ValidationFailed, match="schema_version"):
+        TaskCreated.parse(task(schema_version=version))
+
+
+def test_the_supported_schema_version_is_read() -> None:
+    assert TaskCreated.parse(task(schema_version=1)).schema_version == 1
+
+
+def test_a_numeric_timestamp_is_refused_naming_the_field() -> None:
+    payload = {"run_id": "r", "at": 12345, "detail": {"kind": "phase_start", "phase": "p"}}
+    with pytest.raises(ValidationFailed, match=r"RunEvent\.at: .*ISO-8601"):
+        RunEvent.parse(json.dumps(payload))
+
+
+def test_an_iso_timestamp_is_read() -> None:
+    payload = {
+        "run_id": "r",
+        "at": "2026-03-02T09:00:00Z",
+        "detail": {"kind": "phase_start", "phase": "p"},
+    }
+    assert RunEvent.parse(json.dumps(payload)).at == datetime(2026, 3, 2, 9, tzinfo=UTC)
+
+
+def test_a_nul_character_is_refused_naming_where_it_is() -> None:
+    with pytest.raises(ValidationFailed, match=r"TaskCreated\.labels\.1: .*NUL"):
+        TaskCreated.parse(task(labels=["ok", "bad\u0000"]))
+
+
+def test_a_literal_backslash_u0000_is_not_a_nul() -> None:
+    assert TaskCreated.parse(task(title="escape \\u0000 in docs")).title == "escape \\u0000 in docs"
+
+
+def test_postgres_data_errors_are_permanent_and_connection_errors_are_not() -> None:
+    refused = asyncpg.exceptions.UntranslatableCharacterError("unsupported Unicode escape")
+    wrapped = DBAPIError("INSERT …", {}, refused)
+    assert is_permanent(refused) and is_permanent(wrapped)
+    assert not is_permanent(ConnectionResetError()) and not is_permanent(TransientError("x"))
+    assert is_permanent(ValidationFailed("x"))
+
+
+def test_a_run_with_events_and_no_start_becomes_an_orphan_after_the_window() -> None:
+    now = datetime(2026, 3, 2, 12, tzinfo=UTC)
+    window = timedelta(minutes=10)
+    assert run_state(None, now - timedelta(minutes=2), now, window) == "waiting_for_start"
+    assert run_state(None, now - timedelta(minutes=11), now, window) == "orphan"
+    assert run_state({"finished_at": None}, now - timedelta(days=1), now, window) == "in_progress"
+    assert run_state({"finished_at": now}, now, now, window) == "finished"
