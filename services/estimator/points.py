@@ -149,7 +149,9 @@ class HistoryIndex:
         self._values, self._codes = np.unique(self.points, return_inverse=True)
         docs = [_terms(f"{t.title} {t.description}") for t in self.tasks]
         self._vocab: dict[str, int] = {}
-        rows, cols, counts = [], [], []
+        rows: list[int] = []
+        cols: list[int] = []
+        counts: list[int] = []
         for i, doc in enumerate(docs):
             tf: dict[int, int] = defaultdict(int)
             for term in doc:
@@ -158,7 +160,7 @@ class HistoryIndex:
             cols.extend(tf.keys())
             counts.extend(tf.values())
         shape = (len(docs), max(len(self._vocab), 1))
-        matrix = sp.csr_matrix((np.array(counts, dtype=float), (rows, cols)), shape=shape)
+        matrix = sp.csr_matrix((np.array(counts, dtype=np.float64), (rows, cols)), shape=shape)
         df = np.bincount(matrix.indices, minlength=shape[1])
         self._idf = np.log((1.0 + len(docs)) / (1.0 + df)) + 1.0
         self._matrix = self._normalise(matrix)

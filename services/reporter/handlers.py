@@ -25,5 +25,7 @@ def register(bus: Bus) -> None:
                 "cost_usd": e.cost_usd,
                 "tokens": e.tokens.total,
                 "velocity": e.velocity,
+                #: a run totalled again after late events is sent again, with more events
+                "event_count": e.event_count,
             },
         )

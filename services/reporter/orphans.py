@@ -16,8 +16,8 @@ from typing import Any, Literal
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tally import metrics
 from tally.db.tables import run_events, runs
+from tally.metrics import ORPHAN_RUNS
 
 RunState = Literal["in_progress", "finished", "waiting_for_start", "orphan"]
 
@@ -58,7 +58,7 @@ def orphan_gauge(
 
     async def refresh_forever() -> None:
         while True:
-            metrics.ORPHAN_RUNS.set(await count_orphans(engine, clock(), orphan_after))
+            ORPHAN_RUNS.set(await count_orphans(engine, clock(), orphan_after))
             await asyncio.sleep(every_s)
 
     return refresh_forever
