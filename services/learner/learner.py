@@ -109,7 +109,8 @@ class Learner:
         self.models = models
         self.rewards = rewards
         self.checkpointer = Checkpointer(keep=settings.checkpoints_kept)
-        self._scores_locks: dict[str, asyncio.Lock] = {}
+        #: Per workspace: its runs are learned and announced one at a time.
+        self._locks: dict[str, asyncio.Lock] = {}
         self._dirty: set[str] = set()
         self._calibrating: dict[str, asyncio.Task[None]] = {}
 
@@ -146,32 +147,33 @@ class Learner:
             "reward": reward,
             "at": e.finished_at,
         }
-        recorded = await self.repo.record_run(
-            log_row,
-            run_row,
-            lambda current: update(
-                current or ModelScore(outcome.model, outcome.task_type, outcome.band), outcome
-            ),
-            self.learn,
-        )
-        if recorded is None:
-            # Learned before: the policy it led to is announced again (same event id), in
-            # case the process that learned it stopped before announcing it.
-            state = await self.repo.state(e.workspace)
-            if state is not None and state["version"] > 0:
-                await self.publish_policy(e.workspace, self.restore(state), e.correlation_id)
-            return False
-        metrics.SCORE_UPDATES.labels(outcome.model).inc()
-        # Runs are handled concurrently: reading and publishing the snapshot under one lock
-        # per workspace makes the last snapshot published include every committed run.
-        async with self._scores_locks.setdefault(e.workspace, asyncio.Lock()):
+        # One run of a workspace at a time (the database serialises them anyway): score
+        # snapshots, policy versions and checkpoints go out in the order they were made.
+        async with self._locks.setdefault(e.workspace, asyncio.Lock()):
+            recorded = await self.repo.record_run(
+                log_row,
+                run_row,
+                lambda current: update(
+                    current or ModelScore(outcome.model, outcome.task_type, outcome.band),
+                    outcome,
+                ),
+                self.learn,
+            )
+            if recorded is None:
+                # Learned before: the policy it led to is announced again (same event id),
+                # in case the process that learned it stopped before announcing it.
+                state = await self.repo.state(e.workspace)
+                if state is not None and state["version"] > 0:
+                    await self.publish_policy(e.workspace, self.restore(state), e.correlation_id)
+                return False
+            metrics.SCORE_UPDATES.labels(outcome.model).inc()
             rows = tuple(score_row(s) for s in await self.repo.scores(e.workspace))
             await self.bus.publish(e.child(ScoresUpdated, scores=rows))
-        if recorded.updated:
-            trainer = self.restore(recorded.state)
-            if trainer.version % self.settings.checkpoint_every == 0:
-                await self.checkpoint(e.workspace, trainer)
-            await self.publish_policy(e.workspace, trainer, e.correlation_id or e.event_id)
+            if recorded.updated:
+                trainer = self.restore(recorded.state)
+                if trainer.version % self.settings.checkpoint_every == 0:
+                    await self.checkpoint(e.workspace, trainer)
+                await self.publish_policy(e.workspace, trainer, e.correlation_id or e.event_id)
         self.schedule_calibration(e.workspace)
         return True
 

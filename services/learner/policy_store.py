@@ -132,6 +132,9 @@ class PolicyStore:
     ) -> int:
         """Save a checkpoint, then delete the workspace's checkpoints ``retain`` drops."""
         async with self.engine.begin() as conn:
+            # Replicas checkpoint one at a time, each seeing the others' checkpoints.
+            key = func.hashtextextended(f"policy_checkpoints|{workspace}", 0)
+            await conn.execute(select(func.pg_advisory_xact_lock(key)))
             new_id = await conn.scalar(
                 insert(policy_checkpoints)
                 .values(workspace=workspace, version=version, score=score, policy=policy)
