@@ -29,6 +29,8 @@ from tally.errors import PermanentError, TransientError
 from tally.events import (
     Estimate,
     PolicyUpdated,
+    ReleaseReply,
+    ReleaseRequest,
     Reservation,
     ReserveReply,
     ReserveRequest,
@@ -151,6 +153,27 @@ class Assigner:
         variant = pick_arm(experiment, e.task_id)
         return variant.strategy, arm_label(experiment, variant)
 
+    async def answer(self, e: TaskEstimated) -> TaskAssigned | TaskDeferred | None:
+        """Assign a newly estimated task, once.
+
+        A redelivered estimate is answered with the assignment already made for the task's
+        current attempt (the same model, the same reservation, the same event id); a task
+        still deferred is tried again at its attempt; an exhausted one is left alone.
+        """
+        state = await self.repo.task(e.task_id)
+        if state is None:
+            return await self.assign(e)
+        if state.status == "exhausted":
+            log.info("estimate_for_exhausted_task", task_id=e.task_id)
+            return None
+        failed = state.failed_models
+        return await self.assign(
+            state.estimated,
+            state.attempt,
+            failed_models=failed,
+            escalate_from=failed[-1] if failed else None,
+        )
+
     async def assign(
         self,
         e: TaskEstimated,
@@ -204,6 +227,9 @@ class Assigner:
         """Try ``ranked`` in order until a reservation is accepted; defer if none is."""
         refusals: list[ReserveReply] = []
         assignment_id = f"{e.task_id}-a{attempt}"
+        made = await self.repo.assigned(assignment_id)
+        if made is not None:  # a redelivery: announce the assignment made, reserve nothing
+            return await self._announce(e, made, failed_models)
         for i, cand in enumerate(ranked):
             reply = await self._reserve(e, cand, assignment_id)
             if not reply.ok:
@@ -232,11 +258,13 @@ class Assigner:
                     or utcnow() + timedelta(seconds=self.settings.reservation_ttl_s),
                 ),
             )
-            await self.repo.save(assigned)
-            await self.repo.set_task(e, "assigned", attempt, failed_models=failed_models)
-            await self.bus.publish(assigned)
+            kept = await self.repo.save(assigned)
+            if kept.reservation.reservation_id != reply.reservation_id:
+                # Another delivery of this task assigned it first: its reservation stands.
+                await self._release(e, reply.reservation_id)
+                return await self._announce(e, kept, failed_models)
             metrics.ASSIGNMENTS.labels(cand.model.name, strategy).inc()
-            return assigned
+            return await self._announce(e, assigned, failed_models)
         deferred = e.child(
             TaskDeferred,
             event_id=f"deferred-{assignment_id}",
@@ -258,6 +286,23 @@ class Assigner:
         await self.bus.publish(deferred)
         metrics.DEFERRALS.labels("quota" if refusals else "no_capable_model").inc()
         return deferred
+
+    async def _announce(
+        self, e: TaskEstimated, assigned: TaskAssigned, failed_models: tuple[str, ...]
+    ) -> TaskAssigned:
+        """Mark the task assigned and publish ``assigned`` (again, under the same event id)."""
+        await self.repo.set_task(e, "assigned", assigned.attempt, failed_models=failed_models)
+        await self.bus.publish(assigned)
+        return assigned
+
+    async def _release(self, e: TaskEstimated, reservation_id: str) -> None:
+        reply = await self.bus.request(
+            e.child(ReleaseRequest, reservation_id=reservation_id),
+            ReleaseReply,
+            step="quota",
+            timeout=self.settings.quota_timeout_s,
+        )
+        log.info("duplicate_reservation_released", task_id=e.task_id, status=reply.status)
 
     async def _reserve(self, e: TaskEstimated, cand: Candidate, assignment_id: str) -> ReserveReply:
         return await self.bus.request(
@@ -286,8 +331,13 @@ class Assigner:
             return None
         a = await self.repo.assignment_for(e.reservation_id, e.task_id)
         state = await self.repo.task(e.task_id)
-        if a is None or state is None or state.attempt > a.attempt:
-            return None  # not ours, or this failure was already escalated
+        if a is None or state is None:
+            return None  # not ours
+        if state.attempt > a.attempt:  # already escalated: announce that assignment again
+            made = await self.repo.assigned(f"{e.task_id}-a{state.attempt}")
+            if made is not None:
+                return await self._announce(state.estimated, made, state.failed_models)
+            return None
         failed = tuple(dict.fromkeys((*state.failed_models, a.model)))
         if a.attempt >= self.settings.max_attempts:
             await self.repo.set_task(

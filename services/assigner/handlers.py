@@ -43,7 +43,7 @@ def register(bus: Bus, assigner: Assigner, wake: Any = None) -> None:
 
     @bus.on(TaskEstimated)
     async def on_estimated(e: TaskEstimated) -> None:
-        await assigner.assign(e)
+        await assigner.answer(e)
 
     @bus.on(RunRecorded)
     async def on_recorded(e: RunRecorded) -> None:

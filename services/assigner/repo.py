@@ -33,11 +33,15 @@ class AssignmentRepo:
         self.engine = engine
         self.namespace = namespace
 
-    async def save(self, a: TaskAssigned) -> None:
-        """Record an assignment; a repeated one (redelivery) changes nothing."""
+    async def save(self, a: TaskAssigned) -> TaskAssigned:
+        """Record an assignment unless one with its id exists; return the one kept.
+
+        The first stored assignment wins: a concurrent attempt at the same assignment gets
+        the stored one back (and must give up its own reservation).
+        """
         async with self.engine.begin() as conn:
-            await conn.execute(
-                insert(assignments).on_conflict_do_nothing(),
+            inserted = await conn.execute(
+                insert(assignments).on_conflict_do_nothing().returning(assignments.c.detail),
                 {
                     "assignment_id": a.assignment_id,
                     "task_id": a.task_id,
@@ -51,6 +55,19 @@ class AssignmentRepo:
                     "detail": a.model_dump(mode="json"),
                 },
             )
+            if inserted.first() is not None:
+                return a
+        stored = await self.assigned(a.assignment_id)
+        if stored is None:  # pragma: no cover - rows are never deleted
+            raise RuntimeError(f"assignment {a.assignment_id} vanished")
+        return stored
+
+    async def assigned(self, assignment_id: str) -> TaskAssigned | None:
+        """The assignment already made under ``assignment_id``, as it was announced."""
+        stmt = select(assignments.c.detail).where(assignments.c.assignment_id == assignment_id)
+        async with self.engine.connect() as conn:
+            detail = await conn.scalar(stmt)
+        return None if detail is None else TaskAssigned.model_validate(detail)
 
     async def set_task(
         self,

@@ -8,6 +8,7 @@ import contextlib
 from faststream.asgi import AsgiFastStream
 
 from services.learner import handlers
+from services.learner.daily import DailyPass
 from services.learner.learner import Learner
 from services.learner.repo import LearnerRepo
 from services.learner.rewards import RewardSelection, default_registry
@@ -37,7 +38,7 @@ def create_app(settings: LearnerSettings | None = None) -> AsgiFastStream:
     @kit.after_startup
     async def start_daily() -> None:
         if settings.daily_enabled:
-            daily.append(asyncio.create_task(learner.daily()))
+            daily.append(asyncio.create_task(DailyPass(learner).run()))
 
     @kit.on_shutdown
     async def stop() -> None:

@@ -1,14 +1,16 @@
-"""The learner's state between events: per-workspace policy trainers and calibrations.
+"""The learner: each recorded run updates scores, the routing policy and calibration.
 
-Handlers hand each recorded run to :class:`Learner`; it persists it through the repo,
-updates the routing policy, schedules a (debounced) calibration and publishes what
-changed. The daily pass and the ``learner.report`` answers live here too.
+Handlers hand each recorded run to :class:`Learner`. In one transaction the repo stores the
+run, its score row and the workspace's policy trainer with the run learned (see
+:mod:`services.learner.policy_store`): a crash loses nothing and a redelivered run changes
+nothing. Then the learner publishes what changed, checkpoints every few versions and
+schedules a (debounced) calibration. The daily pass is in :mod:`services.learner.daily`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -16,11 +18,16 @@ import structlog
 from services.learner import reports
 from services.learner.calibration import error_trend, token_factors, velocity_fits
 from services.learner.policy import Checkpointer, RoutingPolicy
+from services.learner.policy_store import State
 from services.learner.repo import LearnerRepo
 from services.learner.rewards import RewardRegistry, RunSignals
 from services.learner.settings import LearnerSettings
 from services.learner.stats import ModelScore, RunOutcome, update
-from services.learner.training import LearnedRun, PolicyTrainer, evaluate, retrain
+from services.learner.training import (
+    LearnedRun,
+    PolicyTrainer,
+    evaluate,
+)
 from tally import metrics
 from tally.bus import Bus
 from tally.events import (
@@ -102,12 +109,8 @@ class Learner:
         self.models = models
         self.rewards = rewards
         self.checkpointer = Checkpointer(keep=settings.checkpoints_kept)
-        self.trainers: dict[str, PolicyTrainer] = {}
-        self._trainer_lock = asyncio.Lock()
-        #: One policy change at a time per workspace, so versions are saved and published
-        #: in order even though runs are handled concurrently.
-        self._policy_locks: dict[str, asyncio.Lock] = {}
-        self._scores_locks: dict[str, asyncio.Lock] = {}
+        #: Per workspace: its runs are learned and announced one at a time.
+        self._locks: dict[str, asyncio.Lock] = {}
         self._dirty: set[str] = set()
         self._calibrating: dict[str, asyncio.Task[None]] = {}
 
@@ -144,23 +147,33 @@ class Learner:
             "reward": reward,
             "at": e.finished_at,
         }
-        recorded = await self.repo.record_run(
-            log_row,
-            run_row,
-            lambda current: update(
-                current or ModelScore(outcome.model, outcome.task_type, outcome.band), outcome
-            ),
-        )
-        if recorded is None:
-            return False
-        _, run = recorded
-        metrics.SCORE_UPDATES.labels(outcome.model).inc()
-        # Runs are handled concurrently: reading and publishing the snapshot under one lock
-        # per workspace makes the last snapshot published include every committed run.
-        async with self._scores_locks.setdefault(e.workspace, asyncio.Lock()):
+        # One run of a workspace at a time (the database serialises them anyway): score
+        # snapshots, policy versions and checkpoints go out in the order they were made.
+        async with self._locks.setdefault(e.workspace, asyncio.Lock()):
+            recorded = await self.repo.record_run(
+                log_row,
+                run_row,
+                lambda current: update(
+                    current or ModelScore(outcome.model, outcome.task_type, outcome.band),
+                    outcome,
+                ),
+                self.learn,
+            )
+            if recorded is None:
+                # Learned before: the policy it led to is announced again (same event id),
+                # in case the process that learned it stopped before announcing it.
+                state = await self.repo.state(e.workspace)
+                if state is not None and state["version"] > 0:
+                    await self.publish_policy(e.workspace, self.restore(state), e.correlation_id)
+                return False
+            metrics.SCORE_UPDATES.labels(outcome.model).inc()
             rows = tuple(score_row(s) for s in await self.repo.scores(e.workspace))
             await self.bus.publish(e.child(ScoresUpdated, scores=rows))
-        await self.learn_policy(e.workspace, run, e)
+            if recorded.updated:
+                trainer = self.restore(recorded.state)
+                if trainer.version % self.settings.checkpoint_every == 0:
+                    await self.checkpoint(e.workspace, trainer)
+                await self.publish_policy(e.workspace, trainer, e.correlation_id or e.event_id)
         self.schedule_calibration(e.workspace)
         return True
 
@@ -176,41 +189,52 @@ class Learner:
             pool_strength=s.pool_strength,
         )
 
-    async def trainer(self, workspace: str) -> PolicyTrainer:
-        """The workspace's trainer, resumed from its newest checkpoint on first use."""
-        async with self._trainer_lock:
-            if workspace not in self.trainers:
-                stored = await self.repo.latest_checkpoint(workspace)
-                policy = RoutingPolicy.from_dict(stored.policy) if stored else self.new_policy()
-                for model in self.models:
-                    if model not in policy.models:
-                        policy.models.append(model)
-                self.trainers[workspace] = PolicyTrainer(
-                    policy,
-                    group_size=self.settings.group_size,
-                    held_out_share=self.settings.held_out_share,
-                    version=stored.version if stored else 0,
-                )
-                if stored:
-                    log.info("policy_resumed", workspace=workspace, version=stored.version)
-            return self.trainers[workspace]
+    def restore(self, state: State | None) -> PolicyTrainer:
+        """A trainer from stored state (a new policy without it); registry models added."""
+        s = self.settings
+        trainer = (
+            PolicyTrainer.from_state(
+                state, group_size=s.group_size, held_out_share=s.held_out_share
+            )
+            if state is not None
+            else PolicyTrainer(
+                self.new_policy(), group_size=s.group_size, held_out_share=s.held_out_share
+            )
+        )
+        for model in self.models:
+            if model not in trainer.policy.models:
+                trainer.policy.models.append(model)
+        return trainer
 
-    async def learn_policy(self, workspace: str, run: LearnedRun, cause: RunRecorded) -> None:
-        """Feed a run to the policy; publish (and maybe checkpoint) when it changed."""
-        trainer = await self.trainer(workspace)
-        async with self._policy_locks.setdefault(workspace, asyncio.Lock()):
-            if trainer.observe(run) is None:
-                return
-            if trainer.version % self.settings.checkpoint_every == 0:
-                await self.checkpoint(workspace, trainer)
-            await self.publish_policy(workspace, trainer, cause.correlation_id or cause.event_id)
+    def learn(self, run: LearnedRun, state: State | None) -> tuple[State, bool]:
+        """Feed one run to the workspace's trainer state; whether its version moved.
+
+        Called inside the transaction that records the run (see ``LearnerRepo.record_run``).
+        """
+        trainer = self.restore(state)
+        updated = trainer.observe(run) is not None
+        return trainer.to_state(), updated
+
+    async def trainer(self, workspace: str) -> PolicyTrainer:
+        """The workspace's trainer as last committed (from its newest checkpoint, or new,
+        if it has none yet)."""
+        return self.restore(await self.repo.state(workspace))
 
     async def checkpoint(self, workspace: str, trainer: PolicyTrainer) -> int:
-        """Save the policy with its held-out score; keep the best few and the newest."""
+        """Save the policy with its held-out score; keep the best few and the newest.
+
+        ``trainer`` must be this call's own (evaluation runs in a worker thread).
+        """
         runs = await self.repo.learned_runs(workspace)
-        score = evaluate(trainer.policy, runs, self.settings.held_out_share).policy
+        held_out = await asyncio.to_thread(
+            evaluate, trainer.policy, runs, self.settings.held_out_share
+        )
         return await self.repo.save_checkpoint(
-            workspace, trainer.version, score, trainer.policy.to_dict(), self.checkpointer.retain
+            workspace,
+            trainer.version,
+            held_out.policy,
+            trainer.policy.to_dict(),
+            self.checkpointer.retain,
         )
 
     async def publish_policy(
@@ -272,70 +296,6 @@ class Learner:
         await self.bus.publish(event)
         return event
 
-    # -- the daily pass -------------------------------------------------------------------
-    async def relearn(self, workspace: str) -> dict[str, Any]:
-        """Recompute calibration and policy from the full history; store what changed."""
-        async with self._policy_locks.setdefault(workspace, asyncio.Lock()):
-            return await self._relearn(workspace)
-
-    async def _relearn(self, workspace: str) -> dict[str, Any]:
-        before_cal = await self.repo.latest_calibration(workspace) or {}
-        after_cal = await self.calibrate(workspace)
-        current = await self.trainer(workspace)
-        runs = await self.repo.learned_runs(workspace)
-        s = self.settings
-        fresh = retrain(
-            runs,
-            current.policy,
-            group_size=s.group_size,
-            held_out_share=s.held_out_share,
-            gamma=s.gamma,
-        )
-        before_eval = evaluate(current.policy, runs, s.held_out_share)
-        after_eval = evaluate(fresh.policy, runs, s.held_out_share)
-        fresh.version = current.version + 1
-        fresh.pending = current.pending
-        report = {
-            "runs": len(runs),
-            "calibration": {
-                "velocity_before": before_cal.get("velocity", {}),
-                "velocity_after": {k: list(v) for k, v in after_cal.velocity.items()},
-                "token_factors_before": before_cal.get("token_factors", {}),
-                "token_factors_after": after_cal.token_factors,
-                "error_trend": after_cal.error_trend.model_dump()
-                if after_cal.error_trend
-                else None,
-            },
-            "policy": {
-                "version_before": current.version,
-                "version_after": fresh.version,
-                "changes": reports.changes(current.probabilities(), fresh.probabilities()),
-                "held_out_before": vars(before_eval),
-                "held_out_after": vars(after_eval),
-            },
-        }
-        self.trainers[workspace] = fresh
-        await self.checkpoint(workspace, fresh)
-        await self.publish_policy(workspace, fresh)
-        await self.repo.save_report(workspace, report)
-        log.info("relearned", workspace=workspace, runs=len(runs), version=fresh.version)
-        return report
-
-    async def relearn_all(self) -> None:
-        for workspace in await self.repo.workspaces():
-            await self.relearn(workspace)
-
-    async def daily(self, now: datetime | None = None) -> None:
-        """Run :meth:`relearn_all` every day at ``daily_at`` (UTC), until cancelled."""
-        while True:
-            wait = seconds_until(self.settings.daily_at, now or datetime.now(UTC))
-            now = None
-            await asyncio.sleep(wait)
-            try:
-                await self.relearn_all()
-            except Exception as exc:  # tomorrow's pass must still run
-                log.error("daily_learning_failed", error=repr(exc))
-
     async def close(self) -> None:
         """Stop background calibrations (their state is rebuilt from Postgres)."""
         for task in list(self._calibrating.values()):
@@ -385,13 +345,3 @@ class Learner:
             ),
             "held_out": vars(held_out),
         }
-
-
-def seconds_until(at: time, now: datetime) -> float:
-    """Seconds from ``now`` to the next time of day ``at`` (UTC); a full day if it is now."""
-    target = now.astimezone(UTC).replace(
-        hour=at.hour, minute=at.minute, second=at.second, microsecond=0
-    )
-    if target <= now:
-        target += timedelta(days=1)
-    return (target - now).total_seconds()

@@ -7,18 +7,25 @@ estimates) and the assigner's ``assignments`` (experiment arms).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.learner.abtest import arm_name
 from services.learner.calibration import VelocityRow
-from services.learner.policy import Checkpoint
+from services.learner.policy_store import (
+    PolicyStore,
+    State,
+    learned_runs,
+    load_state,
+    lock_workspace,
+    save_state,
+)
 from services.learner.stats import ModelScore
 from services.learner.training import LearnedRun
 from tally.db.tables import (
@@ -28,29 +35,23 @@ from tally.db.tables import (
     learner_runs,
     learning_reports,
     model_scores,
-    policy_checkpoints,
     velocity_logs,
 )
 
 
 @dataclass(frozen=True)
-class StoredCheckpoint:
-    """A checkpoint row: its id, version, score and the policy saved with it."""
+class Recorded:
+    """What recording one run changed: its score row, the run, and the trainer state."""
 
-    checkpoint: Checkpoint
-    version: int
-    policy: dict[str, Any]
-
-
-def _learned(r: Any) -> LearnedRun:
-    return LearnedRun(
-        r.run_id, r.task_id, r.model, r.task_type, r.band, r.reward, r.cost_usd, r.at, r.attempt
-    )
+    score: ModelScore
+    run: LearnedRun
+    state: State
+    #: Whether the policy's preferences moved (a new version), not only its evidence.
+    updated: bool
 
 
-class LearnerRepo:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
+class LearnerRepo(PolicyStore):
+    """The learner's tables; trainer state and checkpoints come from :class:`PolicyStore`."""
 
     # -- recording runs ------------------------------------------------------------------
     async def record_run(
@@ -58,14 +59,17 @@ class LearnerRepo:
         log_row: dict[str, Any],
         run_row: dict[str, Any],
         apply: Callable[[ModelScore | None], ModelScore],
-    ) -> tuple[ModelScore, LearnedRun] | None:
-        """Log a run, store its facts and apply it to its score row, once.
+        learn: Callable[[LearnedRun, State | None], tuple[State, bool]],
+    ) -> Recorded | None:
+        """Log a run, store its facts, apply it to its score row and to the policy, once.
 
         The velocity log's primary key is the run id: if the run was already logged (a
         redelivery, or the tracker recording it twice), nothing changes and None is
         returned. Otherwise, in one transaction: the log gets the type's historical
         velocity and the change against it, the run gets its attempt number and the
-        task's estimated tokens, and ``apply`` turns the current score into the new one.
+        task's estimated tokens, ``apply`` turns the current score into the new one, and
+        ``learn`` turns the workspace's trainer state into the new one (and says whether
+        the policy's version moved).
         """
         key = (run_row["workspace"], run_row["model"], run_row["task_type"], run_row["band"])
         async with self.engine.begin() as conn:
@@ -102,6 +106,9 @@ class LearnerRepo:
             )
             row = {**run_row, "attempt": int(earlier or 0) + 1, "estimated_tokens": estimated}
             await conn.execute(insert(learner_runs).on_conflict_do_nothing(), row)
+            # The workspace's lock first, then the score row's: every run takes them in
+            # this order.
+            await lock_workspace(conn, key[0])
             # Runs are learned concurrently: one lock per score row, held to the commit, so
             # two runs of the same model and class never read the same old row. (A row
             # lock would not do: the first two runs of a class find no row to lock.)
@@ -127,7 +134,7 @@ class LearnerRepo:
                     },
                 )
             )
-            return score, LearnedRun(
+            run = LearnedRun(
                 row["run_id"],
                 row["task_id"],
                 row["model"],
@@ -138,6 +145,9 @@ class LearnerRepo:
                 row["at"],
                 row["attempt"],
             )
+            state, updated = learn(run, await load_state(conn, key[0]))
+            await save_state(conn, key[0], state)
+            return Recorded(score, run, state, updated)
 
     @staticmethod
     async def _score(
@@ -216,14 +226,7 @@ class LearnerRepo:
     async def learned_runs(self, workspace: str) -> list[LearnedRun]:
         """Every recorded run of a workspace, oldest first."""
         async with self.engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(learner_runs)
-                    .where(learner_runs.c.workspace == workspace)
-                    .order_by(learner_runs.c.at, learner_runs.c.run_id)
-                )
-            ).all()
-        return [_learned(r) for r in rows]
+            return await learned_runs(conn, workspace)
 
     async def arm_runs(self, workspace: str, experiment: str) -> list[dict[str, Any]]:
         """Runs of the workspace's tasks that the assigner assigned under ``experiment``.
@@ -315,71 +318,3 @@ class LearnerRepo:
                 )
             ).first()
         return (row.created_at, row.report) if row else None
-
-    # -- policy checkpoints ---------------------------------------------------------------
-    async def save_checkpoint(
-        self,
-        workspace: str,
-        version: int,
-        score: float | None,
-        policy: dict[str, Any],
-        retain: Callable[[Sequence[Checkpoint]], Sequence[Checkpoint]],
-    ) -> int:
-        """Save a checkpoint, then delete the workspace's checkpoints ``retain`` drops."""
-        async with self.engine.begin() as conn:
-            new_id = await conn.scalar(
-                insert(policy_checkpoints)
-                .values(workspace=workspace, version=version, score=score, policy=policy)
-                .returning(policy_checkpoints.c.id)
-            )
-            rows = (
-                await conn.execute(
-                    select(
-                        policy_checkpoints.c.id,
-                        policy_checkpoints.c.created_at,
-                        policy_checkpoints.c.score,
-                    ).where(policy_checkpoints.c.workspace == workspace)
-                )
-            ).all()
-            # The id breaks ties between checkpoints saved within one clock tick.
-            items = [Checkpoint(str(r.id), r.created_at, r.score) for r in rows]
-            kept = {c.id for c in retain(items)}
-            dropped = [int(c.id) for c in items if c.id not in kept]
-            if dropped:
-                await conn.execute(
-                    delete(policy_checkpoints).where(policy_checkpoints.c.id.in_(dropped))
-                )
-        return int(new_id)
-
-    async def latest_checkpoint(self, workspace: str) -> StoredCheckpoint | None:
-        """The newest checkpoint of a workspace (highest version, then newest)."""
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(policy_checkpoints)
-                    .where(policy_checkpoints.c.workspace == workspace)
-                    .order_by(
-                        policy_checkpoints.c.created_at.desc(), policy_checkpoints.c.id.desc()
-                    )
-                    .limit(1)
-                )
-            ).first()
-        if row is None:
-            return None
-        return StoredCheckpoint(
-            Checkpoint(str(row.id), row.created_at, row.score), row.version, row.policy
-        )
-
-    async def checkpoints(self, workspace: str) -> list[StoredCheckpoint]:
-        async with self.engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(policy_checkpoints)
-                    .where(policy_checkpoints.c.workspace == workspace)
-                    .order_by(policy_checkpoints.c.id)
-                )
-            ).all()
-        return [
-            StoredCheckpoint(Checkpoint(str(r.id), r.created_at, r.score), r.version, r.policy)
-            for r in rows
-        ]

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 from services.learner.abtest import is_held_out
 from services.learner.policy import RoutingPolicy, credit
@@ -89,6 +90,42 @@ class PolicyTrainer:
     def probabilities(self) -> dict[str, dict[str, float]]:
         """Routing probabilities of every class the policy knows, by ``"<type>|<band>"``."""
         return {policy_key(*k): self.policy.probabilities(*k) for k in self.policy.classes()}
+
+    def to_state(self) -> dict[str, Any]:
+        """The whole trainer as plain JSON: policy (with evidence), version, pending groups."""
+        return {
+            "version": self.version,
+            "policy": self.policy.to_dict(),
+            "pending": [
+                {"task_type": tt, "band": band, "runs": [_run_dict(r) for r in runs]}
+                for (tt, band), runs in sorted(self.pending.items())
+            ],
+        }
+
+    @classmethod
+    def from_state(
+        cls, state: Mapping[str, Any], *, group_size: int, held_out_share: float
+    ) -> PolicyTrainer:
+        """Restore a trainer saved with :meth:`to_state` (or from a checkpoint's policy,
+        which has no pending groups)."""
+        return cls(
+            RoutingPolicy.from_dict(state["policy"]),
+            group_size=group_size,
+            held_out_share=held_out_share,
+            version=int(state.get("version", 0)),
+            pending={
+                (g["task_type"], g["band"]): [_run_from(r) for r in g["runs"]]
+                for g in state.get("pending", [])
+            },
+        )
+
+
+def _run_dict(r: LearnedRun) -> dict[str, Any]:
+    return {**asdict(r), "at": r.at.isoformat()}
+
+
+def _run_from(d: Mapping[str, Any]) -> LearnedRun:
+    return LearnedRun(**{**d, "at": datetime.fromisoformat(d["at"])})
 
 
 def credited(runs: Iterable[LearnedRun], gamma: float = 0.9) -> list[LearnedRun]:

@@ -14,6 +14,7 @@ from services.quota.ledger import QuotaLedger
 from services.quota.reservations import QuotaStore, utc_now
 from services.quota.settings import QuotaSettings
 from services.quota.subscriptions import load_subscriptions
+from services.quota.switches import FreezeSwitches
 from tally.db import create_engine
 from tally.redis import connect_redis
 from tally.service import ServiceKit
@@ -41,7 +42,12 @@ def create_app(
         kit.bus, store, ledger, subscriptions.names, concurrency=settings.responder_concurrency
     )
     handlers.register_admin(
-        kit.bus, store, ledger, subscriptions.names, settings.rebuild_default_ttl_s
+        kit.bus,
+        store,
+        ledger,
+        subscriptions.names,
+        settings.rebuild_default_ttl_s,
+        FreezeSwitches(engine, store.namespace),
     )
     async def sweep_forever() -> None:
         while True:

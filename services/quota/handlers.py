@@ -14,6 +14,7 @@ from services.quota.rebuild import ledger_state
 from services.quota.reservations import QuotaStore
 from services.quota.restore import QuotaRestorer
 from services.quota.subscriptions import UnknownSubscriptionError
+from services.quota.switches import FreezeSwitches
 from services.quota.windows import Alert, Usage, micro_to_usd
 from tally import metrics
 from tally.bus import Bus
@@ -130,9 +131,17 @@ async def export_usage(store: QuotaStore, names: list[str]) -> None:
 
 
 async def rebuild_from_ledger(
-    store: QuotaStore, ledger: QuotaLedger, names: list[str], default_ttl_s: int
+    store: QuotaStore,
+    ledger: QuotaLedger,
+    names: list[str],
+    default_ttl_s: int,
+    switches: FreezeSwitches | None = None,
 ) -> RebuildReply:
-    """Restore Redis from the ledger rows of this month and the previous one."""
+    """Restore Redis from the ledger rows of this month and the previous one.
+
+    With ``switches``, the recorded freeze switches are restored too (a subscription with
+    no record keeps whatever Redis holds).
+    """
     now = store.now()
     previous = (now.replace(day=1) - timedelta(days=1)).strftime("%Y-%m")
     windows, live = ledger_state(await ledger.rows_since(previous), default_ttl_s)
@@ -140,33 +149,50 @@ async def rebuild_from_ledger(
     windows = [w for w in windows if w.subscription in known]
     live = [r for r in live if r.subscription in known]
     written, restored = await QuotaRestorer(store).restore(windows, live)
+    recorded = await switches.all() if switches is not None else {}
+    for name, frozen in recorded.items():
+        if name in known:
+            await (store.freeze(name) if frozen else store.unfreeze(name))
     per_sub = [
         {
             "subscription": name,
             "windows": sum(1 for w in windows if w.subscription == name),
             "reservations": sum(1 for r in live if r.subscription == name),
+            "frozen": recorded.get(name, False),
         }
         for name in names
     ]
-    return RebuildReply(windows=written, reservations=restored, subscriptions=per_sub)
+    return RebuildReply(
+        windows=written,
+        reservations=restored,
+        subscriptions=per_sub,
+        frozen=sorted(n for n, f in recorded.items() if f and n in known),
+    )
 
 
 def register_admin(
-    bus: Bus, store: QuotaStore, ledger: QuotaLedger, names: list[str], default_ttl_s: int
+    bus: Bus,
+    store: QuotaStore,
+    ledger: QuotaLedger,
+    names: list[str],
+    default_ttl_s: int,
+    switches: FreezeSwitches,
 ) -> None:
     """Subscribe the operator's requests: freeze/unfreeze and rebuild from the ledger."""
 
     @bus.responder(FreezeRequest)
     async def on_freeze(r: FreezeRequest) -> FreezeReply:
         try:
-            if r.frozen:
-                await store.freeze(r.subscription)
-            else:
-                await store.unfreeze(r.subscription)
+            store.subscription(r.subscription)
         except UnknownSubscriptionError as exc:
             raise PermanentError(
                 f"unknown subscription {r.subscription!r}; known: {', '.join(names)}"
             ) from exc
+        flip = store.freeze if r.frozen else store.unfreeze
+        try:
+            await switches.set(r.subscription, r.frozen, lambda: flip(r.subscription))
+        except SQLAlchemyError as exc:
+            raise TransientError(f"freeze switch not recorded: {exc}") from exc
         log.info("quota_frozen" if r.frozen else "quota_unfrozen", subscription=r.subscription)
         if not r.frozen:
             await announce_freed(bus, r, r.subscription, "unfreeze")
@@ -175,8 +201,13 @@ def register_admin(
     # One rebuild at a time: two at once would only write the same counters twice.
     @bus.responder(RebuildRequest, concurrency=1)
     async def on_rebuild(r: RebuildRequest) -> RebuildReply:
-        reply = await rebuild_from_ledger(store, ledger, names, default_ttl_s)
-        log.info("quota_rebuilt", windows=reply.windows, reservations=reply.reservations)
+        reply = await rebuild_from_ledger(store, ledger, names, default_ttl_s, switches)
+        log.info(
+            "quota_rebuilt",
+            windows=reply.windows,
+            reservations=reply.reservations,
+            frozen=reply.frozen,
+        )
         for name in names:
             await announce_freed(bus, r, name, "rebuild")
         return reply

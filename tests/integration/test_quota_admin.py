@@ -146,6 +146,39 @@ async def test_freeze_refuses_reservations_until_unfrozen(
     assert "ghost" in unknown.output
 
 
+async def flush_redis(h: Harness) -> None:
+    """Lose every Redis key of the test's namespace, as a Redis without persistence would."""
+    redis = connect_redis(h.settings.redis_url)
+    keys = [k async for k in redis.scan_iter(match=f"*{h.settings.namespace}*")]
+    if keys:
+        await redis.delete(*keys)
+    await redis.aclose()
+
+
+async def test_the_freeze_switch_survives_redis_losing_its_data(
+    harness: Harness, subscriptions: Path, team: str
+) -> None:
+    h = harness
+    await h.start("quota", subscriptions_path=subscriptions)
+    assert (await cli(h, "freeze", team)).exit_code == 0
+    await flush_redis(h)
+
+    rebuilt = await cli(h, "rebuild", "--json")
+    assert rebuilt.exit_code == 0, rebuilt.output
+    refused = await reserve(h, team, 10)
+    assert not refused.ok and refused.reason == "frozen"
+    assert json_out(rebuilt)["frozen"] == [team]
+    assert "(frozen)" in (await cli(h)).stdout
+
+    # Unfreezing is recorded too: a later loss and rebuild does not freeze it again.
+    assert (await cli(h, "unfreeze", team)).exit_code == 0
+    await flush_redis(h)
+    rebuilt = await cli(h, "rebuild")
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert "(frozen)" not in rebuilt.stdout
+    assert (await reserve(h, team, 10)).ok
+
+
 async def test_rebuild_restores_counters_and_live_reservations_after_redis_loses_them(
     harness: Harness, subscriptions: Path, team: str
 ) -> None:
@@ -161,10 +194,7 @@ async def test_rebuild_restores_counters_and_live_reservations_after_redis_loses
         before = await day(h, team)
         assert (before["used_tokens"], before["reserved_tokens"]) == (300, 500)
 
-        redis = connect_redis(h.settings.redis_url)
-        keys = [k async for k in redis.scan_iter(match=f"*{h.settings.namespace}*")]
-        await redis.delete(*keys)
-        await redis.aclose()
+        await flush_redis(h)
         lost = await day(h, team)
         assert (lost["used_tokens"], lost["reserved_tokens"]) == (0, 0)
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, time, timedelta
 import pytest
 
 from services.learner.abtest import is_held_out
-from services.learner.learner import seconds_until
+from services.learner.daily import seconds_until
 from services.learner.policy import RoutingPolicy
 from services.learner.reports import accuracy, changes, experiment_summary, model_comparison
 from services.learner.stats import ModelScore, RunOutcome, update

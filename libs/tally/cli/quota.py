@@ -120,7 +120,7 @@ def unfreeze(
 
 @app.command("rebuild")
 def rebuild(as_json: bool = JsonOpt) -> None:
-    """Restore the Redis counters and live reservations from the Postgres ledger."""
+    """Restore the Redis counters, live reservations and freeze switches from Postgres."""
     reply = run(_ask(RebuildRequest(source="cli"), RebuildReply))
     if as_json:
         emit_json(reply)
@@ -130,7 +130,9 @@ def rebuild(as_json: bool = JsonOpt) -> None:
         "from the ledger"
     )
     for row in reply.subscriptions:
+        frozen = " (frozen)" if row.get("frozen") else ""
         console.print(
-            f"  {row['subscription']}: {row['windows']} windows, {row['reservations']} live",
+            f"  {row['subscription']}: {row['windows']} windows, {row['reservations']} live"
+            + frozen,
             highlight=False,
         )

@@ -261,6 +261,18 @@ quota_ledger = Table(
     comment="writer: quota (append-only)",
 )
 
+#: Each subscription's freeze switch per installation ``namespace``: the durable record
+#: the Redis switch is restored from after Redis lost its data (``tally quota rebuild``).
+quota_switches = Table(
+    "quota_switches",
+    metadata,
+    Column("namespace", String(64), primary_key=True),
+    Column("subscription", String(64), primary_key=True),
+    Column("frozen", Boolean, nullable=False),
+    Column("changed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    comment="writer: quota",
+)
+
 # -- learner ------------------------------------------------------------------------------
 model_scores = Table(
     "model_scores",
@@ -331,6 +343,18 @@ learner_runs = Table(
     Column("at", DateTime(timezone=True), nullable=False),
     Index("ix_learner_runs_workspace_at", "workspace", "at"),
     Index("ix_learner_runs_task_id", "task_id"),
+    comment="writer: learner",
+)
+
+#: Each workspace's routing-policy trainer (policy with its evidence, version and the runs
+#: waiting for a full group), written in the same transaction as the run it learned from.
+learner_state = Table(
+    "learner_state",
+    metadata,
+    Column("workspace", String(64), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("state", JSONB, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     comment="writer: learner",
 )
 

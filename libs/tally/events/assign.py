@@ -51,6 +51,8 @@ class RebuildReply(Model):
     windows: int
     reservations: int
     subscriptions: list[dict[str, Any]] = Field(default_factory=list)
+    #: Subscriptions whose recorded freeze switch was restored as frozen.
+    frozen: list[str] = Field(default_factory=list)
 
 
 class QuotaFreed(Event):
