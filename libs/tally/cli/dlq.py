@@ -157,6 +157,8 @@ def show(
     for item in letters:
         letter = item.letter
         payload = letter.payload if len(letter.payload) <= 200 else letter.payload[:200] + "…"
+        if letter.payload_ref:
+            payload += f" ({letter.payload_size:,} bytes, kept whole: {letter.payload_ref})"
         console.print(
             f"[bold]#{item.id} {letter.failed_at:%Y-%m-%d %H:%M:%S}Z {letter.service}[/] "
             f"{letter.subject} (delivery {letter.deliveries}): [red]{letter.error}[/]\n"
@@ -167,6 +169,15 @@ def show(
         console.print(f"[dim]more: tally dlq --before {letters[-1].id}[/]", highlight=False)
     elif more:
         console.print(f"[dim]more: raise --limit (now {limit})[/]", highlight=False)
+
+
+async def _original_body(client: TallyClient, letter: DeadLetter) -> bytes:
+    """The whole body a letter stands for: kept in the object store when it was cut."""
+    if not letter.payload_ref:
+        return letter.payload.encode("utf-8")
+    bucket, _, key = letter.payload_ref.partition("/")
+    kept = await (await client.js.object_store(bucket)).get(key)
+    return bytes(kept.data or b"")
 
 
 async def replay_letters(ids: list[int], payload: bytes | None) -> list[dict[str, Any]]:
@@ -194,7 +205,7 @@ async def replay_letters(ids: list[int], payload: bytes | None) -> list[dict[str
                     code=EXIT_BAD_INPUT,
                 )
             headers = {k: v for k, v in letter.headers.items() if not k.startswith("Nats-Expected")}
-            body = payload if payload is not None else letter.payload.encode("utf-8")
+            body = payload if payload is not None else await _original_body(client, letter)
             digest = hashlib.sha256(body).hexdigest()[:32]
             headers["Nats-Msg-Id"] = f"replay:{letter_id}:{digest}"
             headers[REPLAY_HEADER] = str(letter_id)

@@ -5,7 +5,7 @@ tracker first handled the finish (its own clock), from which it waits a bounded 
 the run's events before recording what it has. Events that arrive later re-total the run.
 
 Revision ID: 0007_run_revisions
-Revises: 0004_wider_ids
+Revises: 0005_freeze_learner
 """
 
 from collections.abc import Sequence
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007_run_revisions"
-down_revision: str | None = "0004_wider_ids"
+down_revision: str | None = "0005_freeze_learner"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
