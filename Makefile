@@ -37,8 +37,8 @@ format: ## Format the code
 	$(PY) ruff format .
 	$(PY) ruff check --fix .
 
-typecheck: ## mypy --strict on libs/
-	$(PY) mypy libs/tally
+typecheck: ## mypy --strict on libs/ and services/
+	$(PY) mypy libs/tally services
 
 bench: bench-tracker bench-quota bench-assign bench-estimate ## Run the benchmarks (bench-route separately: minutes)
 

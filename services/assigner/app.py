@@ -27,14 +27,8 @@ def create_app(settings: AssignerSettings | None = None) -> AsgiFastStream:
     handlers.register(kit.bus, assigner, wake=retrier.wake if settings.retry_deferred else None)
     register_batch(kit.bus, BatchPlanner(assigner, repo))
 
-    @kit.after_startup
-    async def start_retrier() -> None:
-        if settings.retry_deferred:
-            retrier.start()
-
-    @kit.on_shutdown
-    async def stop() -> None:
-        await retrier.stop()
-        await engine.dispose()
+    if settings.retry_deferred:
+        kit.supervise("deferred-retrier", retrier.run)
+    kit.on_shutdown(engine.dispose)
 
     return kit.app()

@@ -87,6 +87,7 @@ class DeferredRetrier:
                 self._day, everything = today, True
 
     def start(self) -> None:
+        """Run in the background (services supervise :meth:`run` instead)."""
         self._task = asyncio.create_task(self.run())
 
     async def stop(self) -> None:

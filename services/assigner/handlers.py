@@ -59,7 +59,7 @@ def register(bus: Bus, assigner: Assigner, wake: Any = None) -> None:
 
     if wake is not None:
         # Core NATS, no queue group: every replica's retrier wakes.
-        @bus.broker.subscriber(bus.catalog.subject(QUOTA_FREED))  # type: ignore[untyped-decorator]
+        @bus.broker.subscriber(bus.catalog.subject(QUOTA_FREED))
         async def on_freed(body: Any) -> None:
             raw = bus.broker.context.get_local("message").raw_message
             try:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 from faststream.asgi import AsgiFastStream
 
 from services.learner import handlers
@@ -33,19 +30,11 @@ def create_app(settings: LearnerSettings | None = None) -> AsgiFastStream:
     )
     learner = Learner(kit.bus, LearnerRepo(engine), settings, models, rewards)
     handlers.register(kit.bus, learner)
-    daily: list[asyncio.Task[None]] = []
-
-    @kit.after_startup
-    async def start_daily() -> None:
-        if settings.daily_enabled:
-            daily.append(asyncio.create_task(DailyPass(learner).run()))
+    if settings.daily_enabled:
+        kit.supervise("daily-pass", DailyPass(learner).run)
 
     @kit.on_shutdown
     async def stop() -> None:
-        for task in daily:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         await learner.close()
         await engine.dispose()
 
