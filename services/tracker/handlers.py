@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 import structlog
@@ -14,6 +15,7 @@ from tally.bus import Bus
 from tally.db.tables import run_events, runs, task_status_events, tasks, token_usage
 from tally.errors import Deferred, PermanentError
 from tally.events import (
+    Event,
     RunEvent,
     RunFinished,
     RunRecorded,
@@ -67,8 +69,11 @@ def register(bus: Bus, repo: TrackerRepo, registry: ModelRegistry, *, settle_wai
 
     @bus.on_batch(TaskStatusChanged)
     async def on_status(events: list[TaskStatusChanged]) -> None:
-        await repo.insert_many((task_status_events, [rows.status_row(e) for e in events]))
+        conflicts = await repo.insert_events(
+            task_status_events, [rows.status_row(e) for e in events]
+        )
         await repo.set_latest_status(e.task_id for e in events)
+        await _dead_letter_conflicts(bus, [events[i] for i in sorted(conflicts)])
 
     @bus.on_batch(RunStarted)
     async def on_started(events: list[RunStarted]) -> None:
@@ -91,20 +96,13 @@ def register(bus: Bus, repo: TrackerRepo, registry: ModelRegistry, *, settle_wai
                     )
                     continue
             kept.append(e)
-        conflicts = await repo.copy_many(
-            (run_events, rows.EVENT_COLUMNS, [rows.event_record(e) for e in kept]),
+        records = [rows.event_record(e) for e in kept]
+        if await repo.copy_many(
+            (run_events, rows.EVENT_COLUMNS, records),
             (token_usage, rows.USAGE_COLUMNS, usage),
-        )
-        for e in (e for e in kept if e.event_id in conflicts):
-            await bus.dead_letter(
-                subject=RunEvent.subject,
-                payload=e.to_json(),
-                headers={},  # its id is then the body's hash: each conflicting body once
-                error=PermanentError(
-                    f"event_id {e.event_id} is already stored with a different body "
-                    "(the first one is kept)"
-                ),
-            )
+        ):  # some ids were stored with other values: which of these events differ?
+            differing = await repo.differing_events(records)
+            await _dead_letter_conflicts(bus, [kept[i] for i in sorted(differing)])
         # Runs recorded before these events arrived are totalled again: late events
         # (a redelivery after a crash) must reach the totals, the quota and the learner.
         for run in await repo.recorded_runs({e.run_id for e in kept}):
@@ -125,6 +123,20 @@ def register(bus: Bus, repo: TrackerRepo, registry: ModelRegistry, *, settle_wai
             log.warning("run_events_missing", run_id=e.run_id, expected=e.event_count, have=stored)
         await bus.publish(await _record(repo, e, run))
         metrics.RUNS_RECORDED.labels(e.outcome).inc()
+
+
+async def _dead_letter_conflicts(bus: Bus, events: Sequence[Event]) -> None:
+    """Dead-letter events whose id was already stored with a different body."""
+    for e in events:
+        await bus.dead_letter(
+            subject=type(e).subject,
+            payload=e.to_json(),
+            headers={},  # its id is then the body's hash: each conflicting body once
+            error=PermanentError(
+                f"event_id {e.event_id} is already stored with a different body "
+                "(the first one is kept)"
+            ),
+        )
 
 
 async def _record(repo: TrackerRepo, e: RunFinished, run: dict[str, object]) -> RunRecorded:

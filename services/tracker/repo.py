@@ -4,6 +4,7 @@ and task_status_events."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -161,6 +162,39 @@ class TrackerRepo:
         async with self.engine.begin() as conn:
             for table, rows in batches:
                 await insert_ignore(conn, table, rows)
+
+    async def differing_events(self, events: Sequence[tuple[Any, ...]]) -> set[int]:
+        """Positions of ``run_events`` records (``EVENT_COLUMNS`` order, detail as JSON
+        text) whose id is stored with other values."""
+        ids = list({r[0] for r in events})
+        async with self.engine.connect() as conn:
+            stored = {
+                r.event_id: (r.event_id, r.run_id, r.workspace, r.kind, r.at, r.detail)
+                for r in await conn.execute(
+                    select(run_events).where(run_events.c.event_id.in_(ids))
+                )
+            }
+        return {
+            i
+            for i, r in enumerate(events)
+            if r[0] in stored and (*r[:5], json.loads(r[5])) != stored[r[0]]
+        }
+
+    async def insert_events(self, table: Table, rows: Sequence[dict[str, Any]]) -> set[int]:
+        """Insert immutable rows keyed by ``event_id``; returns the positions of rows that
+        reused a stored id with other values (the stored row stays)."""
+        async with self.engine.begin() as conn:
+            await insert_ignore(conn, table, rows)
+            ids = [r["event_id"] for r in rows]
+            stored = {
+                r.event_id: r._mapping
+                for r in await conn.execute(select(table).where(table.c.event_id.in_(ids)))
+            }
+        return {
+            i
+            for i, r in enumerate(rows)
+            if any(stored[r["event_id"]][k] != v for k, v in r.items())
+        }
 
     async def update_task(self, task_id: str, **values: Any) -> bool:
         """Update a task's columns. Returns False if the task is not recorded yet."""
