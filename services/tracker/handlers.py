@@ -199,12 +199,7 @@ async def _total(repo: TrackerRepo, e: RunFinished, run: dict[str, object]) -> R
     task_values: dict[str, object] = {}
     if e.success:
         task_values = {"completed_at": e.finished_at, "actual_hours": totals.actual_hours}
-    await repo.save_totals(
-        e.run_id,
-        e.task_id,
-        recorded.model_dump(mode="json", include=TOTALS_FIELDS),
-        task_values,
-    )
+    await repo.save_totals(e, recorded.model_dump(mode="json", include=TOTALS_FIELDS), task_values)
     return recorded
 
 

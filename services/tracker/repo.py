@@ -247,21 +247,17 @@ class TrackerRepo:
             )
 
     async def mark_finished(self, e: RunFinished) -> dict[str, Any] | None:
-        """Store a run's finish (the first time it is seen: when) and return the run row,
-        or None if the run has not started."""
+        """Note that a run's finish arrived (the first time: when, and how many events it
+        announced) and return the run row, or None if the run has not started. The finish
+        itself is stored with the totals (:meth:`save_totals`)."""
         async with self.engine.begin() as conn:
             row = (
                 await conn.execute(
                     update(runs)
                     .where(runs.c.run_id == e.run_id)
                     .values(
-                        finished_at=e.finished_at,
-                        outcome=e.outcome,
-                        success=e.success,
-                        quality=e.quality.model_dump(mode="json"),
                         expected_events=e.event_count,
                         finish_seen_at=func.coalesce(runs.c.finish_seen_at, func.now()),
-                        reservation_id=func.coalesce(runs.c.reservation_id, e.reservation_id),
                     )
                     .returning(*runs.c)
                 )
@@ -327,17 +323,27 @@ class TrackerRepo:
         )
 
     async def save_totals(
-        self, run_id: str, task_id: str, totals: dict[str, Any], task_values: dict[str, Any]
+        self,
+        e: RunFinished,
+        totals: dict[str, Any],
+        task_values: dict[str, Any],
     ) -> None:
-        """Keep a run's totals, unless totals over more events are already stored (two
-        re-totals racing); put the task on its token rows; update the task."""
+        """Keep a run's finish and totals, unless totals over more events are already
+        stored (two re-totals racing); put the task on its token rows; update the task."""
+        run_id, task_id = e.run_id, e.task_id
+        finish = {
+            "finished_at": e.finished_at,
+            "outcome": e.outcome,
+            "success": e.success,
+            "quality": e.quality.model_dump(mode="json"),
+            "reservation_id": func.coalesce(runs.c.reservation_id, e.reservation_id),
+            "totals": totals,
+        }
         newer = (
             func.coalesce(runs.c.totals["event_count"].as_integer(), -1) <= totals["event_count"]
         )
         async with self.engine.begin() as conn:
-            await conn.execute(
-                update(runs).where(runs.c.run_id == run_id, newer).values(totals=totals)
-            )
+            await conn.execute(update(runs).where(runs.c.run_id == run_id, newer).values(finish))
             # Worker calls arrive keyed by run only; once the run is finished its task is
             # known, so its token rows can be read by task without a join.
             await conn.execute(
