@@ -40,3 +40,12 @@ QUOTA_FROZEN = Gauge(
 )
 RUNS_RECORDED = Counter("tally_runs_recorded_total", "Runs recorded", ["outcome"])
 SCORE_UPDATES = Counter("tally_learner_updates_total", "Model score updates", ["model"])
+UNPRICED_USAGE = Counter(
+    "tally_unpriced_usage_total",
+    "Worker calls stored with cost_known = false: neither registry nor catalogue prices the model",
+)
+QUOTA_FALLBACK_PRICED = Counter(
+    "tally_quota_fallback_priced_total",
+    "Settlements whose unpriced tokens were charged at the subscription's fallback price",
+    ["subscription"],
+)

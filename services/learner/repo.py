@@ -31,6 +31,7 @@ from tally.db.tables import (
     policy_checkpoints,
     velocity_logs,
 )
+from tally.money import micros_to_usd
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,15 @@ class StoredCheckpoint:
 
 def _learned(r: Any) -> LearnedRun:
     return LearnedRun(
-        r.run_id, r.task_id, r.model, r.task_type, r.band, r.reward, r.cost_usd, r.at, r.attempt
+        r.run_id,
+        r.task_id,
+        r.model,
+        r.task_type,
+        r.band,
+        r.reward,
+        micros_to_usd(r.cost_micros),
+        r.at,
+        r.attempt,
     )
 
 
@@ -134,7 +143,7 @@ class LearnerRepo:
                 row["task_type"],
                 row["band"],
                 row["reward"],
-                row["cost_usd"],
+                micros_to_usd(row["cost_micros"]),
                 row["at"],
                 row["attempt"],
             )
@@ -247,7 +256,7 @@ class LearnerRepo:
             learner_runs.c.task_id,
             learner_runs.c.reward,
             learner_runs.c.quality,
-            learner_runs.c.cost_usd,
+            learner_runs.c.cost_micros,
             learner_runs.c.success,
         ).join(
             armed,
@@ -266,7 +275,7 @@ class LearnerRepo:
                     "task_id": r.task_id,
                     "reward": r.reward,
                     "quality": r.quality,
-                    "cost_usd": r.cost_usd,
+                    "cost_usd": micros_to_usd(r.cost_micros),
                     "success": r.success,
                 }
             )

@@ -14,7 +14,7 @@ from services.quota.rebuild import ledger_state
 from services.quota.reservations import QuotaStore
 from services.quota.restore import QuotaRestorer
 from services.quota.subscriptions import UnknownSubscriptionError
-from services.quota.windows import Alert, Usage, micro_to_usd
+from services.quota.windows import Alert, Usage, micro_to_usd, usd_to_micro
 from tally import metrics
 from tally.bus import Bus
 from tally.errors import PermanentError, TransientError
@@ -103,7 +103,7 @@ async def sweep_once(bus: Bus, store: QuotaStore, ledger: QuotaLedger) -> int:
                 res.reservation_id,
                 res.subscription,
                 res.tokens,
-                micro_to_usd(res.micro_usd),
+                res.micro_usd,
                 now,
             )
             for res in expired
@@ -225,7 +225,7 @@ def register(
                     r.reservation_id,
                     r.subscription,
                     r.tokens,
-                    r.cost_usd,
+                    usd_to_micro(r.cost_usd),
                     store.now(),
                     windows=windows,
                     expires_at=res.expires_at,
@@ -253,7 +253,7 @@ def register(
                 r.reservation_id,
                 res.subscription,
                 res.tokens,
-                micro_to_usd(res.micro_usd),
+                res.micro_usd,
                 store.now(),
             )
             await announce_freed(bus, r, res.subscription, "release")
@@ -271,18 +271,33 @@ def register(
     async def on_recorded(e: RunRecorded) -> None:
         if not e.reservation_id:
             return
-        res = await store.settle(e.reservation_id, e.tokens.total, e.cost_usd)
+        res = await store.settle(
+            e.reservation_id,
+            e.tokens.total,
+            actual_micros=e.micros,
+            unpriced=e.unpriced_tokens,
+        )
         if res.subscription is None:
             log.info("settle_unknown_reservation", reservation_id=e.reservation_id)
             return
+        if res.fallback_micro_usd and res.status != "already_settled":
+            metrics.QUOTA_FALLBACK_PRICED.labels(res.subscription).inc()
+            log.warning(
+                "settled_at_fallback_price",
+                reservation_id=e.reservation_id,
+                subscription=res.subscription,
+                unpriced_tokens=e.unpriced_tokens.total,
+                fallback_usd=micro_to_usd(res.fallback_micro_usd),
+            )
         await ledger.append(
             "settle",
             e.reservation_id,
             res.subscription,
             res.actual_tokens,
-            res.actual_cost_usd,
+            res.actual_micro_usd,
             e.finished_at,
             windows=res.windows,
+            fallback_micros=res.fallback_micro_usd,
         )
         await publish_alerts(bus, e, res.alerts)
         if res.status == "settled" and (
@@ -300,5 +315,7 @@ def register(
                 reserved_cost_usd=micro_to_usd(res.reserved_micro_usd),
                 actual_tokens=res.actual_tokens,
                 actual_cost_usd=res.actual_cost_usd,
+                actual_cost_micros=res.actual_micro_usd,
+                fallback_cost_micros=res.fallback_micro_usd,
             )
         )

@@ -202,7 +202,7 @@ class TrackerRepo:
                         token_usage.c.cache_read_tokens,
                         token_usage.c.cache_write_tokens,
                         token_usage.c.reasoning_tokens,
-                        token_usage.c.cost_usd,
+                        token_usage.c.cost_micros,
                     ).where(token_usage.c.run_id == run_id)
                 )
             ).all()
@@ -215,7 +215,7 @@ class TrackerRepo:
                 )
             ).all()
         return (
-            [UsageRow(*u[:5], cost_usd=u[5] or 0.0) for u in usage],
+            [UsageRow(*u) for u in usage],
             [
                 SubtaskMark(
                     subtask=m.detail["subtask"],
