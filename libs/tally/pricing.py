@@ -15,8 +15,8 @@ caller stores it with ``cost_known = false``, counts it and warns.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -104,12 +104,57 @@ class Pricer:
         return self._refs[key]
 
 
-@dataclass(frozen=True, slots=True)
+#: a catalogue price of only these flat (untiered) per-Mtok prices is applied directly
+_FLAT = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok")
+_Rates = tuple[Decimal, Decimal, Decimal, Decimal]
+
+
+@dataclass(slots=True)
 class _Ref:
     provider: Provider
     model: ModelInfo
+    #: flat rates (input, output, cache read, cache write) by UTC day; None: not flat
+    _rates: dict[date, _Rates | None] = field(default_factory=dict)
 
     def micros(self, usage: TokenUsage, at: datetime | None) -> int | None:
+        """The catalogue's price of ``usage`` at ``at``, in micro-dollars.
+
+        Flat prices (most models) are applied like the registry's, exactly: a price per
+        million tokens is micro-dollars per token. Anything else (context tiers, other
+        units) goes through the catalogue's own calculation.
+        """
+        when = at or datetime.now(UTC)
+        day = when.date()
+        if day not in self._rates:
+            self._rates[day] = self._flat(when)
+        rates = self._rates[day]
+        if rates is not None:
+            inp, out, read, write = rates
+            return round_micros(
+                usage.input_tokens * inp
+                + usage.output_tokens * out
+                + usage.cache_read_tokens * read
+                + usage.cache_write_tokens * write
+            )
+        return self._calculated(usage, when)
+
+    def _flat(self, when: datetime) -> _Rates | None:
+        try:
+            price = self.model.get_prices(when)
+        except (LookupError, ValueError):
+            return None
+        given = {k: v for k, v in vars(price).items() if v is not None and not k.startswith("_")}
+        if not set(given) <= set(_FLAT) or not all(isinstance(v, Decimal) for v in given.values()):
+            return None
+        inp = given.get("input_mtok", Decimal(0))
+        return (
+            inp,
+            given.get("output_mtok", Decimal(0)),
+            given.get("cache_read_mtok", inp),
+            given.get("cache_write_mtok", inp),
+        )
+
+    def _calculated(self, usage: TokenUsage, when: datetime) -> int | None:
         from genai_prices import Usage
 
         counted = Usage(
@@ -119,9 +164,7 @@ class _Ref:
             output_tokens=usage.output_tokens,
         )
         try:
-            calc = self.model.calc_price(
-                counted, self.provider, genai_request_timestamp=at or datetime.now(UTC)
-            )
+            calc = self.model.calc_price(counted, self.provider, genai_request_timestamp=when)
         except (LookupError, ValueError):  # no price in force at ``at``
             return None
         return round_micros(Decimal(calc.total_price) * MICROS_PER_USD)

@@ -52,6 +52,10 @@ def usage_dict(u: Usage, kind: str) -> dict[str, Any]:
             "reserved_usd": micro_to_usd(w.reserved_micro_usd),
             "limit_tokens": w.limit_tokens,
             "limit_usd": None if w.limit_micro_usd is None else micro_to_usd(w.limit_micro_usd),
+            # exact amounts: the dollars above are derived from these
+            "used_micros": w.used_micro_usd,
+            "reserved_micros": w.reserved_micro_usd,
+            "limit_micros": w.limit_micro_usd,
             "resets_at": w.resets_at.isoformat(),
         }
 

@@ -71,7 +71,11 @@ def register(bus: Bus, repo: TrackerRepo, registry: ModelRegistry, *, settle_wai
     @bus.on_batch(RunEvent)
     async def on_events(events: list[RunEvent]) -> None:
         usage = []
-        prices = rows.BatchPrices(registry)
+        # A call that names no model was made by its run's.
+        unnamed = (
+            e.run_id for e in events if isinstance(e.detail, WorkerCall) and not e.detail.model
+        )
+        prices = rows.BatchPrices(registry, await repo.run_models(unnamed))
         for e in events:
             if isinstance(e.detail, WorkerCall):
                 try:

@@ -175,6 +175,17 @@ class TrackerRepo:
             row = (await conn.execute(select(runs).where(runs.c.run_id == run_id))).first()
         return dict(row._mapping) if row else None
 
+    async def run_models(self, run_ids: Iterable[str]) -> dict[str, tuple[str | None, str | None]]:
+        """The model and provider each of ``run_ids`` started with (runs not started: absent)."""
+        ids = set(run_ids)
+        if not ids:
+            return {}
+        async with self.engine.connect() as conn:
+            found = await conn.execute(
+                select(runs.c.run_id, runs.c.model, runs.c.provider).where(runs.c.run_id.in_(ids))
+            )
+            return {r.run_id: (r.model, r.provider) for r in found}
+
     async def task(self, task_id: str) -> dict[str, Any] | None:
         async with self.engine.connect() as conn:
             row = (await conn.execute(select(tasks).where(tasks.c.task_id == task_id))).first()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -81,6 +82,8 @@ USAGE_COLUMNS = (
 
 
 class Prices(Protocol):
+    def model_of(self, run_id: str, call: WorkerCall) -> tuple[str | None, str | None]: ...
+
     def price(
         self,
         usage: TokenUsage,
@@ -100,9 +103,21 @@ class BatchPrices:
     about, once per model and batch.
     """
 
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        run_models: Mapping[str, tuple[str | None, str | None]] | None = None,
+    ) -> None:
         self._pricer = Pricer(registry)
+        self._run_models = run_models or {}
         self._warned: set[tuple[str | None, str | None]] = set()
+
+    def model_of(self, run_id: str, call: WorkerCall) -> tuple[str | None, str | None]:
+        """The call's model and provider; a call that names no model, its run's."""
+        if call.model:
+            return call.model, call.provider
+        model, provider = self._run_models.get(run_id, (None, None))
+        return model, call.provider or provider
 
     def price(
         self,
@@ -130,20 +145,23 @@ def event_record(e: RunEvent) -> tuple[Any, ...]:
 def usage_record(e: RunEvent, call: WorkerCall, prices: Prices) -> tuple[Any, ...]:
     """A worker call's `token_usage` values (`USAGE_COLUMNS`), normalised and priced.
 
-    The usage is normalised from the provider's payload. The caller's ``cost_usd`` wins;
-    otherwise the call is priced by ``prices`` (the registry, then the catalogue; cache
-    reads and writes at their own prices). A call no price is known for is stored with
-    ``cost_micros`` NULL and ``cost_known`` false, never as $0. ``metadata`` is JSON text.
+    A call that names no model is stored and priced as its run's model (when the run has
+    started). The usage is normalised from the provider's payload. The caller's
+    ``cost_usd`` wins; otherwise the call is priced by ``prices`` (the registry, then the
+    catalogue; cache reads and writes at their own prices). A call no price is known for
+    is stored with ``cost_micros`` NULL and ``cost_known`` false, never as $0.
+    ``metadata`` is JSON text.
 
     Raises:
         UsageError: the usage payload cannot be read.
     """
-    usage = normalize_usage(call.usage, provider=call.provider)
+    model, provider = prices.model_of(e.run_id, call)
+    usage = normalize_usage(call.usage, provider=provider)
     cost: int | None
     if call.cost_usd is not None:
         cost = usd_to_micros(call.cost_usd)
     else:
-        cost = prices.price(usage, call.model, provider=call.provider, at=e.at).micros
+        cost = prices.price(usage, model, provider=provider, at=e.at).micros
     duration = call.latency_ms
     if duration is None and call.started_at and call.finished_at:
         duration = (call.finished_at - call.started_at).total_seconds() * 1000
@@ -152,8 +170,8 @@ def usage_record(e: RunEvent, call: WorkerCall, prices: Prices) -> tuple[Any, ..
         e.run_id,
         e.workspace,
         call.worker,
-        call.model,
-        call.provider,
+        model,
+        provider,
         call.phase,
         usage.input_tokens,
         usage.output_tokens,

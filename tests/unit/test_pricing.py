@@ -167,3 +167,23 @@ def test_model_spec_cost_and_micros_agree(registry: ModelRegistry) -> None:
     assert isinstance(spec, ModelSpec)
     usage = TokenUsage(input_tokens=3_000, cache_read_tokens=9_000, output_tokens=800)
     assert spec.cost_micros(usage) == usd_to_micros(spec.cost(usage))
+
+
+def test_flat_catalogue_prices_agree_with_the_catalogues_own_calculation() -> None:
+    """The direct path for flat prices gives the micros genai-prices itself computes."""
+    from genai_prices import data_snapshot
+
+    from tally.pricing import _Ref
+
+    usage = TokenUsage(
+        input_tokens=123_457, output_tokens=4_321, cache_read_tokens=50_001, cache_write_tokens=777
+    )
+    checked = 0
+    for provider in data_snapshot.get_snapshot().providers:
+        for model in provider.models:
+            ref = _Ref(provider, model)
+            direct = ref.micros(usage, AT)
+            if ref._rates[AT.date()] is not None:
+                checked += 1
+                assert direct == ref._calculated(usage, AT), (provider.id, model.id)
+    assert checked > 100

@@ -18,7 +18,7 @@ import yaml
 from sqlalchemy import func, select
 
 from tally import metrics
-from tally.db.tables import quota_ledger, token_usage
+from tally.db.tables import quota_ledger, runs, token_usage
 from tally.events import (
     QuotaSettled,
     ReserveReply,
@@ -270,3 +270,33 @@ async def test_reports_show_exact_money_never_a_float_artefact(
     row = next(r for r in tokens["rows"] if r["key"] == task_id)
     assert (row["cost_micros"], row["cost_usd"], row["unpriced_calls"]) == (58_500, 0.0585, 0)
     assert "0.058499999999999996" not in json.dumps([kpi, tokens])
+
+
+async def test_a_call_that_names_no_model_is_priced_as_its_runs(
+    harness: Harness, workspace: str
+) -> None:
+    h, ws = harness, workspace
+    await h.start("tracker")
+    run_id = f"run-{new_id()}"
+    await h.client.publish(
+        RunStarted(
+            run_id=run_id,
+            task_id=f"task-{new_id()}",
+            workspace=ws,
+            started_at=T0,
+            model="claude-sonnet-4-20250514",
+            provider="anthropic",
+        )
+    )
+    await h.eventually(
+        lambda: h.scalar(select(func.count()).select_from(runs).where(runs.c.run_id == run_id)),
+        what="the run's row",
+    )
+    await h.client.publish(call(run_id, ws, 1, "", ANTHROPIC_USAGE))  # as the SDK used to
+    row = await h.eventually(
+        lambda: h.scalar(select(token_usage).where(token_usage.c.run_id == run_id)),
+        what="the call's row",
+    )
+    rows = await h.rows(select(token_usage).where(token_usage.c.run_id == run_id))
+    assert row and rows[0].model == "claude-sonnet-4-20250514"
+    assert rows[0].cost_known and rows[0].cost_micros > 0
