@@ -40,4 +40,4 @@ def fallback_micros(prices: Mapping[str, Prices], subscription: str, unpriced: T
     price = prices.get(subscription)
     if price is None or unpriced.total == 0:
         return 0
-    return price.micros(TokenUsage(**unpriced.model_dump()))
+    return int(price.micros(TokenUsage(**unpriced.model_dump())))
