@@ -15,6 +15,7 @@ caller stores it with ``cost_known = false``, counts it and warns.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -143,8 +144,12 @@ class _Ref:
             price = self.model.get_prices(when)
         except (LookupError, ValueError):
             return None
-        given = {k: v for k, v in vars(price).items() if v is not None and not k.startswith("_")}
-        if not set(given) <= set(_FLAT) or not all(isinstance(v, Decimal) for v in given.values()):
+        prices = {k: v for k, v in vars(price).items() if v is not None}
+        if any("request" in k for k in prices):  # a price per call: the catalogue counts it
+            return None
+        # Prices of what a token usage never has (web searches, audio, images) do not apply.
+        given = {k: v for k, v in prices.items() if k in _FLAT}
+        if not all(isinstance(v, Decimal) for v in given.values()):
             return None
         inp = given.get("input_mtok", Decimal(0))
         return (
@@ -170,8 +175,12 @@ class _Ref:
         return round_micros(Decimal(calc.total_price) * MICROS_PER_USD)
 
 
+@functools.lru_cache(maxsize=4096)
 def _find(model: str, provider: str | None) -> _Ref | None:
-    """The catalogue's entry for ``model``: by the given or prefixed provider, then any."""
+    """The catalogue's entry for ``model``: by the given or prefixed provider, then any.
+
+    Kept per process: the bundled catalogue does not change while it runs.
+    """
     from genai_prices import data_snapshot
 
     snapshot = data_snapshot.get_snapshot()
