@@ -67,3 +67,12 @@ ORPHAN_RUNS = Gauge(
     "tally_orphan_runs",
     "Runs with timeline events but no run.started after the orphan window",
 )
+UNPRICED_USAGE = Counter(
+    "tally_unpriced_usage_total",
+    "Worker calls stored with cost_known = false: neither registry nor catalogue prices the model",
+)
+QUOTA_FALLBACK_PRICED = Counter(
+    "tally_quota_fallback_priced_total",
+    "Settlements whose unpriced tokens were charged at the subscription's fallback price",
+    ["subscription"],
+)

@@ -79,7 +79,12 @@ class Run:
 
     async def worker_call(self, *, usage: dict[str, Any] | None = None, **fields: Any) -> None:
         """A model call. ``usage`` is the provider's usage payload as-is (OpenAI, Anthropic,
-        Gemini, OpenTelemetry): the tracker normalises it, never double-counting cache."""
+        Gemini, Bedrock, Vercel AI SDK, OpenTelemetry, ...): the tracker normalises it,
+        never double-counting cache. ``model`` and ``provider`` default to the run's, so
+        the call is priced as the model that made it."""
+        for key in ("model", "provider"):
+            if fields.get(key) is None and getattr(self._started, key) is not None:
+                fields[key] = getattr(self._started, key)
         await self.event("worker_call", usage=usage or {}, **fields)
 
     async def verification(self, command: str, *, passed: bool, **fields: Any) -> None:

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
+from tally.money import micros_to_usd, usd_text, usd_to_micros
+
 UNPHASED = "(no phase)"  #: bucket for worker calls made outside any open phase
 
 
@@ -50,7 +52,12 @@ class RunKpi(BaseModel):
     time_to_verified_checkpoint_seconds: float | None
     phases: list[PhaseKpi] = Field(default_factory=list)
     worker_calls: int = 0
+    #: the priced calls' cost in integer micro-dollars, summed exactly
+    cost_micros: int = 0
+    #: ``cost_micros`` in dollars (derived: the nearest float, e.g. 0.0585)
     cost_usd: float = 0.0
+    #: worker calls whose model had no known price (not in the cost)
+    unpriced_calls: int = 0
     tokens: TokenCounts = Field(default_factory=TokenCounts)
     tokens_by_worker: dict[str, TokenCounts] = Field(default_factory=dict)
     tokens_by_phase: dict[str, TokenCounts] = Field(default_factory=dict)
@@ -83,7 +90,8 @@ class RunKpi(BaseModel):
             f"Total time: {_duration(self.total_seconds)}",
             f"Time to first verified checkpoint: {_duration(ttv) if ttv is not None else 'none'}",
             f"Phases: {phases or 'none recorded'}",
-            f"Worker calls: {self.worker_calls} (${self.cost_usd:,.2f}; tokens "
+            f"Worker calls: {self.worker_calls} ({usd_text(self.cost_micros)}"
+            f"{f', {self.unpriced_calls} unpriced' if self.unpriced_calls else ''}; tokens "
             f"{self.tokens.short()})",
             f"Tokens by worker: {_breakdown(self.tokens_by_worker)}",
             f"Tokens by phase: {_breakdown(self.tokens_by_phase)}",
@@ -174,7 +182,12 @@ def compute_kpi(
                 seconds[key[0]] += (at - open_phases.pop(key)).total_seconds()
         elif kind == "worker_call":
             kpi.worker_calls += 1
-            kpi.cost_usd += float(data.get("cost_usd") or 0.0)
+            if data.get("cost_known") is False:
+                kpi.unpriced_calls += 1
+            elif data.get("cost_micros") is not None:
+                kpi.cost_micros += int(data["cost_micros"])
+            elif data.get("cost_usd") is not None:  # a timeline not read from token_usage
+                kpi.cost_micros += usd_to_micros(data["cost_usd"])
             usage = data.get("usage") or {}
             phase = data.get("phase") or (
                 next(reversed(open_phases))[0] if open_phases else UNPHASED
@@ -216,6 +229,7 @@ def compute_kpi(
     if latencies:
         kpi.latency_mean_ms = float(np.mean(latencies))
         kpi.latency_p95_ms = float(np.percentile(latencies, 95))
+    kpi.cost_usd = micros_to_usd(kpi.cost_micros)
     kpi.files_changed = len(files) + file_count
     kpi.milestones_planned = len(milestones)
     kpi.milestones_completed = sum(milestones.values())

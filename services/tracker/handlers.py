@@ -82,7 +82,11 @@ def register(bus: Bus, repo: TrackerRepo, registry: ModelRegistry, *, settle_wai
     @bus.on_batch(RunEvent)
     async def on_events(events: list[RunEvent]) -> None:
         usage, kept = [], []
-        prices = rows.BatchPrices(registry)
+        # A call that names no model was made by its run's.
+        unnamed = (
+            e.run_id for e in events if isinstance(e.detail, WorkerCall) and not e.detail.model
+        )
+        prices = rows.BatchPrices(registry, await repo.run_models(unnamed))
         for e in events:
             if isinstance(e.detail, WorkerCall):
                 try:
@@ -190,6 +194,8 @@ async def _total(repo: TrackerRepo, e: RunFinished, run: dict[str, object]) -> R
         velocity=totals.velocity,
         tokens=totals.tokens,
         cost_usd=totals.cost_usd,
+        cost_micros=totals.cost_micros,
+        unpriced_tokens=totals.unpriced,
         quality_score=totals.quality_score,
         worker_calls=totals.worker_calls,
         verifications_passed=summary.verifications_passed,
@@ -209,6 +215,8 @@ TOTALS_FIELDS = {
     "subtask_hours",
     "tokens",
     "cost_usd",
+    "cost_micros",
+    "unpriced_tokens",
     "estimation_error",
     "velocity",
     "quality_score",

@@ -230,6 +230,17 @@ class TrackerRepo:
             row = (await conn.execute(select(runs).where(runs.c.run_id == run_id))).first()
         return dict(row._mapping) if row else None
 
+    async def run_models(self, run_ids: Iterable[str]) -> dict[str, tuple[str | None, str | None]]:
+        """The model and provider each of ``run_ids`` started with (runs not started: absent)."""
+        ids = set(run_ids)
+        if not ids:
+            return {}
+        async with self.engine.connect() as conn:
+            found = await conn.execute(
+                select(runs.c.run_id, runs.c.model, runs.c.provider).where(runs.c.run_id.in_(ids))
+            )
+            return {r.run_id: (r.model, r.provider) for r in found}
+
     async def task(self, task_id: str) -> dict[str, Any] | None:
         async with self.engine.connect() as conn:
             row = (await conn.execute(select(tasks).where(tasks.c.task_id == task_id))).first()
@@ -287,7 +298,7 @@ class TrackerRepo:
                         token_usage.c.cache_read_tokens,
                         token_usage.c.cache_write_tokens,
                         token_usage.c.reasoning_tokens,
-                        token_usage.c.cost_usd,
+                        token_usage.c.cost_micros,
                     ).where(token_usage.c.run_id == run_id)
                 )
             ).all()
@@ -309,7 +320,7 @@ class TrackerRepo:
                 )
             ).one()
         return (
-            [UsageRow(*u[:5], cost_usd=u[5] or 0.0) for u in usage],
+            [UsageRow(*u) for u in usage],
             [
                 SubtaskMark(
                     subtask=m.detail["subtask"],

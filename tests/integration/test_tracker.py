@@ -193,6 +193,8 @@ async def test_a_run_is_recorded_once_with_totals_that_add_up(
         + 200 * sonnet["output"]
     ) / 1e6
     assert recorded.cost_usd == pytest.approx(cost, abs=1e-6)
+    assert recorded.cost_micros == round(cost * 1e6)
+    assert recorded.unpriced_tokens.total == 0
     assert recorded.actual_hours == pytest.approx(2.0)
     assert recorded.subtask_hours == {"callback endpoint": pytest.approx(38 / 60, abs=1e-6)}
     assert recorded.story_points == 5
@@ -212,8 +214,9 @@ async def test_a_run_is_recorded_once_with_totals_that_add_up(
         )
     )[0]
     assert openai_row.input_tokens == 3_000 and openai_row.cache_read_tokens == 9_000
-    assert openai_row.cost_usd == pytest.approx(
-        (3_000 * gpt["input"] + 9_000 * gpt["cached_input"] + 800 * gpt["output"]) / 1e6
+    assert openai_row.cost_known is True
+    assert openai_row.cost_micros == round(
+        3_000 * gpt["input"] + 9_000 * gpt["cached_input"] + 800 * gpt["output"]
     )
     run = (await h.rows(select(runs).where(runs.c.run_id == run_id)))[0]
     assert run.outcome == "complete" and run.success is True

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 from rich.table import Table
 
 from tally.cli.common import JsonOpt, console, emit_json, reporter_get
+from tally.money import usd_text
 
 
 def report(
@@ -72,7 +75,7 @@ def tokens(
         "cache read",
         "cache write",
         "reasoning",
-        "cost $",
+        "cost",
         "time",
     ):
         table.add_column(col, justify="left" if col == by else "right")
@@ -85,7 +88,22 @@ def tokens(
             f"{r['cache_read_tokens']:,}",
             f"{r['cache_write_tokens']:,}",
             f"{r['reasoning_tokens']:,}",
-            f"{r['cost_usd']:.4f}",
+            _cost_cell(r),
             f"{r['duration_ms'] / 1000:.1f}s",
         )
     console.print(table)
+    unpriced = sum(int(r.get("unpriced_calls") or 0) for r in body["rows"])
+    if unpriced:
+        console.print(
+            f"* {unpriced:,} calls had no known price (cost_known = false): not in the cost; "
+            "quota charged them at the subscription's fallback price. Add their model to "
+            "deploy/config/models.yaml."
+        )
+
+
+def _cost_cell(row: dict[str, Any]) -> str:
+    """Dollars rounded for people, from the exact micros; ``*`` marks unpriced calls."""
+    micros = row.get("cost_micros")
+    text = usd_text(int(micros)) if micros is not None else f"${row['cost_usd']:.4f}"
+    unpriced = int(row.get("unpriced_calls") or 0)
+    return f"{text} ({unpriced} unpriced*)" if unpriced else text
