@@ -22,7 +22,6 @@ from faststream.asgi.types import ASGIApp
 from faststream.nats import NatsBroker
 from faststream.nats.prometheus import NatsPrometheusMiddleware
 from nats.aio.client import Client as NATS
-from prometheus_client import make_asgi_app
 
 from tally import metrics
 from tally.bus import Bus, provision_streams
@@ -41,9 +40,11 @@ class ServiceKit:
         self.name = name
         self.settings = settings
         self.catalog = Catalog(settings.namespace)
+        #: This service's metrics alone, even when other services share the process.
+        self.registry = metrics.registry_for(name)
         self.broker = NatsBroker(
             settings.nats_url,
-            middlewares=[NatsPrometheusMiddleware(registry=metrics.registry, app_name=name)],
+            middlewares=[NatsPrometheusMiddleware(registry=self.registry, app_name=name)],
             graceful_timeout=15.0,
             logger=None,
         )
@@ -83,6 +84,11 @@ class ServiceKit:
         await asyncio.gather(*(consumer.stop() for consumer in self.bus.consumers))
         if self._nc:
             await self._nc.close()
+
+    async def _observe_consumers(self) -> None:
+        # On a scrape: the lag as the server sees it now, on the consumers' connection.
+        if self._nc is not None:
+            await metrics.observe_consumers(self.name, self._nc.jetstream(), self.bus.consumers)
 
     def on_startup(self, hook: Hook) -> Hook:
         """Run ``hook`` before consumers start (open pools, load configuration)."""
@@ -125,7 +131,7 @@ class ServiceKit:
             self.broker,
             asgi_routes=[
                 ("/healthz", make_ping_asgi(self.broker, timeout=2.0)),
-                ("/metrics", make_asgi_app(metrics.registry)),
+                ("/metrics", metrics.asgi_app(self.registry, before=self._observe_consumers)),
                 *self._routes,
                 *extra_routes,
             ],

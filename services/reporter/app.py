@@ -9,6 +9,7 @@ from services.reporter.api import create_api
 from services.reporter.live import LiveHub, nats_feed
 from services.reporter.repo import ReportRepo
 from services.reporter.settings import ReporterSettings
+from tally import metrics
 from tally.db import create_engine
 from tally.service import ServiceKit
 
@@ -25,7 +26,7 @@ def create_app(settings: ReporterSettings | None = None) -> AsgiFastStream:
     kit.on_exit_signal(live.close)
     api = create_api(ReportRepo(engine), live)
     api.state.live = live
-    app: AsgiFastStream = kit.app(api=api)
+    app: AsgiFastStream = kit.app(api=metrics.timed_http(api))
     # Before the broker disconnects: open streams end and the subscription is dropped.
     app.on_shutdown(live.close)
     return app

@@ -83,10 +83,11 @@ def register(bus: Bus, repo: TrackerRepo, registry: ModelRegistry, *, settle_wai
                         headers={"Nats-Msg-Id": e.event_id},
                         error=exc,
                     )
-        await repo.copy_many(
+        _, stored = await repo.copy_many(
             (run_events, rows.EVENT_COLUMNS, [rows.event_record(e) for e in events]),
             (token_usage, rows.USAGE_COLUMNS, usage),
         )
+        metrics.count_usage((dict(zip(rows.USAGE_COLUMNS, r, strict=True)) for r in stored), prices)
 
     @bus.on(RunFinished)
     async def on_finished(e: RunFinished) -> None:
