@@ -202,6 +202,12 @@ HTTP_SECONDS = _histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     owner="reporter",
 )
+OTLP_SPANS = _counter(
+    "tally_otlp_spans_total",
+    "Spans received on the OTLP endpoint; ignored (not GenAI) and rejected (unreadable) among them",
+    ["result"],
+    "reporter",
+)
 
 #: At most this many workspaces get series of their own; later ones count as ``other``.
 MAX_WORKSPACES = 200

@@ -6,7 +6,9 @@ from faststream.asgi import AsgiFastStream
 
 from services.reporter import handlers
 from services.reporter.api import create_api
+from services.reporter.ingest import otlp_route
 from services.reporter.live import LiveHub, nats_feed
+from services.reporter.otlp import Options
 from services.reporter.repo import ReportRepo
 from services.reporter.settings import ReporterSettings
 from tally import metrics
@@ -24,7 +26,14 @@ def create_app(settings: ReporterSettings | None = None) -> AsgiFastStream:
     live = LiveHub(nats_feed(lambda: kit.broker.connection, kit.catalog))
     # Open streams end as soon as the process is asked to stop, not when browsers leave.
     kit.on_exit_signal(live.close)
-    api = create_api(ReportRepo(engine), live)
+    otlp = Options(
+        run_attribute=settings.otlp_run_attribute,
+        task_attribute=settings.otlp_task_attribute,
+        workspace_attribute=settings.otlp_workspace_attribute,
+        default_workspace=settings.workspace,
+    )
+    traces = otlp_route(kit.bus.publish, otlp, max_bytes=settings.otlp_max_bytes)
+    api = create_api(ReportRepo(engine), live, traces)
     api.state.live = live
     app: AsgiFastStream = kit.app(api=metrics.timed_http(api))
     # Before the broker disconnects: open streams end and the subscription is dropped.

@@ -9,3 +9,9 @@ class ReporterSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="TALLY_REPORTER_", extra="ignore")
 
     http_port: int = 8106
+    #: OTLP receiver: the span or resource attributes that name a run, a task and a
+    #: workspace (see services/reporter/otlp.py), and the largest body it reads (inflated).
+    otlp_run_attribute: str = "tally.run_id"
+    otlp_task_attribute: str = "tally.task_id"
+    otlp_workspace_attribute: str = "tally.workspace"
+    otlp_max_bytes: int = 8 * 1024 * 1024

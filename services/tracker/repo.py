@@ -136,7 +136,7 @@ class TrackerRepo:
                     for table, _, _ in batches
                 )
             )
-            stored = []
+            stored: list[Sequence[tuple[Any, ...]]] = []
             async with conn.transaction():
                 for table, columns, records in batches:
                     stored.append(await copy_ignore(conn, table, columns, records))
