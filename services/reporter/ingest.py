@@ -60,7 +60,9 @@ def otlp_route(
                 await publish(event)
         except (NatsError, TimeoutError, TallyError) as exc:
             log.warning("otlp_publish_failed", error=repr(exc))
-            return _status(kind, 503, _UNAVAILABLE, "the bus did not take the events; retry")
+            answer = _status(kind, 503, _UNAVAILABLE, "the bus did not take the events; retry")
+            answer.headers["Retry-After"] = "2"
+            return answer
         counts = {"received": ingest.spans, "ignored": ingest.ignored, "rejected": ingest.rejected}
         for result, n in counts.items():
             metrics.OTLP_SPANS.labels(result).inc(n)
