@@ -325,16 +325,20 @@ def asgi_app(registry: CollectorRegistry, before: Callable[[], Awaitable[None]] 
     return app
 
 
-def timed_http(app: ASGI) -> ASGI:
-    """``app`` with each HTTP request's duration in ``tally_http_request_seconds``.
+class TimedHttp:
+    """ASGI middleware: each HTTP request's duration in ``tally_http_request_seconds``.
 
     The route label is the matched route's template (``/runs/{run_id}``), so it stays
-    bounded; requests no route matched share ``unmatched``.
+    bounded; requests no route matched share ``unmatched``. Starlette:
+    ``app.add_middleware(TimedHttp)``.
     """
 
-    async def timed(scope: Any, receive: Any, send: Any) -> None:
+    def __init__(self, app: ASGI) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
-            await app(scope, receive, send)
+            await self.app(scope, receive, send)
             return
         status = 500
 
@@ -346,11 +350,9 @@ def timed_http(app: ASGI) -> ASGI:
 
         started = time.perf_counter()
         try:
-            await app(scope, receive, send_status)
+            await self.app(scope, receive, send_status)
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             HTTP_SECONDS.labels(route, scope["method"], str(status)).observe(
                 time.perf_counter() - started
             )
-
-    return timed

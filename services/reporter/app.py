@@ -35,7 +35,8 @@ def create_app(settings: ReporterSettings | None = None) -> AsgiFastStream:
     traces = otlp_route(kit.bus.publish, otlp, max_bytes=settings.otlp_max_bytes)
     api = create_api(ReportRepo(engine), live, traces)
     api.state.live = live
-    app: AsgiFastStream = kit.app(api=metrics.timed_http(api))
+    api.add_middleware(metrics.TimedHttp)
+    app: AsgiFastStream = kit.app(api=api)
     # Before the broker disconnects: open streams end and the subscription is dropped.
     app.on_shutdown(live.close)
     return app

@@ -173,7 +173,8 @@ async def test_reporter_requests_are_timed_by_route_template() -> None:
     async def hello(request: Request) -> PlainTextResponse:
         return PlainTextResponse(request.path_params["run_id"])
 
-    app = metrics.timed_http(Starlette(routes=[Route("/runs/{run_id}", hello)]))
+    app = Starlette(routes=[Route("/runs/{run_id}", hello)])
+    app.add_middleware(metrics.TimedHttp)
 
     def count(route: str, status: str) -> float:
         return value(
