@@ -131,6 +131,8 @@ def decode(body: bytes, kind: str, encoding: str | None, *, max_bytes: int) -> A
             body = inflater.decompress(body, max_bytes + 1)
         except (zlib.error, gzip.BadGzipFile) as exc:
             raise OtlpError("Content-Encoding", f"not valid gzip: {exc}") from exc
+        if not inflater.eof and len(body) <= max_bytes:
+            raise OtlpError("Content-Encoding", "not valid gzip: the stream is cut short")
     elif encoding != "identity":
         raise OtlpError("Content-Encoding", f"expected gzip or identity, got {encoding}")
     if len(body) > max_bytes:

@@ -212,6 +212,7 @@ def test_spans_that_are_not_genai_are_ignored() -> None:
             "resourceSpans[0].scopeSpans[0].spans[0].traceId",
         ),
         (b"plain", PROTOBUF, "gzip", "Content-Encoding"),
+        (gzip.compress(b"\n\x00" * 50)[:-12], PROTOBUF, "gzip", "Content-Encoding"),
         (b"", PROTOBUF, "br", "Content-Encoding"),
     ],
 )
