@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from services.reporter.compare import compare_route, run_report
 from services.reporter.export import export_route
@@ -21,8 +21,13 @@ from services.reporter.repo import TOKEN_GROUPS, ReportRepo
 
 
 def create_api(
-    repo: ReportRepo, live: LiveHub, *, orphan_after: timedelta = timedelta(minutes=10)
+    repo: ReportRepo,
+    live: LiveHub,
+    *routes: BaseRoute,
+    orphan_after: timedelta = timedelta(minutes=10),
 ) -> Starlette:
+    """The API's routes, plus ``routes`` (those that publish, such as OTLP ingestion)."""
+
     async def run_kpi(request: Request) -> Response:
         """``GET /runs/{run_id}/kpi``: the KPI summary lines and ``kpi.json``."""
         run_id = request.path_params["run_id"]
@@ -67,5 +72,6 @@ def create_api(
             export_route(repo.engine),
             lanes_route(repo.engine),
             *live_routes(live),
+            *routes,
         ]
     )

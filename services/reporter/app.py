@@ -8,10 +8,13 @@ from faststream.asgi import AsgiFastStream
 
 from services.reporter import handlers
 from services.reporter.api import create_api
+from services.reporter.ingest import otlp_route
 from services.reporter.live import LiveHub, nats_feed
 from services.reporter.orphans import orphan_gauge
+from services.reporter.otlp import Options
 from services.reporter.repo import ReportRepo
 from services.reporter.settings import ReporterSettings
+from tally import metrics
 from tally.db import create_engine
 from tally.events import utcnow
 from tally.service import ServiceKit
@@ -29,8 +32,16 @@ def create_app(settings: ReporterSettings | None = None) -> AsgiFastStream:
     kit.on_exit_signal(live.close)
     orphan_after = timedelta(seconds=settings.orphan_after_s)
     kit.supervise("orphans", orphan_gauge(engine, orphan_after, settings.orphan_check_s, utcnow))
-    api = create_api(ReportRepo(engine), live, orphan_after=orphan_after)
+    otlp = Options(
+        run_attribute=settings.otlp_run_attribute,
+        task_attribute=settings.otlp_task_attribute,
+        workspace_attribute=settings.otlp_workspace_attribute,
+        default_workspace=settings.workspace,
+    )
+    traces = otlp_route(kit.bus.publish, otlp, max_bytes=settings.otlp_max_bytes)
+    api = create_api(ReportRepo(engine), live, traces, orphan_after=orphan_after)
     api.state.live = live
+    api.add_middleware(metrics.TimedHttp)
     app: AsgiFastStream = kit.app(api=api)
     # Before the broker disconnects: open streams end and the subscription is dropped.
     app.on_shutdown(live.close)

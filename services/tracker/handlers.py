@@ -101,16 +101,22 @@ def register(bus: Bus, repo: TrackerRepo, registry: ModelRegistry, *, settle_wai
                     continue
             kept.append(e)
         records = [rows.event_record(e) for e in kept]
-        if await repo.copy_many(
+        new, stored = await repo.copy_many(
             (run_events, rows.EVENT_COLUMNS, records),
             (token_usage, rows.USAGE_COLUMNS, usage),
-        ):  # some ids were stored with other values: which of these events differ?
-            differing = await repo.differing_events(records)
-            await _dead_letter_conflicts(bus, [kept[i] for i in sorted(differing)])
+        )
+        metrics.count_usage(
+            (dict(zip(rows.USAGE_COLUMNS, r, strict=True)) for r in stored), registry
+        )
+        if len(new) < len(records):  # known ids: redeliveries, or another body under an id?
+            fresh = {id(r) for r in new}
+            known = [e for e, r in zip(kept, records, strict=True) if id(r) not in fresh]
+            differing = await repo.differing_events([rows.event_record(e) for e in known])
+            await _dead_letter_conflicts(bus, [known[i] for i in sorted(differing)])
         # Runs recorded before these events arrived are totalled again: late events
         # (a redelivery after a crash) must reach the totals, the quota and the learner.
         for run in await repo.recorded_runs({e.run_id for e in kept}):
-            metrics.RUNS_RETOTALLED.inc()
+            metrics.RUNS_RETOTALLED.of("tracker").inc()
             await bus.publish(await _record(repo, rows.finish_of(run), run))
 
     @bus.on(RunFinished)
@@ -123,7 +129,7 @@ def register(bus: Bus, repo: TrackerRepo, registry: ModelRegistry, *, settle_wai
             waited = (utcnow() - run["finish_seen_at"]).total_seconds()
             if waited < settle_wait_s:
                 raise Deferred(f"run {e.run_id}: {stored} of {e.event_count} events stored")
-            metrics.RUNS_INCOMPLETE.inc()
+            metrics.RUNS_INCOMPLETE.of("tracker").inc()
             log.warning("run_events_missing", run_id=e.run_id, expected=e.event_count, have=stored)
         await bus.publish(await _record(repo, e, run))
         metrics.RUNS_RECORDED.labels(e.outcome).inc()

@@ -36,38 +36,31 @@ Records = tuple[Table, Sequence[str], Sequence[tuple[Any, ...]]]
 
 async def copy_ignore(
     conn: Any, table: Table, columns: Sequence[str], records: Sequence[tuple[Any, ...]]
-) -> tuple[int, list[str]]:
+) -> list[tuple[Any, ...]]:
     """Insert rows through COPY, skipping those whose key exists (redeliveries).
 
     The rows are copied into a session-local staging table, then moved with one
     ``INSERT … SELECT … ON CONFLICT DO NOTHING``: COPY's speed with the idempotency of a
     keyed insert. ``conn`` is an asyncpg connection inside a transaction (the staging
-    table empties at commit); JSONB values are JSON text.
-
-    Returns:
-        Rows inserted, and the ``event_id`` of every row whose key was already stored
-        with other values (a different message reusing an id: the first one stays).
+    table empties at commit); JSONB values are JSON text; the first column is the key.
+    Returns the records inserted.
     """
     if not records:
-        return 0, []
+        return []
     stage = _stage(table)
     await conn.copy_records_to_table(stage, records=records, columns=columns)
     names = ", ".join(f'"{c}"' for c in columns)
-    status = await conn.execute(
+    stored = await conn.fetch(
         f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM {stage} ON CONFLICT DO NOTHING'
+        f' RETURNING "{columns[0]}"'
     )
-    conflicts: list[str] = []
-    if "event_id" in columns:
-        mine = ", ".join(f's."{c}"' for c in columns)
-        held = ", ".join(f't."{c}"' for c in columns)
-        conflicts = [
-            r[0]
-            for r in await conn.fetch(
-                f'SELECT DISTINCT s.event_id FROM {stage} s JOIN "{table.name}" t '
-                f"USING (event_id) WHERE ({mine}) IS DISTINCT FROM ({held})"
-            )
-        ]
-    return int(status.rsplit(" ", 1)[-1]), conflicts
+    keys = {r[0] for r in stored}
+    new = []
+    for r in records:
+        if r[0] in keys:  # once, even if the batch carried the same key twice
+            keys.discard(r[0])
+            new.append(r)
+    return new
 
 
 def _stage(table: Table) -> str:
@@ -109,10 +102,10 @@ class TrackerRepo:
             await self._copy_pool.close()
             self._copy_pool = None
 
-    async def copy_many(self, *batches: Records) -> set[str]:
+    async def copy_many(self, *batches: Records) -> list[Sequence[tuple[Any, ...]]]:
         """Insert several tables' rows in one transaction, through COPY; keys already
-        stored are skipped (a redelivered or duplicated event changes nothing), and
-        returns the ids of rows that reused a stored key with different values.
+        stored are skipped (a redelivered or duplicated event changes nothing). Returns,
+        for each batch, the records that were new.
 
         A batch is first copied straight into its tables, as new events almost always are.
         If a key already exists, that transaction is rolled back and the batch goes through
@@ -136,7 +129,7 @@ class TrackerRepo:
                 else:
                     for table, _, records in batches:
                         metrics.ROWS_WRITTEN.labels(table.name).inc(len(records))
-                    return set()
+                    return [records for _, _, records in batches]
             # Outside the transaction, so a rolled-back batch cannot take the staging
             # tables (or statements prepared on them) along.
             await conn.execute(
@@ -146,16 +139,13 @@ class TrackerRepo:
                     for table, _, _ in batches
                 )
             )
-            inserted = 0
-            conflicts: set[str] = set()
+            stored: list[Sequence[tuple[Any, ...]]] = []
             async with conn.transaction():
                 for table, columns, records in batches:
-                    count, differing = await copy_ignore(conn, table, columns, records)
-                    metrics.ROWS_WRITTEN.labels(table.name).inc(count)
-                    inserted += count
-                    conflicts.update(differing)
-            self._direct = inserted == sum(len(records) for _, _, records in batches)
-            return conflicts
+                    stored.append(await copy_ignore(conn, table, columns, records))
+                    metrics.ROWS_WRITTEN.labels(table.name).inc(len(stored[-1]))
+            self._direct = sum(map(len, stored)) == sum(len(r) for _, _, r in batches)
+            return stored
 
     async def insert_many(self, *batches: tuple[Any, Sequence[dict[str, Any]]]) -> None:
         """Insert several tables' rows in one transaction."""

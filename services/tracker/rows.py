@@ -136,7 +136,7 @@ class BatchPrices:
     ) -> Price:
         price: Price = self._pricer.price(usage, model, provider=provider, at=at)
         if not price.known:
-            metrics.UNPRICED_USAGE.inc()
+            metrics.UNPRICED_USAGE.of("tracker").inc()
             if (model, provider) not in self._warned:
                 self._warned.add((model, provider))
                 log.warning("model_price_unknown", model=model, provider=provider)

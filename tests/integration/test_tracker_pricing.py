@@ -93,7 +93,7 @@ async def test_provider_ids_are_priced_and_an_unknown_model_is_never_zero(
 ) -> None:
     h, ws = harness, workspace
     await h.start("tracker")
-    unpriced_before = metrics.UNPRICED_USAGE._value.get()
+    unpriced_before = metrics.UNPRICED_USAGE.of("tracker")._value.get()
     recorded = await run_to_record(
         h,
         ws,
@@ -118,7 +118,7 @@ async def test_provider_ids_are_priced_and_an_unknown_model_is_never_zero(
     assert gpt4o.cost_known and gpt4o.cost_micros == 1_000 * 2.5 + 300 * 10  # $2.50 / $10
     unknown = rows[UNKNOWN]
     assert unknown.cost_known is False and unknown.cost_micros is None
-    assert metrics.UNPRICED_USAGE._value.get() == unpriced_before + 1
+    assert metrics.UNPRICED_USAGE.of("tracker")._value.get() == unpriced_before + 1
 
     assert recorded.cost_micros == 2 * sonnet + 5_500
     assert recorded.cost_usd == recorded.cost_micros / 1e6
