@@ -135,7 +135,7 @@ async def up(stack: TallySettings, tmp_path_factory: pytest.TempPathFactory) -> 
                     try:
                         return (
                             await http.get(f"http://127.0.0.1:{port}/healthz")
-                        ).status_code == 204
+                        ).status_code == 200
                     except httpx.HTTPError:
                         return False
 
