@@ -113,7 +113,7 @@ def parse_reply(data: bytes, reply: type[R], step: str) -> R:
     body: Any = json.loads(data)
     if isinstance(body, dict) and set(body) == {"error"}:
         raise PermanentError(f"{step}: {body['error']}")
-    return reply.model_validate(body)
+    return reply.model_validate(body, extra="ignore")
 
 
 async def next_event(queue: asyncio.Queue[E], *, step: str, timeout: float) -> E:
