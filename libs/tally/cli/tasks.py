@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, get_args
 
 import typer
 from pydantic import ValidationError
@@ -17,9 +17,12 @@ from tally.events import (
     TaskCreated,
     TaskDeferred,
     TaskEstimated,
+    TaskStatusChanged,
     new_id,
+    utcnow,
 )
 from tally.events.envelope import describe
+from tally.events.tasks import TaskStatus
 
 app = typer.Typer(
     help="Create tasks and follow them through estimation and assignment.", no_args_is_help=True
@@ -139,3 +142,57 @@ def create(
     result = run(_create(event, as_json, timeout or s.timeout_s))
     if as_json:
         emit_json(result)
+
+
+LANES: tuple[str, ...] = get_args(TaskStatus)
+
+
+async def _move(event: TaskStatusChanged) -> bool:
+    s = settings()
+    async with TallyClient.connect(s.nats_url, namespace=s.namespace, source="cli") as client:
+        return await client.publish(event)
+
+
+@app.command("status")
+def status(
+    task_id: str = typer.Argument(..., help="The task to move."),
+    lane: str = typer.Argument(..., help=f"Its new status: {', '.join(LANES)}."),
+    from_status: str | None = typer.Option(
+        None, "--from", help="The status it leaves, when known."
+    ),
+    workspace: str | None = typer.Option(
+        None, "--workspace", "-w", help="Workspace (default from TALLY_WORKSPACE)."
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Move a task to another lane (publishes task.status_changed; `tally lanes` counts it)."""
+    s = settings()
+    for name, value in (("LANE", lane), ("--from", from_status)):
+        if value is not None and value not in LANES:
+            fail(
+                f"{name}: unknown status {value!r}; one of {', '.join(LANES)}", code=EXIT_BAD_INPUT
+            )
+    try:
+        event = TaskStatusChanged(
+            task_id=task_id,
+            from_status=from_status,
+            to_status=lane,
+            changed_at=utcnow(),
+            workspace=workspace or s.workspace,
+            command="tally task status",
+            source="cli",
+        )
+    except ValidationError as exc:
+        fail(describe(exc, "task status"), code=EXIT_BAD_INPUT)
+    run(_move(event))
+    if as_json:
+        emit_json(
+            {
+                "task_id": task_id,
+                "to_status": lane,
+                "changed_at": event.changed_at.isoformat(),
+                "event_id": event.event_id,
+            }
+        )
+    else:
+        console.print(f"[bold]task[/]      {task_id} → {lane}", highlight=False)
