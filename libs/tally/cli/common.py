@@ -20,6 +20,7 @@ from tally.settings import TallySettings
 
 T = TypeVar("T")
 
+
 class TallyConsole(Console):
     """A console whose tables never cut a cell (``claud…``): ids and model names are what
     a reader copies. Cells wrap on a narrow terminal; off a terminal (a pipe, a file, CI)
