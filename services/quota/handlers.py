@@ -39,6 +39,7 @@ from tally.events.assign import (
     RebuildRequest,
 )
 from tally.events.envelope import Event
+from tally.replies import answer_refusals
 
 log = structlog.get_logger(__name__)
 
@@ -185,6 +186,7 @@ def register_admin(
     """Subscribe the operator's requests: freeze/unfreeze and rebuild from the ledger."""
 
     @bus.responder(FreezeRequest)
+    @answer_refusals
     async def on_freeze(r: FreezeRequest) -> FreezeReply:
         try:
             store.subscription(r.subscription)

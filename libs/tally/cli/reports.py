@@ -66,6 +66,15 @@ def tokens(
     if as_json:
         emit_json(body)
         return
+    if not body["rows"]:
+        where = f" in workspace {workspace}" if workspace else ""
+        console.print(
+            f"no token use recorded since {body['since'][:16]}Z{where}. Try a longer window "
+            "(--since 30d), another --workspace, or check that runs are reported "
+            "(`tally run show RUN`, `tally dlq`).",
+            highlight=False,
+        )
+        return
     table = Table(title=f"tokens since {body['since'][:16]}Z by {by}")
     for col in (
         by,
