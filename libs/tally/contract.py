@@ -27,6 +27,7 @@ from tally.events import (
     DeadLetter,
     Estimate,
     EstimateRequest,
+    Event,
     ReleaseReply,
     ReleaseRequest,
     ReserveReply,
@@ -191,20 +192,24 @@ def json_schemas() -> dict[str, dict[str, Any]]:
 
     Keys are file names such as ``task.created.json`` or ``task.estimate.reply.json``.
     """
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, dict[str, Any]] = {"envelope.json": _standalone("envelope", Event)}
     for channel in CHANNELS:
         pairs = [(channel.message, False)]
         if channel.reply is not None:
             pairs.append((channel.reply, True))
         for model, is_reply in pairs:
             name = _schema_name(channel, is_reply)
-            schema = _strip_closed(model.model_json_schema(mode="validation"))
-            out[f"{name}.json"] = {
-                "$schema": "https://json-schema.org/draft/2020-12/schema",
-                "$id": f"https://tally.dev/contract/schemas/{name}.json",
-                **schema,
-            }
+            out[f"{name}.json"] = _standalone(name, model)
     return out
+
+
+def _standalone(name: str, model: type[BaseModel]) -> dict[str, Any]:
+    schema = _strip_closed(model.model_json_schema(mode="validation"))
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"https://tally.dev/contract/schemas/{name}.json",
+        **schema,
+    }
 
 
 def _operation(channel: Channel, key: str, action: str) -> dict[str, Any]:
@@ -231,7 +236,7 @@ def asyncapi() -> dict[str, Any]:
     notices), publishers and consumers; ``send`` operations are what Tally's services
     publish, ``receive`` what they consume.
     """
-    models: list[type[BaseModel]] = []
+    models: list[type[BaseModel]] = [Event]  # the envelope, as components/schemas/Event
     for channel in CHANNELS:
         models.append(channel.message)
         if channel.reply is not None:
