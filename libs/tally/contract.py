@@ -187,6 +187,21 @@ def _strip_closed(schema: Any) -> Any:
     return schema
 
 
+def _asyncapi_schema(schema: Any) -> Any:
+    """AsyncAPI's Schema Object names a discriminator by its property only (pydantic writes
+    OpenAPI's ``{"propertyName": …, "mapping": …}``)."""
+    if isinstance(schema, dict):
+        return {
+            k: v["propertyName"]
+            if k == "discriminator" and isinstance(v, dict)
+            else _asyncapi_schema(v)
+            for k, v in schema.items()
+        }
+    if isinstance(schema, list):
+        return [_asyncapi_schema(v) for v in schema]
+    return schema
+
+
 def json_schemas() -> dict[str, dict[str, Any]]:
     """One standalone JSON Schema (draft 2020-12) per subject's payload and per reply.
 
@@ -245,7 +260,7 @@ def asyncapi() -> dict[str, Any]:
         [(m, "validation") for m in dict.fromkeys(models)],
         ref_template="#/components/schemas/{model}",
     )
-    schemas = _strip_closed(defs.get("$defs", {}))
+    schemas = _asyncapi_schema(_strip_closed(defs.get("$defs", {})))
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {}

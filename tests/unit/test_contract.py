@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -75,3 +78,31 @@ def test_schema_export_to_an_unwritable_place_is_one_clear_line(tmp_path: Path) 
     result = CliRunner().invoke(app, ["schema", "export", str(blocker / "sub")])
     assert result.exit_code == 2
     assert "cannot write the contract" in result.output and "Traceback" not in result.output
+
+
+VALIDATOR = Path(__file__).resolve().parents[1] / "asyncapi"
+NODE, NPM = shutil.which("node"), shutil.which("npm")
+
+
+@pytest.mark.skipif(NODE is None or NPM is None, reason="node and npm are not installed")
+def test_the_asyncapi_document_passes_the_asyncapi_parser(tmp_path: Path) -> None:
+    assert NODE is not None and NPM is not None
+    if not (VALIDATOR / "node_modules" / "@asyncapi" / "parser").is_dir():
+        npm = [NPM, "ci", "--no-audit", "--no-fund", "--silent"]
+        subprocess.run(npm, cwd=VALIDATOR, check=True, timeout=300)
+
+    def validate(path: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [NODE, "validate.mjs", str(path)],
+            cwd=VALIDATOR,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    done = validate(CONTRACT / "asyncapi.yaml")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["channels"] == len(CHANNELS)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("asyncapi: 3.0.0\ninfo: {title: x, version: '1'}\nchannels: 5\n")
+    assert validate(broken).returncode == 1
