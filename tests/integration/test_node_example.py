@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -46,6 +47,7 @@ async def test_the_node_example_publishes_a_task_and_a_run(harness: Harness) -> 
         await _run(NPM, "ci", "--no-audit", "--no-fund", cwd=EXAMPLE, env=env, timeout=180)
     await h.start("tracker")
     await h.start("estimator")
+    reporter = await h.start("reporter")
     env["TALLY_WORKSPACE"] = workspace = f"node-{h.catalog.namespace[-8:]}"
     assert NODE is not None
     out = await _run(NODE, "publish-task-and-run.mjs", cwd=EXAMPLE, env=env, timeout=60)
@@ -66,4 +68,11 @@ async def test_the_node_example_publishes_a_task_and_a_run(harness: Harness) -> 
     )
     assert events == 4
     assert run.totals["tokens"]["output_tokens"] == 300
+    # What `tally report RUN` prints: the reporter's 10-line summary of the Node run.
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=reporter), base_url="http://t"
+    ) as http:
+        kpi = await http.get(f"/runs/{ids['run_id']}/kpi")
+    assert kpi.status_code == 200, kpi.text
+    assert len(kpi.json()["summary"]) == 10
     assert run.totals["tokens"]["cache_read_tokens"] == 800
