@@ -207,9 +207,10 @@ async def test_one_poisonous_event_is_dead_lettered_alone(harness: Harness, work
         poison = call(run_id, workspace, 40, input_tokens=10**19, output_tokens=1)
         for e in [*events[:20], poison, *events[20:]]:
             await h.client.publish(e)
-        letter = await h.next_item(letters, what="the poisonous event's dead letter")
+        # Bounds for a loaded machine: the batch fails, then 41 single-event writes follow.
+        letter = await h.next_item(letters, timeout=45, what="the poisonous event's dead letter")
     assert json.loads(letter.payload)["event_id"] == poison.event_id
-    await h.drained("tracker", RUN_EVENT)
+    await h.drained("tracker", RUN_EVENT, timeout=45)
     stored = await h.scalar(
         select(func.count()).select_from(run_events).where(run_events.c.run_id == run_id)
     )
