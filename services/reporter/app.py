@@ -12,6 +12,7 @@ from services.reporter.live import LiveHub, nats_feed
 from services.reporter.orphans import orphan_gauge
 from services.reporter.repo import ReportRepo
 from services.reporter.settings import ReporterSettings
+from tally.client import TallyClient
 from tally.db import create_engine
 from tally.events import utcnow
 from tally.service import ServiceKit
@@ -29,7 +30,14 @@ def create_app(settings: ReporterSettings | None = None) -> AsgiFastStream:
     kit.on_exit_signal(live.close)
     orphan_after = timedelta(seconds=settings.orphan_after_s)
     kit.supervise("orphans", orphan_gauge(engine, orphan_after, settings.orphan_check_s, utcnow))
-    api = create_api(ReportRepo(engine), live, orphan_after=orphan_after)
+    api = create_api(
+        ReportRepo(engine),
+        live,
+        lambda: TallyClient(kit.broker.connection, kit.catalog, source="api"),
+        namespace=settings.namespace,
+        orphan_after=orphan_after,
+        max_wait_s=settings.api_max_wait_s,
+    )
     api.state.live = live
     app: AsgiFastStream = kit.app(api=api)
     # Before the broker disconnects: open streams end and the subscription is dropped.

@@ -11,27 +11,32 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
+
+from services.reporter.money import PER_USD, Micros, UsdText, usd_text
 
 UNPHASED = "(no phase)"  #: bucket for worker calls made outside any open phase
 
 
 class TokenCounts(BaseModel):
-    input: int = 0
-    output: int = 0
-    cached: int = 0  #: cache reads: input served from the provider's prompt cache
-    cache_write: int = 0
-    reasoning: int = 0
+    """Tokens by kind, named as in ``token_usage``, ``GET /tokens`` and the CLI's ``--json``."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    #: cache reads: input served from the provider's prompt cache
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
 
     def add_usage(self, usage: Mapping[str, Any]) -> None:
-        self.input += int(usage.get("input_tokens") or 0)
-        self.output += int(usage.get("output_tokens") or 0)
-        self.cached += int(usage.get("cache_read_tokens") or 0)
-        self.cache_write += int(usage.get("cache_write_tokens") or 0)
-        self.reasoning += int(usage.get("reasoning_tokens") or 0)
+        for name in TokenCounts.model_fields:
+            setattr(self, name, getattr(self, name) + int(usage.get(name) or 0))
 
     def short(self) -> str:
-        return f"{_count(self.input)} in/{_count(self.output)} out/{_count(self.cached)} cached"
+        return (
+            f"{_count(self.input_tokens)} in/{_count(self.output_tokens)} out/"
+            f"{_count(self.cache_read_tokens)} cached"
+        )
 
 
 class PhaseKpi(BaseModel):
@@ -50,7 +55,7 @@ class RunKpi(BaseModel):
     time_to_verified_checkpoint_seconds: float | None
     phases: list[PhaseKpi] = Field(default_factory=list)
     worker_calls: int = 0
-    cost_usd: float = 0.0
+    cost_micros: Micros = 0
     tokens: TokenCounts = Field(default_factory=TokenCounts)
     tokens_by_worker: dict[str, TokenCounts] = Field(default_factory=dict)
     tokens_by_phase: dict[str, TokenCounts] = Field(default_factory=dict)
@@ -66,6 +71,11 @@ class RunKpi(BaseModel):
     lines_removed: int = 0
     milestones_planned: int = 0
     milestones_completed: int = 0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def cost_usd(self) -> UsdText:
+        return usd_text(self.cost_micros)
 
     def summary_lines(self) -> list[str]:
         """Exactly ten human-readable lines, one per KPI group."""
@@ -83,7 +93,7 @@ class RunKpi(BaseModel):
             f"Total time: {_duration(self.total_seconds)}",
             f"Time to first verified checkpoint: {_duration(ttv) if ttv is not None else 'none'}",
             f"Phases: {phases or 'none recorded'}",
-            f"Worker calls: {self.worker_calls} (${self.cost_usd:,.2f}; tokens "
+            f"Worker calls: {self.worker_calls} (${self.cost_micros / PER_USD:,.2f}; tokens "
             f"{self.tokens.short()})",
             f"Tokens by worker: {_breakdown(self.tokens_by_worker)}",
             f"Tokens by phase: {_breakdown(self.tokens_by_phase)}",
@@ -174,7 +184,7 @@ def compute_kpi(
                 seconds[key[0]] += (at - open_phases.pop(key)).total_seconds()
         elif kind == "worker_call":
             kpi.worker_calls += 1
-            kpi.cost_usd += float(data.get("cost_usd") or 0.0)
+            kpi.cost_micros += int(data.get("cost_micros") or 0)
             usage = data.get("usage") or {}
             phase = data.get("phase") or (
                 next(reversed(open_phases))[0] if open_phases else UNPHASED
@@ -259,9 +269,9 @@ def compare(a: RunKpi, b: RunKpi) -> list[tuple[str, str, str, str]]:
         row(f"phase {name}", pa.seconds if pa else None, pb.seconds if pb else None, "time")
         row(f"phase {name} attempts", pa.attempts if pa else None, pb.attempts if pb else None)
     row("worker calls", a.worker_calls, b.worker_calls)
-    row("cost", a.cost_usd, b.cost_usd, "usd")
-    for field in ("input", "output", "cached"):
-        row(f"{field} tokens", getattr(a.tokens, field), getattr(b.tokens, field))
+    row("cost", a.cost_micros / PER_USD, b.cost_micros / PER_USD, "usd")
+    for field in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"):
+        row(field.replace("_", " "), getattr(a.tokens, field), getattr(b.tokens, field))
     row("latency mean ms", a.latency_mean_ms, b.latency_mean_ms)
     row("latency p95 ms", a.latency_p95_ms, b.latency_p95_ms)
     row("verification retries", a.verification_retries, b.verification_retries)

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.reporter.money import micros, usd_text
 from tally.db.tables import run_events, runs, token_usage
 
 #: What ``tokens`` can group by, and the column each means.
@@ -57,7 +58,8 @@ class ReportRepo:
                         "reasoning_tokens",
                     )
                 }
-                data["cost_usd"] = m[token_usage.c.cost_usd]
+                data["cost_micros"] = cost = micros(m[token_usage.c.cost_usd])
+                data["cost_usd"] = usd_text(cost)
             timeline.append({"kind": m[run_events.c.kind], "at": m[run_events.c.at], "data": data})
         return timeline
 
@@ -96,7 +98,7 @@ class ReportRepo:
                     k: int(v or 0) for k, v in r._mapping.items() if k.endswith(("tokens", "calls"))
                 },
                 "key": r.key if r.key is not None else "(none)",
-                "cost_usd": float(r.cost_usd),
+                "cost_micros": micros(r.cost_usd),
                 "duration_ms": float(r.duration_ms),
             }
             for r in rows

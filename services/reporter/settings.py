@@ -13,3 +13,5 @@ class ReporterSettings(ServiceSettings):
     orphan_after_s: float = 600.0
     #: How often the orphan count (``tally_orphan_runs``) is refreshed.
     orphan_check_s: float = 60.0
+    #: The longest an API request waits for another service's answer on the bus.
+    api_max_wait_s: float = 30.0

@@ -85,7 +85,7 @@ def tokens(
             f"{r['cache_read_tokens']:,}",
             f"{r['cache_write_tokens']:,}",
             f"{r['reasoning_tokens']:,}",
-            f"{r['cost_usd']:.4f}",
+            r["cost_usd"],
             f"{r['duration_ms'] / 1000:.1f}s",
         )
     console.print(table)

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import typer
 from pydantic import ValidationError
 
 from tally.cli.common import EXIT_BAD_INPUT, JsonOpt, console, emit_json, fail, run, settings
-from tally.client import TallyClient, next_event
-from tally.errors import StepTimeout
-from tally.events import (
-    Estimate,
-    TaskAssigned,
-    TaskCreated,
-    TaskDeferred,
-    TaskEstimated,
-    new_id,
-)
+from tally.client import TallyClient
+from tally.commands import create_task, task_created
+from tally.events import Estimate, TaskAssigned, TaskCreated, TaskDeferred
 from tally.events.envelope import describe
 
 app = typer.Typer(
@@ -63,42 +55,23 @@ def print_assignment(a: TaskAssigned | TaskDeferred) -> None:
 
 async def _create(event: TaskCreated, as_json: bool, timeout: float) -> dict[str, Any]:
     s = settings()
-    result: dict[str, Any] = {"task_id": event.task_id}
     async with TallyClient.connect(s.nats_url, namespace=s.namespace, source="cli") as client:
-        same_task = lambda e: e.task_id == event.task_id  # noqa: E731
-        async with (
-            client.watch(TaskEstimated, same_task) as estimated,
-            client.watch(TaskAssigned, same_task) as assigned,
-            client.watch(TaskDeferred, same_task) as deferred,
-        ):
-            await client.publish(event)
-            if not as_json:
-                console.print(f"[bold]task[/]      {event.task_id} published")
-            est = await next_event(estimated, step="estimator", timeout=timeout)
-            result["estimate"] = est.estimate.model_dump(mode="json")
-            if not as_json:
-                print_estimate(est.estimate)
-            answer = await _first(assigned, deferred, timeout=timeout)
-            key = "assignment" if isinstance(answer, TaskAssigned) else "deferred"
-            result[key] = answer.model_dump(mode="json")
-            if not as_json:
-                print_assignment(answer)
-    return result
-
-
-async def _first(
-    assigned: asyncio.Queue[TaskAssigned], deferred: asyncio.Queue[TaskDeferred], timeout: float
-) -> TaskAssigned | TaskDeferred:
-    tasks: list[asyncio.Future[TaskAssigned | TaskDeferred]] = [
-        asyncio.ensure_future(assigned.get()),
-        asyncio.ensure_future(deferred.get()),
-    ]
-    done, pending = await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    for t in pending:
-        t.cancel()
-    if not done:
-        raise StepTimeout("assigner", timeout)
-    return done.pop().result()
+        if not as_json:
+            console.print(f"[bold]task[/]      {event.task_id} published")
+        progress = await create_task(
+            client, event, timeout=timeout, on_estimate=None if as_json else print_estimate
+        )
+    assert progress.estimate is not None  # strict: a step that did not answer raised
+    answer = progress.assigned or progress.deferred
+    assert answer is not None
+    if not as_json:
+        print_assignment(answer)
+    key = "assignment" if progress.assigned else "deferred"
+    return {
+        "task_id": event.task_id,
+        "estimate": progress.estimate.model_dump(mode="json"),
+        key: answer.model_dump(mode="json"),
+    }
 
 
 @app.command("create")
@@ -124,15 +97,15 @@ def create(
     """Publish task.created, then print the estimate and the assignment as they arrive."""
     s = settings()
     try:
-        event = TaskCreated(
-            task_id=task_id or f"T-{new_id()[:10]}",
+        event = task_created(
+            source="cli",
+            task_id=task_id,
             title=title,
             description=description,
             priority=priority,
             labels=tuple(label),
             task_type=task_type,
             workspace=workspace or s.workspace,
-            source="cli",
         )
     except ValidationError as exc:
         fail(describe(exc, "task"), code=EXIT_BAD_INPUT)

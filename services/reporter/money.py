@@ -1,0 +1,48 @@
+"""Money as the API shows it: exact integer micro-dollars, plus a rounded display string.
+
+:func:`micros` is the one place that turns what the tracker's tables hold into
+micro-dollars; every endpoint and ``kpi.json`` go through it, so a change in how money
+is stored changes this function and nothing else.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Annotated
+
+from pydantic import Field
+
+#: Micro-dollars in a dollar.
+PER_USD = 1_000_000
+#: Decimal places of the display string (``"0.0585"``).
+DISPLAY_PLACES = Decimal("0.0001")
+
+#: Exact money in JSON: whole micro-dollars (1 USD = 1,000,000).
+Micros = Annotated[int, Field(description="Exact amount in micro-dollars (1 USD = 1,000,000).")]
+#: Money for people: dollars rounded to 4 places, as a string (``"0.0585"``).
+UsdText = Annotated[
+    str,
+    Field(description="Dollars rounded to 4 decimal places, for display.", examples=["0.0585"]),
+]
+
+
+def micros(stored: float | int | Decimal | None) -> int:
+    """A stored money value (today: dollars, as a float or a Postgres sum) in micro-dollars.
+
+    >>> micros(0.058499999999999996), micros(None), micros(Decimal("1.25"))
+    (58500, 0, 1250000)
+    """
+    if stored is None:
+        return 0
+    # Through the shortest decimal form: 0.058499999999999996 is 0.0585 as stored.
+    exact = Decimal(repr(stored)) if isinstance(stored, float) else Decimal(stored)
+    return int((exact * PER_USD).to_integral_value(ROUND_HALF_EVEN))
+
+
+def usd_text(amount_micros: int) -> str:
+    """Micro-dollars as dollars for display, rounded to 4 places.
+
+    >>> usd_text(58500), usd_text(0), usd_text(-1_234_567)
+    ('0.0585', '0.0000', '-1.2346')
+    """
+    return str((Decimal(amount_micros) / PER_USD).quantize(DISPLAY_PLACES, ROUND_HALF_EVEN))
