@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field, computed_field, model_validator
 from services.reporter.errors import BUS_ERRORS, ApiError
 from services.reporter.money import Micros, UsdText, micros, usd_text
 from services.reporter.params import Id, Params, Workspace
-from services.reporter.taskview import Assignment, Deferral, TaskRepo
+from services.reporter.taskview import Assignment, Deferral, TaskRepo, task_url
 from tally.client import TallyClient
 from tally.commands import create_task, status_changed, task_created
 from tally.errors import PermanentError, StepTimeout, TransientError
@@ -48,8 +48,8 @@ def _no_nul(value: Any) -> bool:
 class _Body(BaseModel):
     @model_validator(mode="after")
     def _printable(self) -> _Body:
-        for name in type(self).model_fields:
-            if not _no_nul(getattr(self, name)):
+        for name, value in self.model_dump().items():
+            if not _no_nul(value):
                 raise ValueError(f"{name}: text contains a NUL character (\\u0000)")
         return self
 
@@ -207,7 +207,7 @@ def actions_router(clients: ClientFactory, tasks: TaskRepo, *, max_wait_s: float
         )
         answer = TaskAccepted(
             task_id=event.task_id,
-            status_url=f"/tasks/{event.task_id}",
+            status_url=task_url(event.task_id),
             settled=progress.settled,
             estimate=progress.estimate,
             assignment=Assignment.of_event(progress.assigned) if progress.assigned else None,
@@ -254,7 +254,7 @@ def actions_router(clients: ClientFactory, tasks: TaskRepo, *, max_wait_s: float
             from_status=event.from_status,
             to_status=event.to_status,
             changed_at=event.changed_at,
-            status_url=f"/tasks/{task_id}",
+            status_url=task_url(task_id),
         )
 
     @router.get("/quota", response_model=QuotaReport, tags=["quota"])

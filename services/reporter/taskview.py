@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, computed_field
@@ -27,6 +28,11 @@ from tally.db.tables import (
     tasks,
 )
 from tally.events import Estimate, TaskAssigned, TaskDeferred
+
+
+def task_url(task_id: str) -> str:
+    """Where a task is read (ids are percent-encoded: they may hold any character)."""
+    return f"/tasks/{quote(task_id, safe='')}"
 
 
 class Assignment(BaseModel):
@@ -231,7 +237,7 @@ class TaskRepo:
                     finished_at=r.finished_at,
                     outcome=r.outcome,
                     success=r.success,
-                    run_url=f"/runs/{r.run_id}",
+                    run_url=f"/runs/{quote(r.run_id, safe='')}",
                 )
                 for r in task_runs
             ],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -15,6 +16,7 @@ from sqlalchemy import insert
 
 from tally.db.tables import experiments, model_scores
 from tally.events import TaskCreated, TaskStatusChanged, new_id
+from tests.integration.conftest import eventually
 
 if TYPE_CHECKING:
     from faststream.asgi import AsgiFastStream
@@ -144,12 +146,24 @@ async def test_a_program_creates_a_task_reads_it_and_moves_it(
 async def test_without_waiting_the_answer_is_202_with_a_link_to_poll(
     chain: httpx.AsyncClient, workspace: str
 ) -> None:
+    # Any id a client chooses comes back as a usable link (it was a 500 before).
+    task_id = f"tâche-{new_id()[:6]}"
     resp = await chain.post(
-        "/tasks", params={"wait": 0}, json={"title": "Later", "workspace": workspace}
+        "/tasks",
+        params={"wait": 0},
+        json={"title": "Later", "workspace": workspace, "task_id": task_id},
     )
     assert resp.status_code == 202, resp.text
     body = resp.json()
-    assert body["settled"] is False and body["status_url"] == f"/tasks/{body['task_id']}"
+    assert body["settled"] is False and body["task_id"] == task_id
+    assert body["status_url"] == resp.headers["location"] == f"/tasks/{quote(task_id)}"
+
+    async def readable() -> dict[str, Any] | None:
+        found = await chain.get(body["status_url"])
+        return found.json() if found.status_code == 200 else None
+
+    view = await eventually(readable, what="the task the API created")
+    assert view["task_id"] == task_id
 
 
 async def test_estimate_only_creates_nothing(chain: httpx.AsyncClient, workspace: str) -> None:
