@@ -19,7 +19,7 @@ from fastapi import APIRouter, Body, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, computed_field, model_validator
 
-from services.reporter.errors import BUS_ERRORS, ApiError
+from services.reporter.errors import BUS_ERRORS, ApiError, not_found
 from services.reporter.money import Micros, UsdText, micros, usd_text
 from services.reporter.params import Id, Params, Workspace
 from services.reporter.taskview import Assignment, Deferral, TaskRepo, task_url
@@ -28,6 +28,7 @@ from tally.commands import create_task, status_changed, task_created
 from tally.errors import PermanentError, StepTimeout, TransientError
 from tally.events import Estimate, EstimateRequest, TaskSpec, UsageReply, UsageRequest
 from tally.events.assign import FreezeReply, FreezeRequest
+from tally.events.learning import LearnerReport, LearnerReportRequest
 from tally.events.tasks import TaskStatus
 
 #: Opens a client on the reporter's own NATS connection.
@@ -157,6 +158,23 @@ def _window(w: dict[str, Any]) -> Window:
         reserved_micros=micros(w.get("reserved_usd")),
         limit_micros=None if limit is None else micros(limit),
     )
+
+
+class ExperimentAnalysis(BaseModel):
+    """The learner's A/B analysis of one experiment (as ``tally experiment show``)."""
+
+    experiment: str
+    workspace: str
+    #: Runs and success rate per arm.
+    arms: dict[str, dict[str, Any]]
+    #: Welch's t-test per metric between arms: means, p-value, effect size, verdict.
+    comparisons: list[dict[str, Any]]
+    #: Expected reward net of cost on held-out tasks: learned policy, best single model.
+    held_out: dict[str, Any]
+
+
+class WorkspaceParams(Params):
+    workspace: Workspace = "default"
 
 
 class WaitParams(Params):
@@ -290,6 +308,31 @@ def actions_router(clients: ClientFactory, tasks: TaskRepo, *, max_wait_s: float
             "quota",
             "subscription",
             lambda c: c.request(request, FreezeReply, step="quota", timeout=max_wait_s),
+        )
+
+    @router.get("/experiments/{name}", response_model=ExperimentAnalysis, tags=["learning"])
+    async def experiment(
+        name: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")],
+        q: Annotated[WorkspaceParams, Query()],
+    ) -> ExperimentAnalysis:
+        """Welch's t-test per metric between the arms, and the held-out evaluation."""
+        request = LearnerReportRequest(
+            kind="experiment", experiment=name, workspace=q.workspace, source="api"
+        )
+        report = await ask(
+            "learner",
+            "name",
+            lambda c: c.request(request, LearnerReport, step="learner", timeout=max_wait_s),
+        )
+        data = report.data
+        if data.get("known") is False:
+            raise not_found("name", f"no experiment named {name!r}")
+        return ExperimentAnalysis(
+            experiment=name,
+            workspace=report.workspace,
+            arms=data.get("arms") or {},
+            comparisons=data.get("comparisons") or [],
+            held_out=data.get("held_out") or {},
         )
 
     return router

@@ -225,10 +225,13 @@ async def test_model_performance_and_experiments_read_their_owners_tables(
          "variants": [{"name": "A", "strategy": "learned", "weight": 1.0},
                       {"name": "B", "strategy": "cheapest_capable", "weight": 1.0}]},
     )  # fmt: skip
+    await harness.start("learner")
     reporter = await harness.start("reporter")
     async with client(reporter) as http:
         models = (await http.get("/models/performance", params={"workspace": workspace})).json()
         listed = (await http.get("/experiments")).json()
+        analysis = await http.get(f"/experiments/{name}", params={"workspace": workspace})
+        unknown = await http.get("/experiments/no-such-experiment")
 
     [row] = models["models"]
     assert (row["runs"], row["success_rate"]) == (4, 0.75)
@@ -240,3 +243,6 @@ async def test_model_performance_and_experiments_read_their_owners_tables(
         "learned",
         "cheapest_capable",
     ]
+    assert analysis.status_code == 200, analysis.text
+    assert analysis.json()["experiment"] == name and analysis.json()["arms"] == {}
+    assert unknown.status_code == 404 and unknown.json()["error"]["field"] == "name"

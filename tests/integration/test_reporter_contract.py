@@ -1,7 +1,7 @@
 """Contract test: schemathesis drives every endpoint of the reporter's OpenAPI document.
 
 The reporter runs over a real port with the services its commands reach (estimator,
-assigner, quota, tracker) on real NATS, Postgres and Redis. For each operation a bounded
+assigner, quota, tracker, learner) on real NATS, Postgres and Redis. For each operation a bounded
 number of generated requests must get no 5xx from the API itself, only documented status
 codes and content types, and answers that match their schemas.
 """
@@ -86,7 +86,7 @@ def fuzz_all(spec: dict[str, Any], base_url: str) -> tuple[int, list[str]]:
 
 
 async def test_every_endpoint_keeps_its_contract(harness: Harness) -> None:
-    for service in ("quota", "estimator", "assigner", "tracker"):
+    for service in ("quota", "estimator", "assigner", "tracker", "learner"):
         await harness.start(service)
     reporter = await harness.start("reporter", api_max_wait_s=1.0)
     port = _free_port()
