@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.responses import Response
 
 from services.reporter.errors import bad_parameter
+from services.reporter.money import with_money
 from services.reporter.params import Params, parse_since
 from tally.db.tables import runs, task_status_events, tasks, token_usage
 
@@ -289,8 +290,10 @@ def export_router(engine: AsyncEngine) -> APIRouter:
                 media_type="text/csv",
                 headers={"X-Next-Cursor": cursor} if cursor else None,
             )
+        # JSON shows money as the API does: exact micro-dollars and a display string.
         return ExportPage(
-            rows=[{k: plain(v) for k, v in row.items()} for row in rows], next_cursor=cursor
+            rows=[with_money({k: plain(v) for k, v in row.items()}) for row in rows],
+            next_cursor=cursor,
         )
 
     return router

@@ -8,7 +8,7 @@ is stored changes this function and nothing else.
 from __future__ import annotations
 
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field
 
@@ -46,3 +46,33 @@ def usd_text(amount_micros: int) -> str:
     ('0.0585', '0.0000', '-1.2346')
     """
     return str((Decimal(amount_micros) / PER_USD).quantize(DISPLAY_PLACES, ROUND_HALF_EVEN))
+
+
+def with_money(value: Any) -> Any:
+    """A JSON document with every stored amount shown as the API shows money.
+
+    A numeric ``cost_usd`` (a stored dollar figure) becomes exact ``cost_micros`` beside a
+    rounded ``cost_usd`` string; a ``cost_micros`` gains its ``cost_usd`` string.
+
+    >>> with_money({"totals": {"cost_usd": 0.058499999999999996, "tokens": 10}})
+    {'totals': {'cost_micros': 58500, 'cost_usd': '0.0585', 'tokens': 10}}
+    """
+    if isinstance(value, list):
+        return [with_money(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        number = isinstance(item, int | float | Decimal) and not isinstance(item, bool)
+        if key == "cost_usd" and (number or item is None) and "cost_micros" not in value:
+            amount = None if item is None else micros(item)
+            out["cost_micros"] = amount
+            out["cost_usd"] = None if amount is None else usd_text(amount)
+        elif key == "cost_micros" and isinstance(item, int):
+            out[key] = item
+            out["cost_usd"] = usd_text(item)
+        elif key == "cost_usd" and "cost_micros" in value:
+            continue  # shown from cost_micros
+        else:
+            out[key] = with_money(item)
+    return out

@@ -10,7 +10,7 @@ from pydantic import BaseModel, computed_field
 
 from services.reporter.compare import RunReportBody, run_report
 from services.reporter.errors import not_found
-from services.reporter.money import Micros, UsdText, usd_text
+from services.reporter.money import Micros, UsdText, usd_text, with_money
 from services.reporter.orphans import RunState, run_state
 from services.reporter.params import Params, Since, Workspace, window_start
 from services.reporter.repo import TOKEN_GROUPS, ReportRepo
@@ -84,7 +84,9 @@ def reads_router(repo: ReportRepo, orphan_after: timedelta) -> APIRouter:
             raise not_found("run_id", f"run {run_id} not found")
         first_at = timeline[0]["at"] if timeline else None
         state = run_state(run, first_at, datetime.now(UTC), orphan_after)
-        return RunView(run=run, state=state, timeline=[TimelineEvent(**e) for e in timeline])
+        return RunView(
+            run=with_money(run), state=state, timeline=[TimelineEvent(**e) for e in timeline]
+        )
 
     @router.get("/tokens", response_model=TokenReport, tags=["tokens"])
     async def tokens(q: Annotated[TokenParams, Query()]) -> TokenReport:
