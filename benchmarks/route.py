@@ -381,11 +381,11 @@ async def recorded(engine: Any, runs: int, timeout_s: float = 60.0) -> float:
             have = await conn.scalar(count.where(learner_runs.c.workspace == WORKSPACE))
             if have >= runs or time.perf_counter() > deadline:
                 total = await conn.scalar(
-                    select(func.coalesce(func.sum(learner_runs.c.cost_usd), 0.0)).where(
+                    select(func.coalesce(func.sum(learner_runs.c.cost_micros), 0)).where(
                         learner_runs.c.workspace == WORKSPACE
                     )
                 )
-                return float(total)
+                return int(total) / 1_000_000
         await asyncio.sleep(0.2)
 
 

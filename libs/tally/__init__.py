@@ -3,6 +3,6 @@
 ``tally.connect(url)`` is the SDK's entry point (see :mod:`tally.sdk`).
 """
 
-from tally.sdk import Run, Tally, connect
+from tally.sdk import Run, RunLanes, Tally, Task, connect
 
-__all__ = ["Run", "Tally", "connect"]
+__all__ = ["Run", "RunLanes", "Tally", "Task", "connect"]

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import nats
+import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from pydantic import BaseModel
@@ -19,6 +20,8 @@ from pydantic import BaseModel
 from tally.errors import PermanentError, StepTimeout, TransientError
 from tally.events import Event
 from tally.subjects import Catalog
+
+log = structlog.get_logger(__name__)
 
 R = TypeVar("R", bound=BaseModel)
 E = TypeVar("E", bound=Event)
@@ -36,19 +39,50 @@ class TallyClient:
     @classmethod
     @asynccontextmanager
     async def connect(
-        cls, url: str, *, namespace: str = "", source: str = "client"
+        cls,
+        url: str,
+        *,
+        namespace: str = "",
+        source: str = "client",
+        reconnect_attempts: int = 60,
     ) -> AsyncIterator[TallyClient]:
         """Connect to NATS at ``url``; the connection is drained on exit.
+
+        The first connection is tried twice, 0.2 s apart (a server that is down fails
+        fast, in one line); a connection lost later is retried ``reconnect_attempts``
+        times, 2 s apart (-1: for ever).
 
         Raises:
             TransientError: NATS does not answer at ``url``.
         """
+        nc = NATS()
+        failures: list[Exception] = []
+
+        async def on_error(exc: Exception) -> None:
+            # nats-py's default logs a traceback per error; one line is enough, and none
+            # while connecting (the TransientError below says it).
+            if nc.is_connected or nc.is_reconnecting:
+                log.warning("nats_error", url=url, error=str(exc) or type(exc).__name__)
+            else:
+                failures[:] = [exc]
+
         try:
-            nc = await nats.connect(
-                url, connect_timeout=3, max_reconnect_attempts=3, allow_reconnect=True
+            # Two quick attempts, so a server that is down is told at once (the defaults
+            # retried for seconds with a traceback each time); once connected, the usual
+            # reconnection policy applies (nats-py reads these options when it is lost).
+            await nc.connect(
+                url,
+                connect_timeout=3,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0.2,  # type: ignore[arg-type]
+                error_cb=on_error,
             )
-        except (OSError, nats.errors.NoServersError, TimeoutError) as exc:
-            raise TransientError(f"cannot reach NATS at {url}: {exc}") from exc
+        except (OSError, nats.errors.Error, TimeoutError) as exc:
+            cause = failures[-1] if failures else exc
+            reason = str(cause) or type(cause).__name__
+            raise TransientError(f"cannot reach NATS at {url}: {reason}") from exc
+        nc.options["max_reconnect_attempts"] = reconnect_attempts
+        nc.options["reconnect_time_wait"] = 2
         try:
             yield cls(nc, Catalog(namespace), source)
         finally:
@@ -73,6 +107,8 @@ class TallyClient:
             StepTimeout: ``step`` did not answer within ``timeout``.
             PermanentError: it answered with an error.
         """
+        if event.source == "unknown":
+            event = event.model_copy(update={"source": self.source})
         try:
             msg = await self.nc.request(
                 self.catalog.subject(type(event).subject), event.to_json(), timeout=timeout
@@ -113,7 +149,7 @@ def parse_reply(data: bytes, reply: type[R], step: str) -> R:
     body: Any = json.loads(data)
     if isinstance(body, dict) and set(body) == {"error"}:
         raise PermanentError(f"{step}: {body['error']}")
-    return reply.model_validate(body)
+    return reply.model_validate(body, extra="ignore")
 
 
 async def next_event(queue: asyncio.Queue[E], *, step: str, timeout: float) -> E:

@@ -8,6 +8,7 @@ here touches a database: the services that own the data act on what is sent.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,21 +28,48 @@ from tally.events import (
 )
 
 
-def new_task_id() -> str:
-    """A fresh task id, ``T-`` and 10 hex digits."""
-    return f"T-{new_id()[:10]}"
+def created_event_id(workspace: str, key: str) -> str:
+    """The event id of a task created under an idempotency key: the same key in the same
+    workspace always gives the same id, so JetStream and the services store it once.
+
+    Example:
+        >>> created_event_id("acme", "k1") == created_event_id("acme", "k1")
+        True
+    """
+    digest = hashlib.sha256(f"{workspace}\x00{key}".encode()).hexdigest()
+    return f"task-created-{digest[:40]}"
 
 
-def task_created(*, source: str, task_id: str | None = None, **fields: Any) -> TaskCreated:
+def task_created(
+    *,
+    source: str,
+    workspace: str,
+    task_id: str | None = None,
+    idempotency_key: str | None = None,
+    **fields: Any,
+) -> TaskCreated:
     """The ``task.created`` event of a new task (raises ValidationError naming the field).
+
+    A caller's ``task_id`` or ``idempotency_key`` fixes the event id, so sending the same
+    request again is a no-op (a duplicate on the bus); without either, every call is a
+    new task.
 
     Args:
         source: who sends it (``cli``, ``api``).
-        task_id: the caller's id for the task; a new one when None.
+        task_id: the caller's id for the task; without one it is derived from the key,
+            or new.
         fields: the task (title, description, priority, labels, task_type, subtasks,
-            deadline, workspace, dependencies, plan_id, team_estimate).
+            deadline, dependencies, plan_id, team_estimate).
     """
-    return TaskCreated(task_id=task_id or new_task_id(), source=source, **fields)
+    key = idempotency_key or (f"id:{task_id}" if task_id else None)
+    if key is not None:
+        fields["event_id"] = created_event_id(workspace, key)
+    return TaskCreated(
+        task_id=task_id or f"T-{(fields.get('event_id') or new_id())[-10:]}",
+        workspace=workspace,
+        source=source,
+        **fields,
+    )
 
 
 def status_changed(
@@ -67,6 +95,8 @@ class TaskProgress:
     """What came back about a published task: its estimate, then an assignment or deferral."""
 
     task_id: str
+    #: The bus had this event already (a retry): nothing new was sent or awaited.
+    duplicate: bool = False
     estimate: Estimate | None = None
     assigned: TaskAssigned | None = None
     deferred: TaskDeferred | None = None
@@ -100,7 +130,9 @@ async def create_task(
         client.watch(TaskAssigned, same_task) as assigned,
         client.watch(TaskDeferred, same_task) as deferred,
     ):
-        await client.publish(event)
+        if not await client.publish(event):
+            progress.duplicate = True
+            return progress
         try:
             progress.estimate = (
                 await next_event(estimated, step="estimator", timeout=timeout)

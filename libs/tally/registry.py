@@ -8,6 +8,8 @@ service price usage with it.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
@@ -16,6 +18,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tally.errors import ConfigError
+from tally.modelids import parse_model_id
+from tally.money import round_micros
 from tally.usage import TokenUsage, cost_usd
 
 log = structlog.get_logger(__name__)
@@ -35,6 +39,44 @@ class Prices(BaseModel):
     cached_input: float | None = Field(None, ge=0)
     cache_write: float | None = Field(None, ge=0)
 
+    def micros(self, usage: TokenUsage) -> int:
+        """The cost of ``usage`` in micro-dollars, computed exactly and rounded once.
+
+        A price per million tokens is a price in micro-dollars per token. Cache reads
+        without their own price cost the input price, and so do cache writes.
+        """
+        rate = _decimal
+        read = rate(self.input if self.cached_input is None else self.cached_input)
+        write = rate(self.input if self.cache_write is None else self.cache_write)
+        exact = (
+            usage.input_tokens * rate(self.input)
+            + usage.output_tokens * rate(self.output)
+            + usage.cache_read_tokens * read
+            + usage.cache_write_tokens * write
+        )
+        return round_micros(exact)
+
+    @classmethod
+    def highest(cls, prices: Iterable[Prices]) -> Prices | None:
+        """Per kind of token, the highest price among ``prices`` (None if there are none)."""
+        items = list(prices)
+        if not items:
+            return None
+
+        def top(kind: str) -> float:
+            return max(getattr(p, kind) if getattr(p, kind) is not None else p.input for p in items)
+
+        return cls(
+            input=top("input"),
+            output=top("output"),
+            cached_input=top("cached_input"),
+            cache_write=top("cache_write"),
+        )
+
+
+def _decimal(value: float) -> Decimal:
+    return Decimal(str(value))
+
 
 class ModelSpec(BaseModel):
     """One model as the registry describes it."""
@@ -48,6 +90,8 @@ class ModelSpec(BaseModel):
     context_window: int = Field(gt=0)
     capabilities: dict[str, float] = Field(default_factory=lambda: {"default": 0.5})
     subscription: str
+    #: other ids this model is reported under (matched like the name, see `resolve`)
+    aliases: tuple[str, ...] = ()
 
     def capability(self, *keys: str | None) -> float:
         """The best score among the given task types/domains, else the default."""
@@ -64,6 +108,10 @@ class ModelSpec(BaseModel):
             cached_input_per_mtok=p.cached_input if p.cached_input is not None else p.input,
             cache_write_per_mtok=p.cache_write,
         )
+
+    def cost_micros(self, usage: TokenUsage) -> int:
+        """Price a usage exactly in integer micro-dollars (see `tally.money`)."""
+        return self.prices.micros(usage)
 
 
 class RegistryFile(BaseModel):
@@ -83,6 +131,7 @@ class ModelRegistry:
         self.path = path
         self._mtime = -1.0
         self._models: dict[str, ModelSpec] = {}
+        self._keys: dict[str, ModelSpec] = {}
         self.reload()
 
     def reload(self) -> bool:
@@ -104,6 +153,7 @@ class ModelRegistry:
             self._mtime = mtime
             return False
         self._models = {m.name: m for m in models}
+        self._keys = {key.lower(): m for m in reversed(models) for key in (*m.aliases, m.name)}
         self._mtime = mtime
         return True
 
@@ -116,6 +166,25 @@ class ModelRegistry:
         """The model called ``name``, or None."""
         self.reload()
         return self._models.get(name)
+
+    def resolve(self, model_id: str) -> ModelSpec | None:
+        """The model ``model_id`` belongs to, however a provider or gateway spelled it.
+
+        Tries the exact name, then the id without case, provider prefix or version suffix
+        (`tally.modelids.parse_model_id`), then without its date or ``-latest`` suffix;
+        names and ``aliases`` match alike. ``claude-sonnet-4-20250514``,
+        ``anthropic/claude-sonnet-4`` and ``Claude-Sonnet-4`` all resolve to
+        ``claude-sonnet-4``.
+        """
+        self.reload()
+        exact = self._models.get(model_id)
+        if exact is not None:
+            return exact
+        keys = self._keys
+        for key in (model_id.strip().lower(), *parse_model_id(model_id).candidates()):
+            if key in keys:
+                return keys[key]
+        return None
 
 
 def load_models(path: Path) -> list[ModelSpec]:

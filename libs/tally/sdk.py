@@ -12,19 +12,80 @@ Example:
 Leaving the ``run`` block publishes ``run.finished``: outcome ``complete`` (or what
 :meth:`Run.finish` set), ``error`` if the block raised. Every event has its own id, sent
 as ``Nats-Msg-Id``, so a retried publish is stored once.
+
+A run also moves its task through the lanes (``task.status_changed``): ``in_progress``
+when it starts, ``ready_to_review`` when it succeeds (see :class:`RunLanes`; ``lanes=None``
+turns it off). ``t.task("T-42").status("ready_to_qa")`` moves a task by hand.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Any
 
 from tally.client import TallyClient
-from tally.events import QualitySignals, RunEvent, RunFinished, RunStarted, new_id, utcnow
+from tally.events import (
+    QualitySignals,
+    RunEvent,
+    RunFinished,
+    RunStarted,
+    TaskStatusChanged,
+    new_id,
+    utcnow,
+)
 from tally.events.runs import Outcome
+from tally.events.tasks import TaskStatus
+
+
+@dataclass(frozen=True)
+class RunLanes:
+    """Where a run moves its task: on start, on success, on failure (None: leave it)."""
+
+    start: TaskStatus | None = "in_progress"
+    success: TaskStatus | None = "ready_to_review"
+    failure: TaskStatus | None = None
+
+
+class Task:
+    """A task, to move between lanes."""
+
+    def __init__(self, client: TallyClient, task_id: str, workspace: str) -> None:
+        self.client = client
+        self.task_id = task_id
+        self.workspace = workspace
+
+    async def status(
+        self,
+        to_status: TaskStatus,
+        *,
+        from_status: TaskStatus | None = None,
+        at: datetime | None = None,
+        run_id: str | None = None,
+        agent_id: str | None = None,
+        **metadata: Any,
+    ) -> TaskStatusChanged:
+        """Publish ``task.status_changed``: the task is now in ``to_status``.
+
+        Lanes: backlog, in_progress (work), ready_to_review (review), ready_to_qa (QA),
+        completed, blocked. Returns the event published.
+        """
+        event = TaskStatusChanged(
+            task_id=self.task_id,
+            workspace=self.workspace,
+            from_status=from_status,
+            to_status=to_status,
+            changed_at=at or utcnow(),
+            task_run_id=run_id,
+            agent_id=agent_id,
+            correlation_id=run_id,
+            metadata=metadata,
+        )
+        await self.client.publish(event)
+        return event
 
 
 class Run:
@@ -79,7 +140,12 @@ class Run:
 
     async def worker_call(self, *, usage: dict[str, Any] | None = None, **fields: Any) -> None:
         """A model call. ``usage`` is the provider's usage payload as-is (OpenAI, Anthropic,
-        Gemini, OpenTelemetry): the tracker normalises it, never double-counting cache."""
+        Gemini, Bedrock, Vercel AI SDK, OpenTelemetry, ...): the tracker normalises it,
+        never double-counting cache. ``model`` and ``provider`` default to the run's, so
+        the call is priced as the model that made it."""
+        for key in ("model", "provider"):
+            if fields.get(key) is None and getattr(self._started, key) is not None:
+                fields[key] = getattr(self._started, key)
         await self.event("worker_call", usage=usage or {}, **fields)
 
     async def verification(self, command: str, *, passed: bool, **fields: Any) -> None:
@@ -110,33 +176,52 @@ class Run:
         self._success = success
         self._quality = QualitySignals(**quality)
 
-    async def _close(self, failed: bool) -> None:
+    async def _close(self, failed: bool, lanes: RunLanes | None) -> None:
         outcome: Outcome = "error" if failed else (self._outcome or "complete")
         success = self._success if self._success is not None else outcome == "complete"
+        success = success and not failed
+        finished_at = utcnow()
         await self.client.publish(
             RunFinished(
                 run_id=self.run_id,
                 task_id=self.task_id,
                 workspace=self.workspace,
                 outcome=outcome,
-                success=success and not failed,
-                finished_at=utcnow(),
+                success=success,
+                finished_at=finished_at,
                 reservation_id=self._started.reservation_id,
                 quality=self._quality,
                 event_count=self._events,
                 correlation_id=self.run_id,
             )
         )
+        to_status = None if lanes is None else (lanes.success if success else lanes.failure)
+        if to_status is not None:
+            await Task(self.client, self.task_id, self.workspace).status(
+                to_status,
+                from_status=lanes.start if lanes else None,
+                at=finished_at,
+                run_id=self.run_id,
+                agent_id=self._started.agent_id,
+            )
 
 
 class _RunContext:
-    def __init__(self, client: TallyClient, started: RunStarted) -> None:
+    def __init__(self, client: TallyClient, started: RunStarted, lanes: RunLanes | None) -> None:
         self.client = client
         self.started = started
+        self.lanes = lanes
         self.run: Run | None = None
 
     async def __aenter__(self) -> Run:
         await self.client.publish(self.started)
+        if self.lanes is not None and self.lanes.start is not None:
+            await Task(self.client, self.started.task_id, self.started.workspace).status(
+                self.lanes.start,
+                at=self.started.started_at,
+                run_id=self.started.run_id,
+                agent_id=self.started.agent_id,
+            )
         self.run = Run(
             self.client,
             self.started.task_id,
@@ -153,7 +238,7 @@ class _RunContext:
         tb: TracebackType | None,
     ) -> None:
         assert self.run is not None
-        await self.run._close(failed=exc_type is not None)
+        await self.run._close(failed=exc_type is not None, lanes=self.lanes)
 
 
 class Tally:
@@ -163,11 +248,23 @@ class Tally:
         self.client = client
         self.workspace = workspace
 
+    def task(self, task_id: str) -> Task:
+        """A task of this workspace, e.g. ``await t.task("T-42").status("ready_to_qa")``."""
+        return Task(self.client, task_id, self.workspace)
+
     def run(
-        self, task_id: str, *, model: str | None = None, run_id: str | None = None, **fields: Any
+        self,
+        task_id: str,
+        *,
+        model: str | None = None,
+        run_id: str | None = None,
+        lanes: RunLanes | None = RunLanes(),  #: frozen, so one shared default is safe
+        **fields: Any,
     ) -> _RunContext:
         """Start a run of ``task_id`` (publishes ``run.started`` on entering the block).
 
+        The task moves to ``lanes.start`` when the run starts and to ``lanes.success`` or
+        ``lanes.failure`` when it ends; ``lanes=None`` leaves its status alone.
         ``fields`` are the other ``run.started`` fields: ``provider``, ``assignment_id``,
         ``reservation_id``, ``agent_id``, ``agent_ids``, ``command``, ``job_id``.
         """
@@ -179,7 +276,7 @@ class Tally:
             started_at=utcnow(),
             **fields,
         )
-        return _RunContext(self.client, started)
+        return _RunContext(self.client, started, lanes)
 
 
 @asynccontextmanager

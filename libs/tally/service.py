@@ -22,7 +22,6 @@ from faststream.asgi.types import ASGIApp
 from faststream.nats import NatsBroker
 from faststream.nats.prometheus import NatsPrometheusMiddleware
 from nats.aio.client import Client as NATS
-from prometheus_client import make_asgi_app
 
 from tally import metrics
 from tally.bus import Bus, provision_streams
@@ -42,9 +41,11 @@ class ServiceKit:
         self.name = name
         self.settings = settings
         self.catalog = Catalog(settings.namespace)
+        #: This service's metrics alone, even when other services share the process.
+        self.registry = metrics.registry_for(name)
         self.broker = NatsBroker(
             settings.nats_url,
-            middlewares=[NatsPrometheusMiddleware(registry=metrics.registry, app_name=name)],
+            middlewares=[NatsPrometheusMiddleware(registry=self.registry, app_name=name)],
             graceful_timeout=15.0,
             logger=None,
             # Reconnect for as long as it takes: after nats-py's default budget (about two
@@ -121,6 +122,11 @@ class ServiceKit:
         back-off if it crashes, and part of ``/healthz`` (sweepers, daily jobs)."""
         self.health.tasks.append(Supervised(self.name, name, run))
 
+    async def _observe_consumers(self) -> None:
+        # On a scrape: the lag as the server sees it now, on the consumers' connection.
+        if self._nc is not None:
+            await metrics.observe_consumers(self.name, self._nc.jetstream(), self.bus.consumers)
+
     def on_startup(self, hook: Hook) -> Hook:
         """Run ``hook`` before consumers start (open pools, load configuration)."""
         self._startup.append(hook)
@@ -163,7 +169,7 @@ class ServiceKit:
             asgi_routes=[
                 ("/healthz", self.health.liveness()),
                 ("/readyz", self.health.readiness()),
-                ("/metrics", make_asgi_app(metrics.registry)),
+                ("/metrics", metrics.asgi_app(self.registry, before=self._observe_consumers)),
                 *self._routes,
                 *extra_routes,
             ],

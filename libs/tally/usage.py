@@ -1,71 +1,35 @@
 """Token usage from whatever shape an agent reports, counted once and priced.
 
-Providers disagree on what "input tokens" means: OpenAI (chat and responses), Gemini and
-OpenTelemetry count cached tokens inside the input total, Anthropic reports them beside it.
-`normalize_usage` reads each real payload shape into one `TokenUsage` whose `input_tokens`
-is always the uncached part, so a cached token is never counted twice.
+Providers disagree on what "input tokens" means: OpenAI (chat and responses), Gemini,
+LiteLLM, the Vercel AI SDK, OpenTelemetry and OpenInference count cached tokens inside the
+input total; Anthropic and AWS Bedrock report them beside it. `normalize_usage` reads each
+real payload shape (`tally.usage_shapes`) into one `TokenUsage` whose `input_tokens` is
+always the uncached part, so a cached token is never counted twice. A payload it cannot
+read — a negative or fractional count, or keys none of which is a known count — raises
+`UsageError`: it is refused (and dead-lettered by the tracker), never stored as zero.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal, TypeGuard
+from typing import Any, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tally.errors import ValidationFailed
+from tally.usage_shapes import (
+    COUNTS,
+    DROPPED,
+    SPECS,
+    TALLY_META,
+    TEXT_KEYS,
+    WRAPPERS,
+    Shape,
+    cache_included,
+    detect,
+)
 
-#: the payload convention a usage was read from; "mixed" is a sum across conventions
-Shape = Literal[
-    "openai_chat", "openai_responses", "anthropic", "gemini", "otel", "tally", "text", "empty",
-    "mixed",
-]  # fmt: skip
-_CACHE = ("cache_read_tokens", "cache_write_tokens")
-_COUNTS = ("input_tokens", "output_tokens", *_CACHE, "reasoning_tokens")
-_O = "gen_ai.usage."
-_THOUGHTS = "thoughtsTokenCount|thoughts_token_count"
-_TOOL_PROMPT = "toolUsePromptTokenCount|tool_use_prompt_token_count"
-#: where each shape keeps each count: "a|b" are aliases, "a/b" a nested key, terms add up;
-#: "derived" keys are provider totals: Tally recomputes them, so they are not kept in `extra`
-_SPECS: dict[str, dict[str, tuple[str, ...]]] = {
-    "openai_chat": {
-        "input_tokens": ("prompt_tokens",),
-        "output_tokens": ("completion_tokens",),
-        "cache_read_tokens": ("prompt_tokens_details/cached_tokens",),
-        "reasoning_tokens": ("completion_tokens_details/reasoning_tokens",),
-        "derived": ("total_tokens",),
-    },
-    "openai_responses": {
-        "input_tokens": ("input_tokens",),
-        "output_tokens": ("output_tokens",),
-        "cache_read_tokens": ("input_tokens_details/cached_tokens",),
-        "reasoning_tokens": ("output_tokens_details/reasoning_tokens",),
-        "derived": ("total_tokens",),
-    },
-    "anthropic": {
-        "input_tokens": ("input_tokens",),
-        "output_tokens": ("output_tokens",),
-        "cache_read_tokens": ("cache_read_input_tokens",),
-        "cache_write_tokens": ("cache_creation_input_tokens",),
-    },
-    "gemini": {  # thoughts and tool-use prompts are reported beside the counts they extend
-        "input_tokens": ("promptTokenCount|prompt_token_count", _TOOL_PROMPT),
-        "output_tokens": ("candidatesTokenCount|candidates_token_count", _THOUGHTS),
-        "cache_read_tokens": ("cachedContentTokenCount|cached_content_token_count",),
-        "reasoning_tokens": (_THOUGHTS,),
-        "derived": ("totalTokenCount|total_token_count",),
-    },
-    "otel": {
-        "input_tokens": (f"{_O}input_tokens|{_O}prompt_tokens",),
-        "output_tokens": (f"{_O}output_tokens|{_O}completion_tokens",),
-        "cache_read_tokens": (f"{_O}cache_read.input_tokens|{_O}cache_read_input_tokens",),
-        "cache_write_tokens": (f"{_O}cache_creation.input_tokens|{_O}cache_creation_input_tokens",),
-        "reasoning_tokens": (f"{_O}reasoning.output_tokens|{_O}output_tokens.reasoning",),
-        "derived": (f"{_O}total_tokens",),
-    },
-}
-_SPECS["tally"] = {name: (name,) for name in _COUNTS}
 #: an alias: a key, and the term to read inside it when it holds a nested mapping
 _Alias = tuple[str, "tuple[_Alias, ...] | None"]
 _Term = tuple[_Alias, ...]
@@ -77,29 +41,14 @@ def _compile(term: str) -> _Term:
     return tuple((key, _compile(nested) if nested else None) for key, _, nested in aliases)
 
 
-#: `_SPECS` parsed once, so reading a payload splits no strings
+#: `SPECS` parsed once, so reading a payload splits no strings
 _PLANS: dict[str, tuple[tuple[str, tuple[_Term, ...]], ...]] = {
     shape: tuple((field, tuple(map(_compile, terms))) for field, terms in spec.items())
-    for shape, spec in _SPECS.items()
-}
-_TALLY_META = ("estimated", "provider_shape", "extra")
-#: shapes whose input count already includes cache reads and writes
-_CACHE_INCLUDED = {"openai_chat", "openai_responses", "gemini", "otel"}
-_TEXT_KEYS = {
-    "input_tokens": ("prompt_chars|input_chars", "input_text|prompt_text"),
-    "output_tokens": ("completion_chars|output_chars", "output_text|completion_text"),
+    for shape, spec in SPECS.items()
 }
 _TEXT_PLAN = tuple(
-    (field, _compile(chars), tuple(text.split("|"))) for field, (chars, text) in _TEXT_KEYS.items()
+    (field, _compile(chars), tuple(text.split("|"))) for field, (chars, text) in TEXT_KEYS.items()
 )
-_TEXT = {k for terms in _TEXT_KEYS.values() for t in terms for k in t.split("|")}
-_TALLY_ONLY = {*_CACHE, "reasoning_tokens", *_TALLY_META}
-_ANTHROPIC = {"cache_read_input_tokens", "cache_creation_input_tokens", "cache_creation"}
-_RESPONSES = {"input_tokens_details", "output_tokens_details"}
-_GEMINI = {k for terms in _SPECS["gemini"].values() for t in terms for k in t.split("|")}
-_WRAPPERS = ("usage", "usageMetadata", "usage_metadata")
-#: provider hints that settle a bare {input_tokens, output_tokens} payload
-_HINTS: dict[str, Shape] = {"openai": "openai_responses", "anthropic": "anthropic"}
 _CHARS_PER_TOKEN = 4
 
 
@@ -154,7 +103,7 @@ class TokenUsage(BaseModel):
             shape = other.provider_shape
         elif other.provider_shape != "empty":
             shape = "mixed"
-        counts = {name: getattr(self, name) + getattr(other, name) for name in _COUNTS}
+        counts = {name: getattr(self, name) + getattr(other, name) for name in COUNTS}
         return TokenUsage(
             **counts,
             estimated=self.estimated or other.estimated,
@@ -177,7 +126,7 @@ class TokenUsage(BaseModel):
         """
         values = {
             name: getattr(later if name in later.model_fields_set else earlier, name)
-            for name in (*_COUNTS, "estimated")
+            for name in (*COUNTS, "estimated")
         }
         shape = earlier.provider_shape if later.provider_shape == "empty" else later.provider_shape
         return cls(**values, provider_shape=shape, extra={**earlier.extra, **later.extra})
@@ -189,42 +138,36 @@ def normalize_usage(
     """Read a usage payload (or a whole response holding `usage`/`usageMetadata`).
 
     Args:
-        payload: OpenAI chat or responses usage, Anthropic usage, Gemini `usageMetadata`,
-            flat OpenTelemetry GenAI attributes, a dumped `TokenUsage`, text sizes
-            (`prompt_chars`/`input_text`, ...), or a response or stream event wrapping one.
-        provider: A hint ("openai", "anthropic") for the one ambiguous case, a bare
-            `{input_tokens, output_tokens}`; without it that reads as Anthropic, and since
-            nothing is cached both conventions give the same counts.
+        payload: OpenAI chat or responses usage (and OpenAI-compatible servers: Mistral,
+            DeepSeek, ...), LiteLLM's response usage, Anthropic usage, Gemini
+            `usageMetadata`, AWS Bedrock Converse usage, the Vercel AI SDK's
+            `LanguageModelUsage` (5 and 6), Cohere usage (v2, or v1 `meta`), Ollama's
+            response counts, flat OpenTelemetry GenAI or OpenInference attributes, a dumped
+            `TokenUsage`, text sizes (`prompt_chars`/`input_text`, ...), or a response or
+            stream event wrapping one (see `tally.usage_shapes`).
+        provider: A hint for the ambiguous cases: a bare `{input_tokens, output_tokens}`
+            ("openai" reads it as the responses API; without a hint it reads as Anthropic,
+            and since nothing is cached both give the same counts), and AI SDK 5 usage from
+            its Anthropic provider ("anthropic": cache reads beside the input, not in it).
+
+    Returns:
+        The usage; ``provider_shape`` "empty" when there was none (``None``, ``{}``,
+        ``{"usage": null}``): a call that reported no usage.
 
     Raises:
-        UsageError: a count is negative or not a whole number, or cached exceeds the total.
+        UsageError: a count is negative or not a whole number, cached exceeds the total,
+            or the payload has keys but none Tally reads as a token count (the message
+            names the keys it had): such a usage is refused, never stored as zero.
 
     >>> normalize_usage({"prompt_tokens": 100, "completion_tokens": 5,
     ...                  "prompt_tokens_details": {"cached_tokens": 80}}).input_tokens
     20
     """
-    if payload is None:
-        return TokenUsage(provider_shape="empty")
-    if not _is_mapping(payload):
-        raise UsageError("usage", f"expected a mapping, got {type(payload).__name__}")
-    data = _unwrap(payload)
-    if not data:
-        return TokenUsage(provider_shape="empty")
-    shape = _detect(data, provider)
-    reader = _Reader(data)
-    counts = _read_text(reader) if shape == "text" else _read_spec(reader, shape)
-    values: dict[str, Any] = {name: value for name, value in counts.items() if value is not None}
-    values |= {"estimated": shape == "text", "provider_shape": shape}
-    if shape == "tally":  # a dumped TokenUsage: its own metadata round-trips
-        values |= {key: reader.raw(key) for key in _TALLY_META if reader.has(key)}
-    extra = values.pop("extra", None) or {}
-    if not _is_mapping(extra):
-        raise UsageError("extra", f"expected a mapping, got {extra!r}")
-    try:
-        return TokenUsage.model_validate({**values, "extra": {**extra, **reader.leftover()}})
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        raise UsageError(".".join(map(str, error["loc"])), error["msg"]) from exc
+    usage = _normalize(payload, provider)
+    if usage is None:
+        keys = sorted(map(str, _unwrap(payload or {}) or {}))
+        raise UsageError("usage", f"no token count recognised among its keys: {keys}")
+    return usage
 
 
 def merge_stream(
@@ -236,12 +179,44 @@ def merge_stream(
     """
     result = TokenUsage(provider_shape="empty")
     for chunk in chunks:
-        usage = (
-            chunk if isinstance(chunk, TokenUsage) else normalize_usage(chunk, provider=provider)
-        )
-        if usage.provider_shape != "empty":
+        usage = chunk if isinstance(chunk, TokenUsage) else _normalize(chunk, provider)
+        if usage is not None and usage.provider_shape != "empty":
             result = TokenUsage.latest(result, usage)
     return result
+
+
+def _normalize(payload: Mapping[str, Any] | None, provider: str | None) -> TokenUsage | None:
+    """`normalize_usage`, returning None for a mapping with no recognised count."""
+    if payload is None:
+        return TokenUsage(provider_shape="empty")
+    if not _is_mapping(payload):
+        raise UsageError("usage", f"expected a mapping, got {type(payload).__name__}")
+    data = _unwrap(payload)
+    if not data:
+        return TokenUsage(provider_shape="empty")
+    shape = detect(data, provider)
+    if shape == "empty":
+        return None
+    reader = _Reader(data)
+    if shape == "text":
+        counts = _read_text(reader)
+    else:
+        counts = _read_spec(reader, shape, cache_included(shape, data, provider))
+    values: dict[str, Any] = {name: value for name, value in counts.items() if value is not None}
+    values |= {"estimated": shape == "text", "provider_shape": shape}
+    if shape == "tally":  # a dumped TokenUsage: its own metadata round-trips
+        values |= {key: reader.raw(key) for key in TALLY_META if reader.has(key)}
+    extra = values.pop("extra", None) or {}
+    if not _is_mapping(extra):
+        raise UsageError("extra", f"expected a mapping, got {extra!r}")
+    leftover = reader.leftover()
+    if shape in DROPPED:
+        leftover = {k: v for k, v in leftover.items() if k not in DROPPED[shape]}
+    try:
+        return TokenUsage.model_validate({**values, "extra": {**extra, **leftover}})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise UsageError(".".join(map(str, error["loc"])), error["msg"]) from exc
 
 
 def cost_usd(
@@ -348,8 +323,8 @@ def _as_count(value: Any, field: str) -> int | None:
     return count
 
 
-def _read_spec(r: _Reader, shape: str) -> dict[str, int | None]:
-    """Counts for one shape, turning an input total that includes the cache into uncached."""
+def _read_spec(r: _Reader, shape: str, included: bool) -> dict[str, int | None]:
+    """Counts for one shape; an input total that includes the cache becomes uncached."""
     counts: dict[str, int | None] = {}
     for field, terms in _PLANS.get(shape, ()):
         total = None  # None when no term was reported; reported terms add up
@@ -359,11 +334,11 @@ def _read_spec(r: _Reader, shape: str) -> dict[str, int | None]:
                 total = value if total is None else total + value
         counts[field] = total
     total_in = counts.get("input_tokens")
-    if shape in _CACHE_INCLUDED and total_in is not None:
+    if included and total_in is not None:
         uncached = total_in - (counts.get("cache_read_tokens") or 0)
         uncached -= counts.get("cache_write_tokens") or 0
         if uncached < 0:
-            field = _SPECS[shape]["input_tokens"][0].split("|")[0]
+            field = SPECS[shape]["input_tokens"][0].split("|")[0]
             raise UsageError(field, f"cached tokens exceed the input total {total_in}")
         counts["input_tokens"] = uncached
     counts.pop("derived", None)
@@ -386,7 +361,7 @@ def _read_text(r: _Reader) -> dict[str, int | None]:
 
 def _unwrap(payload: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The usage inside a response or stream event, or the payload itself."""
-    for key in _WRAPPERS:
+    for key in WRAPPERS:
         if key in payload:
             inner = payload[key]
             if inner is not None and not _is_mapping(inner):
@@ -394,33 +369,12 @@ def _unwrap(payload: Mapping[str, Any]) -> Mapping[str, Any] | None:
             return inner
     for key in ("response", "message"):  # OpenAI response.completed, Anthropic message_start
         inner = payload.get(key)
-        if _is_mapping(inner) and any(k in inner for k in _WRAPPERS):
+        if _is_mapping(inner) and any(k in inner for k in WRAPPERS):
             return _unwrap(inner)
+    meta = payload.get("meta")  # Cohere v1 keeps its counts in the response's `meta`
+    if _is_mapping(meta) and ("billed_units" in meta or "tokens" in meta):
+        return meta
     return payload
-
-
-def _detect(data: Mapping[str, Any], provider: str | None) -> Shape:
-    keys = data.keys()
-    hinted = _HINTS.get((provider or "").lower())
-    # Checked in order of precedence; the first that matches names the shape.
-    otel = any(k.startswith("gen_ai.usage.") for k in keys)
-    if not keys.isdisjoint(_TALLY_ONLY):
-        return "tally"
-    if otel:
-        return "otel"
-    if not keys.isdisjoint(_GEMINI):
-        return "gemini"
-    if "prompt_tokens" in keys or "completion_tokens" in keys:
-        return "openai_chat"
-    if not keys.isdisjoint(_ANTHROPIC):
-        return "anthropic"
-    if not keys.isdisjoint(_RESPONSES):
-        return "openai_responses"
-    if "input_tokens" in keys or "output_tokens" in keys:
-        return hinted or "anthropic"
-    if not keys.isdisjoint(_TEXT):
-        return "text"
-    return "empty"
 
 
 def _merge_extra(left: Mapping[str, Any], right: Mapping[str, Any]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from tally.events.assign import (
     RecommendReply,
     RecommendRequest,
 )
+from tally.replies import answer_refusals
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +55,7 @@ def register(bus: Bus, assigner: Assigner, wake: Any = None) -> None:
         return await assigner.recommend(r)
 
     @bus.responder(ExperimentRequest)
+    @answer_refusals
     async def on_experiment(r: ExperimentRequest) -> ExperimentReply:
         return await assigner.experiment(r)
 

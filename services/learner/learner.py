@@ -142,7 +142,7 @@ class Learner:
             "band": outcome.band,
             "success": e.success,
             "quality": outcome.quality,
-            "cost_usd": e.cost_usd,
+            "cost_micros": e.micros,
             "tokens": outcome.tokens,
             "reward": reward,
             "at": e.finished_at,

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.learner.policy import Checkpoint
 from services.learner.training import LearnedRun
 from tally.db.tables import learner_runs, learner_state, policy_checkpoints
+from tally.money import micros_to_usd
 
 #: Trainer state as stored: ``{"version", "policy", "pending"}`` (see ``PolicyTrainer``).
 State = dict[str, Any]
@@ -38,7 +39,15 @@ class StoredCheckpoint:
 def learned_run(r: Any) -> LearnedRun:
     """A ``learner_runs`` row as the policy sees it."""
     return LearnedRun(
-        r.run_id, r.task_id, r.model, r.task_type, r.band, r.reward, r.cost_usd, r.at, r.attempt
+        r.run_id,
+        r.task_id,
+        r.model,
+        r.task_type,
+        r.band,
+        r.reward,
+        micros_to_usd(r.cost_micros),
+        r.at,
+        r.attempt,
     )
 
 

@@ -37,6 +37,7 @@ from tally.db.tables import (
     model_scores,
     velocity_logs,
 )
+from tally.money import micros_to_usd
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,7 @@ class LearnerRepo(PolicyStore):
                 row["task_type"],
                 row["band"],
                 row["reward"],
-                row["cost_usd"],
+                micros_to_usd(row["cost_micros"]),
                 row["at"],
                 row["attempt"],
             )
@@ -250,7 +251,7 @@ class LearnerRepo(PolicyStore):
             learner_runs.c.task_id,
             learner_runs.c.reward,
             learner_runs.c.quality,
-            learner_runs.c.cost_usd,
+            learner_runs.c.cost_micros,
             learner_runs.c.success,
         ).join(
             armed,
@@ -269,7 +270,7 @@ class LearnerRepo(PolicyStore):
                     "task_id": r.task_id,
                     "reward": r.reward,
                     "quality": r.quality,
-                    "cost_usd": r.cost_usd,
+                    "cost_usd": micros_to_usd(r.cost_micros),
                     "success": r.success,
                 }
             )

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from tally.money import micros_to_usd, usd_to_micros
+
 
 @dataclass(frozen=True)
 class RunningStats:
@@ -123,7 +125,8 @@ class ModelScore:
     runs: int = 0
     successes: int = 0
     delivered_points: float = 0.0
-    total_cost_usd: float = 0.0
+    #: every run's cost summed exactly, in integer micro-dollars (see `tally.money`)
+    total_cost_micros: int = 0
     total_tokens: int = 0
     total_hours: float = 0.0
 
@@ -145,6 +148,11 @@ class ModelScore:
     def cost_mean(self) -> float:
         """Mean dollar cost of a run."""
         return self.cost.mean
+
+    @property
+    def total_cost_usd(self) -> float:
+        """Every run's cost in dollars."""
+        return float(micros_to_usd(self.total_cost_micros))
 
     @property
     def cost_per_point(self) -> float | None:
@@ -173,10 +181,17 @@ class ModelScore:
             runs=int(data.get("runs", 0)),
             successes=int(data.get("successes", 0)),
             delivered_points=float(data.get("delivered_points", 0.0)),
-            total_cost_usd=float(data.get("total_cost_usd", 0.0)),
+            total_cost_micros=_total_micros(data),
             total_tokens=int(data.get("total_tokens", 0)),
             total_hours=float(data.get("total_hours", 0.0)),
         )
+
+
+def _total_micros(data: Mapping[str, Any]) -> int:
+    if "total_cost_micros" in data:
+        return int(data["total_cost_micros"])
+    # A score saved before money was counted in micro-dollars holds float dollars.
+    return int(usd_to_micros(data.get("total_cost_usd", 0.0)))
 
 
 def update(score: ModelScore, outcome: RunOutcome) -> ModelScore:
@@ -203,7 +218,7 @@ def update(score: ModelScore, outcome: RunOutcome) -> ModelScore:
         runs=score.runs + 1,
         successes=score.successes + int(outcome.success),
         delivered_points=score.delivered_points + points,
-        total_cost_usd=score.total_cost_usd + outcome.cost_usd,
+        total_cost_micros=score.total_cost_micros + int(usd_to_micros(outcome.cost_usd)),
         total_tokens=score.total_tokens + outcome.tokens,
         total_hours=score.total_hours + outcome.actual_hours,
     )

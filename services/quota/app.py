@@ -10,6 +10,7 @@ import structlog
 from faststream.asgi import AsgiFastStream
 
 from services.quota import handlers
+from services.quota.fallback import fallback_prices
 from services.quota.ledger import QuotaLedger
 from services.quota.reservations import QuotaStore, utc_now
 from services.quota.settings import QuotaSettings
@@ -17,6 +18,7 @@ from services.quota.subscriptions import load_subscriptions
 from services.quota.switches import FreezeSwitches
 from tally.db import create_engine
 from tally.redis import connect_redis
+from tally.registry import load_models
 from tally.service import ServiceKit
 
 log = structlog.get_logger(__name__)
@@ -36,7 +38,13 @@ def create_app(
     engine = create_engine(settings.database_url)
     redis = connect_redis(settings.redis_url)
     subscriptions = load_subscriptions(settings.subscriptions_path)
-    store = QuotaStore(redis, subscriptions, namespace=settings.namespace or "tally", clock=clock)
+    store = QuotaStore(
+        redis,
+        subscriptions,
+        namespace=settings.namespace or "tally",
+        clock=clock,
+        fallback=fallback_prices(subscriptions.subscriptions, load_models(settings.models_path)),
+    )
     ledger = QuotaLedger(engine)
     handlers.register(
         kit.bus, store, ledger, subscriptions.names, concurrency=settings.responder_concurrency

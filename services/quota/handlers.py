@@ -15,7 +15,7 @@ from services.quota.reservations import QuotaStore
 from services.quota.restore import QuotaRestorer
 from services.quota.subscriptions import UnknownSubscriptionError
 from services.quota.switches import FreezeSwitches
-from services.quota.windows import Alert, Usage, micro_to_usd
+from services.quota.windows import Alert, Usage, micro_to_usd, usd_to_micro
 from tally import metrics
 from tally.bus import Bus
 from tally.errors import PermanentError, TransientError
@@ -39,6 +39,7 @@ from tally.events.assign import (
     RebuildRequest,
 )
 from tally.events.envelope import Event
+from tally.replies import answer_refusals
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +54,10 @@ def usage_dict(u: Usage, kind: str) -> dict[str, Any]:
             "reserved_usd": micro_to_usd(w.reserved_micro_usd),
             "limit_tokens": w.limit_tokens,
             "limit_usd": None if w.limit_micro_usd is None else micro_to_usd(w.limit_micro_usd),
+            # exact amounts: the dollars above are derived from these
+            "used_micros": w.used_micro_usd,
+            "reserved_micros": w.reserved_micro_usd,
+            "limit_micros": w.limit_micro_usd,
             "resets_at": w.resets_at.isoformat(),
         }
 
@@ -104,7 +109,7 @@ async def sweep_once(bus: Bus, store: QuotaStore, ledger: QuotaLedger) -> int:
                 res.reservation_id,
                 res.subscription,
                 res.tokens,
-                micro_to_usd(res.micro_usd),
+                res.micro_usd,
                 now,
             )
             for res in expired
@@ -181,6 +186,7 @@ def register_admin(
     """Subscribe the operator's requests: freeze/unfreeze and rebuild from the ledger."""
 
     @bus.responder(FreezeRequest)
+    @answer_refusals
     async def on_freeze(r: FreezeRequest) -> FreezeReply:
         try:
             store.subscription(r.subscription)
@@ -256,7 +262,7 @@ def register(
                     r.reservation_id,
                     r.subscription,
                     r.tokens,
-                    r.cost_usd,
+                    usd_to_micro(r.cost_usd),
                     store.now(),
                     windows=windows,
                     expires_at=res.expires_at,
@@ -284,7 +290,7 @@ def register(
                 r.reservation_id,
                 res.subscription,
                 res.tokens,
-                micro_to_usd(res.micro_usd),
+                res.micro_usd,
                 store.now(),
             )
             await announce_freed(bus, r, res.subscription, "release")
@@ -302,7 +308,12 @@ def register(
     async def on_recorded(e: RunRecorded) -> None:
         if not e.reservation_id:
             return
-        res = await store.settle(e.reservation_id, e.tokens.total, e.cost_usd)
+        res = await store.settle(
+            e.reservation_id,
+            e.tokens.total,
+            actual_micros=e.micros,
+            unpriced=e.unpriced_tokens,
+        )
         if res.subscription is None:
             log.info("settle_unknown_reservation", reservation_id=e.reservation_id)
             return
@@ -314,15 +325,25 @@ def register(
             e.reservation_id, res.actual_tokens, f"resettle:{totals_key}"
         ):
             return  # a redelivery: Redis and the ledger both have it
+        if res.fallback_micro_usd and res.status != "already_settled":
+            metrics.QUOTA_FALLBACK_PRICED.labels(res.subscription).inc()
+            log.warning(
+                "settled_at_fallback_price",
+                reservation_id=e.reservation_id,
+                subscription=res.subscription,
+                unpriced_tokens=e.unpriced_tokens.total,
+                fallback_usd=micro_to_usd(res.fallback_micro_usd),
+            )
         await ledger.append(
             "resettle" if again else "settle",
             e.reservation_id,
             res.subscription,
             res.actual_tokens,
-            res.actual_cost_usd,
+            res.actual_micro_usd,
             e.finished_at,
             windows=res.windows,
             key=f"resettle:{totals_key}" if again else None,
+            fallback_micros=res.fallback_micro_usd,
         )
         await publish_alerts(bus, e, res.alerts)
         if res.status == "settled" and (
@@ -340,5 +361,7 @@ def register(
                 reserved_cost_usd=micro_to_usd(res.reserved_micro_usd),
                 actual_tokens=res.actual_tokens,
                 actual_cost_usd=res.actual_cost_usd,
+                actual_cost_micros=res.actual_micro_usd,
+                fallback_cost_micros=res.fallback_micro_usd,
             )
         )

@@ -25,7 +25,6 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.quota.rebuild import LedgerRow
-from services.quota.windows import usd_to_micro
 from tally.db.tables import quota_ledger
 
 log = structlog.get_logger(__name__)
@@ -60,21 +59,24 @@ class QuotaLedger:
         reservation_id: str,
         subscription: str,
         tokens: int,
-        cost_usd: float,
+        cost_micros: int,
         at: datetime,
         *,
         windows: tuple[str, str] | None = None,
         expires_at: datetime | None = None,
         key: str | None = None,
+        fallback_micros: int = 0,
     ) -> None:
         """Append one operation and return once it is committed; a repeat is ignored.
 
         If the caller is cancelled while waiting, the row is still written.
 
         Args:
+            cost_micros: the amount in integer micro-dollars.
             windows: the reservation's ``(d:…, m:…)`` window ids; by default those of ``at``.
             expires_at: when a reserved amount is given back unless settled (reserve rows).
             key: the row's idempotency key; by default ``<op>:<reservation id>``.
+            fallback_micros: the part of a settle's cost charged at the fallback price.
 
         Raises:
             sqlalchemy.exc.SQLAlchemyError: the row could not be committed.
@@ -90,7 +92,8 @@ class QuotaLedger:
             "subscription": subscription,
             "op": op,
             "tokens": tokens,
-            "cost_usd": cost_usd,
+            "cost_micros": cost_micros,
+            "fallback_micros": fallback_micros,
             "day": day,
             "month": month,
             "at": at,
@@ -157,7 +160,7 @@ class QuotaLedger:
                     r.reservation_id,
                     r.subscription,
                     int(r.tokens),
-                    usd_to_micro(r.cost_usd),
+                    int(r.cost_micros),
                     r.day,
                     r.month,
                     r.at,

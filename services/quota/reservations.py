@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 from redis.asyncio import Redis
 
+from services.quota.fallback import fallback_micros
 from services.quota.keys import SubscriptionKeys
 from services.quota.results import (
     ReleaseResult,
@@ -59,6 +60,8 @@ from services.quota.windows import (
     window_end,
     window_id,
 )
+from tally.events import TokenTotals
+from tally.registry import Prices
 
 _LUA = Path(__file__).with_name("lua")
 _MAX_ID_LENGTH = 200
@@ -91,6 +94,8 @@ class QuotaStore:
         clock: returns the current aware datetime; windows and expiries follow it.
         tombstone_ttl_s: how long finished reservation ids are remembered.
         window_grace_s: how long a window's keys outlive the window's end.
+        fallback: per subscription, the price of tokens no price was known for
+            (`services.quota.fallback`); a subscription without one charges them nothing.
     """
 
     def __init__(
@@ -102,6 +107,7 @@ class QuotaStore:
         clock: Callable[[], datetime] = utc_now,
         tombstone_ttl_s: int = 2 * 86400,
         window_grace_s: int = 3 * 86400,
+        fallback: Mapping[str, Prices] | None = None,
     ) -> None:
         if not re.match(NAME_PATTERN, namespace):
             raise ValueError(f"namespace must match {NAME_PATTERN}: {namespace!r}")
@@ -116,6 +122,7 @@ class QuotaStore:
         self._clock = clock
         self._tombstone_ttl_s = tombstone_ttl_s
         self._window_grace_s = window_grace_s
+        self._fallback = dict(fallback or {})
         common = (_LUA / "common.lua").read_text()
         self._reserve, self._settle, self._release = (
             redis.register_script(common + "\n" + (_LUA / f"{name}.lua").read_text())
@@ -230,7 +237,13 @@ class QuotaStore:
         return ReserveResult(True, reservation_id, None, None, alerts, usage, expiry, exceeded)
 
     async def settle(
-        self, reservation_id: str, actual_tokens: int, actual_cost_usd: float
+        self,
+        reservation_id: str,
+        actual_tokens: int,
+        actual_cost_usd: float = 0.0,
+        *,
+        actual_micros: int | None = None,
+        unpriced: TokenTotals | None = None,
     ) -> SettleResult:
         """Records a finished run's actual usage against its reservation.
 
@@ -239,15 +252,22 @@ class QuotaStore:
         new day or month. If the reservation was already released or swept, the actuals
         are still recorded (the work happened) and nothing is returned a second time;
         settling again is a no-op reporting ``already_settled``.
+
+        Args:
+            actual_micros: the priced cost in micro-dollars (wins over ``actual_cost_usd``).
+            unpriced: tokens no price was known for: charged at the subscription's
+                fallback price on top (``SettleResult.fallback_micros``).
         """
-        if actual_tokens < 0 or actual_cost_usd < 0:
+        micros = usd_to_micro(actual_cost_usd) if actual_micros is None else actual_micros
+        if actual_tokens < 0 or micros < 0:
             raise ValueError("actual usage must be >= 0")
-        micro = usd_to_micro(actual_cost_usd)
         for _ in range(3):
             found = await self._locate(reservation_id)
             if found is None:
                 return SettleResult(reservation_id, "unknown")
             sub, windows = found
+            fallback = fallback_micros(self._fallback, sub.name, unpriced or TokenTotals())
+            micro = micros + fallback
             keys = SubscriptionKeys(self._namespace, sub.name)
             args: list[str | int] = [
                 reservation_id,
@@ -275,6 +295,7 @@ class QuotaStore:
                 int(out["actual_tokens"]),
                 int(out["actual_micro"]),
                 _alerts(sub.name, out.get("alerts")),
+                fallback,
             )
         raise RuntimeError(f"reservation {reservation_id!r} kept changing during settle")
 

@@ -63,6 +63,8 @@ class SettleResult:
     actual_tokens: int = 0
     actual_micro_usd: int = 0
     alerts: list[Alert] = field(default_factory=list)
+    #: the part of ``actual_micro_usd`` charged at the fallback price for unpriced tokens
+    fallback_micro_usd: int = 0
 
     @property
     def actual_cost_usd(self) -> float:

@@ -13,6 +13,9 @@ class QuotaSettings(ServiceSettings):
 
     http_port: int = 8103
     subscriptions_path: Path = CONFIG_DIR / "subscriptions.yaml"
+    #: The model registry: the default fallback price of a subscription is the highest
+    #: price among its models (see `services.quota.fallback`).
+    models_path: Path = CONFIG_DIR / "models.yaml"
     #: How often expired reservations are released.
     sweep_interval_s: float = 30.0
     #: Reserve and release requests answered at once (their ledger rows share commits).

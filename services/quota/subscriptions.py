@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.quota.windows import Period, usd_to_micro
+from tally.registry import Prices
 
 #: Names end up inside Redis hash tags, so braces and spaces are not allowed.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -72,6 +73,9 @@ class Subscription(BaseModel):
     enforcement: Literal["hard", "soft"] = "hard"
     limits: Limits = Limits()
     alert_thresholds: tuple[int, ...] = DEFAULT_THRESHOLDS
+    #: USD per million tokens charged for tokens whose model had no known price; by
+    #: default the highest prices among the registry's models on this subscription
+    fallback_prices: Prices | None = None
 
     @field_validator("alert_thresholds")
     @classmethod

@@ -13,8 +13,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Literal
+
+from tally.money import MICROS_PER_USD, micros_to_usd, usd_to_micros
 
 Period = Literal["day", "month"]
 Metric = Literal["tokens", "usd"]
@@ -22,7 +24,7 @@ Metric = Literal["tokens", "usd"]
 PERIODS: tuple[Period, ...] = ("day", "month")
 METRICS: tuple[Metric, ...] = ("tokens", "usd")
 #: Micro-dollars per dollar: Redis counters hold integers, never floats.
-MICRO_PER_USD = 1_000_000
+MICRO_PER_USD = MICROS_PER_USD
 
 
 def as_utc(at: datetime) -> datetime:
@@ -43,14 +45,13 @@ def from_epoch_ms(ms: int) -> datetime:
 
 
 def usd_to_micro(usd: float | Decimal) -> int:
-    """Converts dollars to integer micro-dollars, rounding half up (``0.0000015`` -> ``2``)."""
-    micro = (Decimal(str(usd)) * MICRO_PER_USD).quantize(Decimal(1), rounding=ROUND_HALF_UP)
-    return int(micro)
+    """Converts dollars to integer micro-dollars, rounding half to even (see `tally.money`)."""
+    return int(usd_to_micros(usd))
 
 
 def micro_to_usd(micro: int) -> float:
     """Converts micro-dollars back to dollars for display and events."""
-    return micro / MICRO_PER_USD
+    return float(micros_to_usd(micro))
 
 
 def window_id(period: Period, at: datetime) -> str:

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, computed_field, model_validator
 
 from services.reporter.errors import BUS_ERRORS, ApiError, not_found
-from services.reporter.money import Micros, UsdText, micros, usd_text
+from services.reporter.money import Micros, UsdText, micros, usd_string
 from services.reporter.params import Id, Params, Workspace
 from services.reporter.taskview import Assignment, Deferral, TaskRepo, task_url
 from tally.client import TallyClient
@@ -62,9 +62,14 @@ class EstimateBody(_Body, TaskSpec):
 
 
 class NewTask(EstimateBody):
-    """A task to create; ``task_id`` is yours to choose (a new one when left out)."""
+    """A task to create; ``task_id`` is yours to choose (a new one when left out).
+
+    With a ``task_id`` or an ``idempotency_key``, sending the same request again creates
+    nothing new (``duplicate: true``), as ``tally task create --id/--idempotency-key``.
+    """
 
     task_id: Id | None = None
+    idempotency_key: Id | None = None
     dependencies: tuple[Id, ...] = ()
     plan_id: Id | None = None
     team_estimate: float | None = Field(None, ge=0)
@@ -76,6 +81,7 @@ class TaskAccepted(BaseModel):
     task_id: str
     status_url: str = Field(description="GET this for the task's estimate and assignment.")
     settled: bool = Field(description="Estimated, and assigned or deferred.")
+    duplicate: bool = Field(False, description="Sent before (same id or key): nothing new.")
     estimate: Estimate | None = None
     assignment: Assignment | None = None
     deferred: Deferral | None = None
@@ -121,17 +127,17 @@ class Window(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def used_usd(self) -> UsdText:
-        return usd_text(self.used_micros)
+        return usd_string(self.used_micros)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def reserved_usd(self) -> UsdText:
-        return usd_text(self.reserved_micros)
+        return usd_string(self.reserved_micros)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def limit_usd(self) -> UsdText | None:
-        return None if self.limit_micros is None else usd_text(self.limit_micros)
+        return None if self.limit_micros is None else usd_string(self.limit_micros)
 
 
 class SubscriptionUsage(BaseModel):
@@ -146,17 +152,24 @@ class QuotaReport(BaseModel):
 
 
 def _window(w: dict[str, Any]) -> Window:
-    # The quota service answers in dollars; the API in micro-dollars.
-    limit = w.get("limit_usd")
+    # The quota service answers exact micros beside derived dollars; dollars only from an
+    # older quota service.
+    def exact(name: str) -> int | None:
+        if f"{name}_micros" in w:
+            value = w[f"{name}_micros"]
+            return None if value is None else int(value)
+        dollars = w.get(f"{name}_usd")
+        return None if dollars is None else micros(dollars)
+
     return Window(
         window=w["window"],
         resets_at=w["resets_at"],
         used_tokens=w["used_tokens"],
         reserved_tokens=w["reserved_tokens"],
         limit_tokens=w.get("limit_tokens"),
-        used_micros=micros(w.get("used_usd")),
-        reserved_micros=micros(w.get("reserved_usd")),
-        limit_micros=None if limit is None else micros(limit),
+        used_micros=exact("used") or 0,
+        reserved_micros=exact("reserved") or 0,
+        limit_micros=exact("limit"),
     )
 
 
@@ -215,8 +228,16 @@ def actions_router(clients: ClientFactory, tasks: TaskRepo, *, max_wait_s: float
     async def create(body: Annotated[NewTask, Body()], q: Annotated[WaitParams, Query()]) -> Any:
         """Create a task (``task.created``): 201 with its estimate and assignment when they
         come within ``wait`` seconds, else 202 with what came and the URL to poll."""
-        fields = body.model_dump(exclude={"task_id"}, exclude_unset=True)
-        event = task_created(source="api", task_id=body.task_id, **fields)
+        fields = body.model_dump(
+            exclude={"task_id", "idempotency_key", "workspace"}, exclude_unset=True
+        )
+        event = task_created(
+            source="api",
+            workspace=body.workspace,
+            task_id=body.task_id,
+            idempotency_key=body.idempotency_key,
+            **fields,
+        )
         wait = min(q.wait, max_wait_s)
         progress = await ask(
             "task.created",
@@ -227,6 +248,7 @@ def actions_router(clients: ClientFactory, tasks: TaskRepo, *, max_wait_s: float
             task_id=event.task_id,
             status_url=task_url(event.task_id),
             settled=progress.settled,
+            duplicate=progress.duplicate,
             estimate=progress.estimate,
             assignment=Assignment.of_event(progress.assigned) if progress.assigned else None,
             deferred=Deferral.of_event(progress.deferred) if progress.deferred else None,

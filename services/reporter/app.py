@@ -8,10 +8,13 @@ from faststream.asgi import AsgiFastStream
 
 from services.reporter import handlers
 from services.reporter.api import create_api
+from services.reporter.ingest import otlp_route
 from services.reporter.live import LiveHub, nats_feed
 from services.reporter.orphans import orphan_gauge
+from services.reporter.otlp import Options
 from services.reporter.repo import ReportRepo
 from services.reporter.settings import ReporterSettings
+from tally import metrics
 from tally.client import TallyClient
 from tally.db import create_engine
 from tally.events import utcnow
@@ -30,6 +33,13 @@ def create_app(settings: ReporterSettings | None = None) -> AsgiFastStream:
     kit.on_exit_signal(live.close)
     orphan_after = timedelta(seconds=settings.orphan_after_s)
     kit.supervise("orphans", orphan_gauge(engine, orphan_after, settings.orphan_check_s, utcnow))
+    otlp = Options(
+        run_attribute=settings.otlp_run_attribute,
+        task_attribute=settings.otlp_task_attribute,
+        workspace_attribute=settings.otlp_workspace_attribute,
+        default_workspace=settings.workspace,
+    )
+    traces = otlp_route(kit.bus.publish, otlp, max_bytes=settings.otlp_max_bytes)
     api = create_api(
         ReportRepo(engine),
         live,
@@ -37,8 +47,10 @@ def create_app(settings: ReporterSettings | None = None) -> AsgiFastStream:
         namespace=settings.namespace,
         orphan_after=orphan_after,
         max_wait_s=settings.api_max_wait_s,
+        raw_routes=[traces],
     )
     api.state.live = live
+    api.add_middleware(metrics.TimedHttp)
     app: AsgiFastStream = kit.app(api=api)
     # Before the broker disconnects: open streams end and the subscription is dropped.
     app.on_shutdown(live.close)

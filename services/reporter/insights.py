@@ -15,7 +15,7 @@ from pydantic import BaseModel, computed_field
 from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.reporter.money import Micros, UsdText, micros, usd_text
+from services.reporter.money import Micros, UsdText, micros, usd_string
 from services.reporter.params import Params, Since, Workspace, window_start
 from tally.db.tables import (
     assigner_tasks,
@@ -73,7 +73,7 @@ class ModelPerformance(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def cost_usd(self) -> UsdText:
-        return usd_text(self.cost_micros)
+        return usd_string(self.cost_micros)
 
 
 class ModelsReport(BaseModel):
@@ -88,7 +88,12 @@ class ModelParams(Params):
 def performance(row: Any) -> ModelPerformance:
     s: dict[str, Any] = row.stats
     runs_n, points = int(s.get("runs", 0)), float(s.get("delivered_points", 0.0))
-    cost = micros(s.get("total_cost_usd", 0.0))
+    # Scores saved before money was counted in micro-dollars hold dollars.
+    cost = (
+        int(s["total_cost_micros"])
+        if "total_cost_micros" in s
+        else micros(s.get("total_cost_usd", 0.0))
+    )
     return ModelPerformance(
         workspace=row.workspace,
         model=row.model,
@@ -131,7 +136,7 @@ class DashboardStats(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def spend_usd(self) -> UsdText:
-        return usd_text(self.spend_micros)
+        return usd_string(self.spend_micros)
 
 
 class WindowParams(Params):
@@ -208,7 +213,7 @@ async def dashboard(
         ).one()
         used = (
             await conn.execute(
-                select(*tokens, func.sum(token_usage.c.cost_usd)).where(
+                select(*tokens, func.coalesce(func.sum(token_usage.c.cost_micros), 0)).where(
                     scoped(token_usage.c.workspace, token_usage.c.at >= since)
                 )
             )
@@ -229,7 +234,7 @@ async def dashboard(
         cache_read_tokens=int(used[2]),
         cache_write_tokens=int(used[3]),
         reasoning_tokens=int(used[4]),
-        spend_micros=micros(used[5]),
+        spend_micros=int(used[5]),
     )
 
 

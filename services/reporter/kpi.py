@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field, computed_field
 
-from services.reporter.money import PER_USD, Micros, UsdText, usd_text
+from services.reporter.money import Micros, UsdText, usd_string
+from tally.money import micros_to_usd, usd_text, usd_to_micros
 
 UNPHASED = "(no phase)"  #: bucket for worker calls made outside any open phase
 
@@ -55,7 +56,10 @@ class RunKpi(BaseModel):
     time_to_verified_checkpoint_seconds: float | None
     phases: list[PhaseKpi] = Field(default_factory=list)
     worker_calls: int = 0
+    #: the priced calls' cost in integer micro-dollars, summed exactly
     cost_micros: Micros = 0
+    #: worker calls whose model had no known price (not in the cost)
+    unpriced_calls: int = 0
     tokens: TokenCounts = Field(default_factory=TokenCounts)
     tokens_by_worker: dict[str, TokenCounts] = Field(default_factory=dict)
     tokens_by_phase: dict[str, TokenCounts] = Field(default_factory=dict)
@@ -75,7 +79,8 @@ class RunKpi(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def cost_usd(self) -> UsdText:
-        return usd_text(self.cost_micros)
+        """``cost_micros`` in dollars for display, rounded to 4 places (``"0.0585"``)."""
+        return usd_string(self.cost_micros)
 
     def summary_lines(self) -> list[str]:
         """Exactly ten human-readable lines, one per KPI group."""
@@ -93,7 +98,8 @@ class RunKpi(BaseModel):
             f"Total time: {_duration(self.total_seconds)}",
             f"Time to first verified checkpoint: {_duration(ttv) if ttv is not None else 'none'}",
             f"Phases: {phases or 'none recorded'}",
-            f"Worker calls: {self.worker_calls} (${self.cost_micros / PER_USD:,.2f}; tokens "
+            f"Worker calls: {self.worker_calls} ({usd_text(self.cost_micros)}"
+            f"{f', {self.unpriced_calls} unpriced' if self.unpriced_calls else ''}; tokens "
             f"{self.tokens.short()})",
             f"Tokens by worker: {_breakdown(self.tokens_by_worker)}",
             f"Tokens by phase: {_breakdown(self.tokens_by_phase)}",
@@ -184,7 +190,12 @@ def compute_kpi(
                 seconds[key[0]] += (at - open_phases.pop(key)).total_seconds()
         elif kind == "worker_call":
             kpi.worker_calls += 1
-            kpi.cost_micros += int(data.get("cost_micros") or 0)
+            if data.get("cost_known") is False:
+                kpi.unpriced_calls += 1
+            elif data.get("cost_micros") is not None:
+                kpi.cost_micros += int(data["cost_micros"])
+            elif data.get("cost_usd") is not None:  # a timeline not read from token_usage
+                kpi.cost_micros += usd_to_micros(data["cost_usd"])
             usage = data.get("usage") or {}
             phase = data.get("phase") or (
                 next(reversed(open_phases))[0] if open_phases else UNPHASED
@@ -269,7 +280,7 @@ def compare(a: RunKpi, b: RunKpi) -> list[tuple[str, str, str, str]]:
         row(f"phase {name}", pa.seconds if pa else None, pb.seconds if pb else None, "time")
         row(f"phase {name} attempts", pa.attempts if pa else None, pb.attempts if pb else None)
     row("worker calls", a.worker_calls, b.worker_calls)
-    row("cost", a.cost_micros / PER_USD, b.cost_micros / PER_USD, "usd")
+    row("cost", micros_to_usd(a.cost_micros), micros_to_usd(b.cost_micros), "usd")
     for field in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"):
         row(field.replace("_", " "), getattr(a.tokens, field), getattr(b.tokens, field))
     row("latency mean ms", a.latency_mean_ms, b.latency_mean_ms)

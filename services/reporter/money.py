@@ -1,8 +1,9 @@
 """Money as the API shows it: exact integer micro-dollars, plus a rounded display string.
 
-:func:`micros` is the one place that turns what the tracker's tables hold into
-micro-dollars; every endpoint and ``kpi.json`` go through it, so a change in how money
-is stored changes this function and nothing else.
+Tables store ``cost_micros`` (:mod:`tally.money`); a figure that still travels in dollars
+(a reservation's ``cost_usd``, a stored learner score of older rows) goes through
+:func:`micros` once. ``kpi.json`` and every endpoint show ``cost_micros: 58500`` beside
+``cost_usd: "0.0585"`` (:func:`usd_string`), never a float of dollars.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Annotated, Any
 
 from pydantic import Field
+
+from tally.money import usd_to_micros
 
 #: Micro-dollars in a dollar.
 PER_USD = 1_000_000
@@ -26,23 +29,25 @@ UsdText = Annotated[
 ]
 
 
-def micros(stored: float | int | Decimal | None) -> int:
-    """A stored money value (today: dollars, as a float or a Postgres sum) in micro-dollars.
+def micros(dollars: float | int | Decimal | None) -> int:
+    """A figure in dollars as micro-dollars (None: 0), rounding half to even.
 
     >>> micros(0.058499999999999996), micros(None), micros(Decimal("1.25"))
     (58500, 0, 1250000)
     """
-    if stored is None:
-        return 0
-    # Through the shortest decimal form: 0.058499999999999996 is 0.0585 as stored.
-    exact = Decimal(repr(stored)) if isinstance(stored, float) else Decimal(stored)
-    return int((exact * PER_USD).to_integral_value(ROUND_HALF_EVEN))
+    return (
+        0
+        if dollars is None
+        else usd_to_micros(
+            Decimal(repr(dollars)) if isinstance(dollars, float) else Decimal(dollars)
+        )
+    )
 
 
-def usd_text(amount_micros: int) -> str:
+def usd_string(amount_micros: int) -> str:
     """Micro-dollars as dollars for display, rounded to 4 places.
 
-    >>> usd_text(58500), usd_text(0), usd_text(-1_234_567)
+    >>> usd_string(58500), usd_string(0), usd_string(-1_234_567)
     ('0.0585', '0.0000', '-1.2346')
     """
     return str((Decimal(amount_micros) / PER_USD).quantize(DISPLAY_PLACES, ROUND_HALF_EVEN))
@@ -67,10 +72,10 @@ def with_money(value: Any) -> Any:
         if key == "cost_usd" and (number or item is None) and "cost_micros" not in value:
             amount = None if item is None else micros(item)
             out["cost_micros"] = amount
-            out["cost_usd"] = None if amount is None else usd_text(amount)
+            out["cost_usd"] = None if amount is None else usd_string(amount)
         elif key == "cost_micros" and isinstance(item, int):
             out[key] = item
-            out["cost_usd"] = usd_text(item)
+            out["cost_usd"] = usd_string(item)
         elif key == "cost_usd" and "cost_micros" in value:
             continue  # shown from cost_micros
         else:

@@ -58,7 +58,7 @@ def orphan_gauge(
 
     async def refresh_forever() -> None:
         while True:
-            ORPHAN_RUNS.set(await count_orphans(engine, clock(), orphan_after))
+            ORPHAN_RUNS.of("reporter").set(await count_orphans(engine, clock(), orphan_after))
             await asyncio.sleep(every_s)
 
     return refresh_forever

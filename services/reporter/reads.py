@@ -10,7 +10,7 @@ from pydantic import BaseModel, computed_field
 
 from services.reporter.compare import RunReportBody, run_report
 from services.reporter.errors import not_found
-from services.reporter.money import Micros, UsdText, usd_text, with_money
+from services.reporter.money import Micros, UsdText, usd_string, with_money
 from services.reporter.orphans import RunState, run_state
 from services.reporter.params import Params, Since, Workspace, window_start
 from services.reporter.repo import TOKEN_GROUPS, ReportRepo
@@ -43,12 +43,14 @@ class TokenRow(BaseModel):
     cache_write_tokens: int
     reasoning_tokens: int
     cost_micros: Micros
+    #: calls whose model had no known price (their cost is not in ``cost_micros``)
+    unpriced_calls: int = 0
     duration_ms: float
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def cost_usd(self) -> UsdText:
-        return usd_text(self.cost_micros)
+        return usd_string(self.cost_micros)
 
 
 class TokenReport(BaseModel):
@@ -85,7 +87,9 @@ def reads_router(repo: ReportRepo, orphan_after: timedelta) -> APIRouter:
         first_at = timeline[0]["at"] if timeline else None
         state = run_state(run, first_at, datetime.now(UTC), orphan_after)
         return RunView(
-            run=with_money(run), state=state, timeline=[TimelineEvent(**e) for e in timeline]
+            run=with_money(run),
+            state=state,
+            timeline=[TimelineEvent(**with_money(e)) for e in timeline],
         )
 
     @router.get("/tokens", response_model=TokenReport, tags=["tokens"])
@@ -94,7 +98,10 @@ def reads_router(repo: ReportRepo, orphan_after: timedelta) -> APIRouter:
         since = window_start("since", q.since, datetime.now(UTC))
         rows = await repo.token_report(since=since, by=q.by, workspace=q.workspace)
         return TokenReport(
-            since=since, by=q.by, workspace=q.workspace, rows=[TokenRow(**r) for r in rows]
+            since=since,
+            by=q.by,
+            workspace=q.workspace,
+            rows=[TokenRow(**{k: v for k, v in r.items() if k != "cost_usd"}) for r in rows],
         )
 
     return router

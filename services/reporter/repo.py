@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.reporter.money import micros, usd_text
 from tally.db.tables import run_events, runs, token_usage
+from tally.money import micros_to_usd
 
 #: What ``tokens`` can group by, and the column each means.
 TOKEN_GROUPS = {
@@ -58,8 +58,10 @@ class ReportRepo:
                         "reasoning_tokens",
                     )
                 }
-                data["cost_micros"] = cost = micros(m[token_usage.c.cost_usd])
-                data["cost_usd"] = usd_text(cost)
+                micros = m[token_usage.c.cost_micros]
+                data["cost_micros"] = micros
+                data["cost_usd"] = None if micros is None else micros_to_usd(micros)
+                data["cost_known"] = m[token_usage.c.cost_known]
             timeline.append({"kind": m[run_events.c.kind], "at": m[run_events.c.at], "data": data})
         return timeline
 
@@ -77,7 +79,8 @@ class ReportRepo:
                 func.sum(token_usage.c.cache_read_tokens).label("cache_read_tokens"),
                 func.sum(token_usage.c.cache_write_tokens).label("cache_write_tokens"),
                 func.sum(token_usage.c.reasoning_tokens).label("reasoning_tokens"),
-                func.coalesce(func.sum(token_usage.c.cost_usd), 0.0).label("cost_usd"),
+                func.coalesce(func.sum(token_usage.c.cost_micros), 0).label("cost_micros"),
+                func.count().filter(token_usage.c.cost_known.is_(False)).label("unpriced_calls"),
                 func.coalesce(func.sum(token_usage.c.duration_ms), 0.0).label("duration_ms"),
             )
             .select_from(
@@ -85,7 +88,7 @@ class ReportRepo:
             )
             .where(token_usage.c.at >= since)
             .group_by(key)
-            .order_by(func.coalesce(func.sum(token_usage.c.cost_usd), 0.0).desc())
+            .order_by(func.coalesce(func.sum(token_usage.c.cost_micros), 0).desc())
         )
         if workspace:
             stmt = stmt.where(token_usage.c.workspace == workspace)
@@ -95,10 +98,13 @@ class ReportRepo:
             {
                 # Postgres sums bigints as numeric: back to plain ints for JSON.
                 **{
-                    k: int(v or 0) for k, v in r._mapping.items() if k.endswith(("tokens", "calls"))
+                    k: int(v or 0)
+                    for k, v in r._mapping.items()
+                    if k.endswith(("tokens", "calls", "micros"))
                 },
                 "key": r.key if r.key is not None else "(none)",
-                "cost_micros": micros(r.cost_usd),
+                # exact in micros; dollars derived from them (of the priced calls only)
+                "cost_usd": micros_to_usd(int(r.cost_micros)),
                 "duration_ms": float(r.duration_ms),
             }
             for r in rows

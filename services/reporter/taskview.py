@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.reporter.errors import not_found
-from services.reporter.money import Micros, UsdText, micros, usd_text
+from services.reporter.money import Micros, UsdText, micros, usd_string
 from tally.db.tables import (
     assigner_tasks,
     assignments,
@@ -55,7 +55,7 @@ class Assignment(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def reserved_usd(self) -> UsdText:
-        return usd_text(self.reserved_micros)
+        return usd_string(self.reserved_micros)
 
     @classmethod
     def of_event(cls, a: TaskAssigned) -> Assignment:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 import structlog
@@ -14,6 +15,7 @@ from tally.bus import Bus
 from tally.db.tables import run_events, runs, task_status_events, tasks, token_usage
 from tally.errors import Deferred, PermanentError
 from tally.events import (
+    Event,
     RunEvent,
     RunFinished,
     RunRecorded,
@@ -67,8 +69,11 @@ def register(bus: Bus, repo: TrackerRepo, registry: ModelRegistry, *, settle_wai
 
     @bus.on_batch(TaskStatusChanged)
     async def on_status(events: list[TaskStatusChanged]) -> None:
-        await repo.insert_many((task_status_events, [rows.status_row(e) for e in events]))
+        conflicts = await repo.insert_events(
+            task_status_events, [rows.status_row(e) for e in events]
+        )
         await repo.set_latest_status(e.task_id for e in events)
+        await _dead_letter_conflicts(bus, [events[i] for i in sorted(conflicts)])
 
     @bus.on_batch(RunStarted)
     async def on_started(events: list[RunStarted]) -> None:
@@ -77,7 +82,11 @@ def register(bus: Bus, repo: TrackerRepo, registry: ModelRegistry, *, settle_wai
     @bus.on_batch(RunEvent)
     async def on_events(events: list[RunEvent]) -> None:
         usage, kept = [], []
-        prices = rows.BatchPrices(registry)
+        # A call that names no model was made by its run's.
+        unnamed = (
+            e.run_id for e in events if isinstance(e.detail, WorkerCall) and not e.detail.model
+        )
+        prices = rows.BatchPrices(registry, await repo.run_models(unnamed))
         for e in events:
             if isinstance(e.detail, WorkerCall):
                 try:
@@ -91,24 +100,23 @@ def register(bus: Bus, repo: TrackerRepo, registry: ModelRegistry, *, settle_wai
                     )
                     continue
             kept.append(e)
-        conflicts = await repo.copy_many(
-            (run_events, rows.EVENT_COLUMNS, [rows.event_record(e) for e in kept]),
+        records = [rows.event_record(e) for e in kept]
+        new, stored = await repo.copy_many(
+            (run_events, rows.EVENT_COLUMNS, records),
             (token_usage, rows.USAGE_COLUMNS, usage),
         )
-        for e in (e for e in kept if e.event_id in conflicts):
-            await bus.dead_letter(
-                subject=RunEvent.subject,
-                payload=e.to_json(),
-                headers={},  # its id is then the body's hash: each conflicting body once
-                error=PermanentError(
-                    f"event_id {e.event_id} is already stored with a different body "
-                    "(the first one is kept)"
-                ),
-            )
+        metrics.count_usage(
+            (dict(zip(rows.USAGE_COLUMNS, r, strict=True)) for r in stored), registry
+        )
+        if len(new) < len(records):  # known ids: redeliveries, or another body under an id?
+            fresh = {id(r) for r in new}
+            known = [e for e, r in zip(kept, records, strict=True) if id(r) not in fresh]
+            differing = await repo.differing_events([rows.event_record(e) for e in known])
+            await _dead_letter_conflicts(bus, [known[i] for i in sorted(differing)])
         # Runs recorded before these events arrived are totalled again: late events
         # (a redelivery after a crash) must reach the totals, the quota and the learner.
         for run in await repo.recorded_runs({e.run_id for e in kept}):
-            metrics.RUNS_RETOTALLED.inc()
+            metrics.RUNS_RETOTALLED.of("tracker").inc()
             await bus.publish(await _record(repo, rows.finish_of(run), run))
 
     @bus.on(RunFinished)
@@ -121,10 +129,24 @@ def register(bus: Bus, repo: TrackerRepo, registry: ModelRegistry, *, settle_wai
             waited = (utcnow() - run["finish_seen_at"]).total_seconds()
             if waited < settle_wait_s:
                 raise Deferred(f"run {e.run_id}: {stored} of {e.event_count} events stored")
-            metrics.RUNS_INCOMPLETE.inc()
+            metrics.RUNS_INCOMPLETE.of("tracker").inc()
             log.warning("run_events_missing", run_id=e.run_id, expected=e.event_count, have=stored)
         await bus.publish(await _record(repo, e, run))
         metrics.RUNS_RECORDED.labels(e.outcome).inc()
+
+
+async def _dead_letter_conflicts(bus: Bus, events: Sequence[Event]) -> None:
+    """Dead-letter events whose id was already stored with a different body."""
+    for e in events:
+        await bus.dead_letter(
+            subject=type(e).subject,
+            payload=e.to_json(),
+            headers={},  # its id is then the body's hash: each conflicting body once
+            error=PermanentError(
+                f"event_id {e.event_id} is already stored with a different body "
+                "(the first one is kept)"
+            ),
+        )
 
 
 async def _record(repo: TrackerRepo, e: RunFinished, run: dict[str, object]) -> RunRecorded:
@@ -178,6 +200,8 @@ async def _total(repo: TrackerRepo, e: RunFinished, run: dict[str, object]) -> R
         velocity=totals.velocity,
         tokens=totals.tokens,
         cost_usd=totals.cost_usd,
+        cost_micros=totals.cost_micros,
+        unpriced_tokens=totals.unpriced,
         quality_score=totals.quality_score,
         worker_calls=totals.worker_calls,
         verifications_passed=summary.verifications_passed,
@@ -187,12 +211,7 @@ async def _total(repo: TrackerRepo, e: RunFinished, run: dict[str, object]) -> R
     task_values: dict[str, object] = {}
     if e.success:
         task_values = {"completed_at": e.finished_at, "actual_hours": totals.actual_hours}
-    await repo.save_totals(
-        e.run_id,
-        e.task_id,
-        recorded.model_dump(mode="json", include=TOTALS_FIELDS),
-        task_values,
-    )
+    await repo.save_totals(e, recorded.model_dump(mode="json", include=TOTALS_FIELDS), task_values)
     return recorded
 
 
@@ -202,6 +221,8 @@ TOTALS_FIELDS = {
     "subtask_hours",
     "tokens",
     "cost_usd",
+    "cost_micros",
+    "unpriced_tokens",
     "estimation_error",
     "velocity",
     "quality_score",

@@ -4,6 +4,7 @@ and task_status_events."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,38 +36,31 @@ Records = tuple[Table, Sequence[str], Sequence[tuple[Any, ...]]]
 
 async def copy_ignore(
     conn: Any, table: Table, columns: Sequence[str], records: Sequence[tuple[Any, ...]]
-) -> tuple[int, list[str]]:
+) -> list[tuple[Any, ...]]:
     """Insert rows through COPY, skipping those whose key exists (redeliveries).
 
     The rows are copied into a session-local staging table, then moved with one
     ``INSERT … SELECT … ON CONFLICT DO NOTHING``: COPY's speed with the idempotency of a
     keyed insert. ``conn`` is an asyncpg connection inside a transaction (the staging
-    table empties at commit); JSONB values are JSON text.
-
-    Returns:
-        Rows inserted, and the ``event_id`` of every row whose key was already stored
-        with other values (a different message reusing an id: the first one stays).
+    table empties at commit); JSONB values are JSON text; the first column is the key.
+    Returns the records inserted.
     """
     if not records:
-        return 0, []
+        return []
     stage = _stage(table)
     await conn.copy_records_to_table(stage, records=records, columns=columns)
     names = ", ".join(f'"{c}"' for c in columns)
-    status = await conn.execute(
+    stored = await conn.fetch(
         f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM {stage} ON CONFLICT DO NOTHING'
+        f' RETURNING "{columns[0]}"'
     )
-    conflicts: list[str] = []
-    if "event_id" in columns:
-        mine = ", ".join(f's."{c}"' for c in columns)
-        held = ", ".join(f't."{c}"' for c in columns)
-        conflicts = [
-            r[0]
-            for r in await conn.fetch(
-                f'SELECT DISTINCT s.event_id FROM {stage} s JOIN "{table.name}" t '
-                f"USING (event_id) WHERE ({mine}) IS DISTINCT FROM ({held})"
-            )
-        ]
-    return int(status.rsplit(" ", 1)[-1]), conflicts
+    keys = {r[0] for r in stored}
+    new = []
+    for r in records:
+        if r[0] in keys:  # once, even if the batch carried the same key twice
+            keys.discard(r[0])
+            new.append(r)
+    return new
 
 
 def _stage(table: Table) -> str:
@@ -108,10 +102,10 @@ class TrackerRepo:
             await self._copy_pool.close()
             self._copy_pool = None
 
-    async def copy_many(self, *batches: Records) -> set[str]:
+    async def copy_many(self, *batches: Records) -> list[Sequence[tuple[Any, ...]]]:
         """Insert several tables' rows in one transaction, through COPY; keys already
-        stored are skipped (a redelivered or duplicated event changes nothing), and
-        returns the ids of rows that reused a stored key with different values.
+        stored are skipped (a redelivered or duplicated event changes nothing). Returns,
+        for each batch, the records that were new.
 
         A batch is first copied straight into its tables, as new events almost always are.
         If a key already exists, that transaction is rolled back and the batch goes through
@@ -135,7 +129,7 @@ class TrackerRepo:
                 else:
                     for table, _, records in batches:
                         metrics.ROWS_WRITTEN.labels(table.name).inc(len(records))
-                    return set()
+                    return [records for _, _, records in batches]
             # Outside the transaction, so a rolled-back batch cannot take the staging
             # tables (or statements prepared on them) along.
             await conn.execute(
@@ -145,22 +139,52 @@ class TrackerRepo:
                     for table, _, _ in batches
                 )
             )
-            inserted = 0
-            conflicts: set[str] = set()
+            stored: list[Sequence[tuple[Any, ...]]] = []
             async with conn.transaction():
                 for table, columns, records in batches:
-                    count, differing = await copy_ignore(conn, table, columns, records)
-                    metrics.ROWS_WRITTEN.labels(table.name).inc(count)
-                    inserted += count
-                    conflicts.update(differing)
-            self._direct = inserted == sum(len(records) for _, _, records in batches)
-            return conflicts
+                    stored.append(await copy_ignore(conn, table, columns, records))
+                    metrics.ROWS_WRITTEN.labels(table.name).inc(len(stored[-1]))
+            self._direct = sum(map(len, stored)) == sum(len(r) for _, _, r in batches)
+            return stored
 
     async def insert_many(self, *batches: tuple[Any, Sequence[dict[str, Any]]]) -> None:
         """Insert several tables' rows in one transaction."""
         async with self.engine.begin() as conn:
             for table, rows in batches:
                 await insert_ignore(conn, table, rows)
+
+    async def differing_events(self, events: Sequence[tuple[Any, ...]]) -> set[int]:
+        """Positions of ``run_events`` records (``EVENT_COLUMNS`` order, detail as JSON
+        text) whose id is stored with other values."""
+        ids = list({r[0] for r in events})
+        async with self.engine.connect() as conn:
+            stored = {
+                r.event_id: (r.event_id, r.run_id, r.workspace, r.kind, r.at, r.detail)
+                for r in await conn.execute(
+                    select(run_events).where(run_events.c.event_id.in_(ids))
+                )
+            }
+        return {
+            i
+            for i, r in enumerate(events)
+            if r[0] in stored and (*r[:5], json.loads(r[5])) != stored[r[0]]
+        }
+
+    async def insert_events(self, table: Table, rows: Sequence[dict[str, Any]]) -> set[int]:
+        """Insert immutable rows keyed by ``event_id``; returns the positions of rows that
+        reused a stored id with other values (the stored row stays)."""
+        async with self.engine.begin() as conn:
+            await insert_ignore(conn, table, rows)
+            ids = [r["event_id"] for r in rows]
+            stored = {
+                r.event_id: r._mapping
+                for r in await conn.execute(select(table).where(table.c.event_id.in_(ids)))
+            }
+        return {
+            i
+            for i, r in enumerate(rows)
+            if any(stored[r["event_id"]][k] != v for k, v in r.items())
+        }
 
     async def update_task(self, task_id: str, **values: Any) -> bool:
         """Update a task's columns. Returns False if the task is not recorded yet."""
@@ -196,6 +220,17 @@ class TrackerRepo:
             row = (await conn.execute(select(runs).where(runs.c.run_id == run_id))).first()
         return dict(row._mapping) if row else None
 
+    async def run_models(self, run_ids: Iterable[str]) -> dict[str, tuple[str | None, str | None]]:
+        """The model and provider each of ``run_ids`` started with (runs not started: absent)."""
+        ids = set(run_ids)
+        if not ids:
+            return {}
+        async with self.engine.connect() as conn:
+            found = await conn.execute(
+                select(runs.c.run_id, runs.c.model, runs.c.provider).where(runs.c.run_id.in_(ids))
+            )
+            return {r.run_id: (r.model, r.provider) for r in found}
+
     async def task(self, task_id: str) -> dict[str, Any] | None:
         async with self.engine.connect() as conn:
             row = (await conn.execute(select(tasks).where(tasks.c.task_id == task_id))).first()
@@ -213,21 +248,17 @@ class TrackerRepo:
             )
 
     async def mark_finished(self, e: RunFinished) -> dict[str, Any] | None:
-        """Store a run's finish (the first time it is seen: when) and return the run row,
-        or None if the run has not started."""
+        """Note that a run's finish arrived (the first time: when, and how many events it
+        announced) and return the run row, or None if the run has not started. The finish
+        itself is stored with the totals (:meth:`save_totals`)."""
         async with self.engine.begin() as conn:
             row = (
                 await conn.execute(
                     update(runs)
                     .where(runs.c.run_id == e.run_id)
                     .values(
-                        finished_at=e.finished_at,
-                        outcome=e.outcome,
-                        success=e.success,
-                        quality=e.quality.model_dump(mode="json"),
                         expected_events=e.event_count,
                         finish_seen_at=func.coalesce(runs.c.finish_seen_at, func.now()),
-                        reservation_id=func.coalesce(runs.c.reservation_id, e.reservation_id),
                     )
                     .returning(*runs.c)
                 )
@@ -257,7 +288,7 @@ class TrackerRepo:
                         token_usage.c.cache_read_tokens,
                         token_usage.c.cache_write_tokens,
                         token_usage.c.reasoning_tokens,
-                        token_usage.c.cost_usd,
+                        token_usage.c.cost_micros,
                     ).where(token_usage.c.run_id == run_id)
                 )
             ).all()
@@ -279,7 +310,7 @@ class TrackerRepo:
                 )
             ).one()
         return (
-            [UsageRow(*u[:5], cost_usd=u[5] or 0.0) for u in usage],
+            [UsageRow(*u) for u in usage],
             [
                 SubtaskMark(
                     subtask=m.detail["subtask"],
@@ -293,17 +324,27 @@ class TrackerRepo:
         )
 
     async def save_totals(
-        self, run_id: str, task_id: str, totals: dict[str, Any], task_values: dict[str, Any]
+        self,
+        e: RunFinished,
+        totals: dict[str, Any],
+        task_values: dict[str, Any],
     ) -> None:
-        """Keep a run's totals, unless totals over more events are already stored (two
-        re-totals racing); put the task on its token rows; update the task."""
+        """Keep a run's finish and totals, unless totals over more events are already
+        stored (two re-totals racing); put the task on its token rows; update the task."""
+        run_id, task_id = e.run_id, e.task_id
+        finish = {
+            "finished_at": e.finished_at,
+            "outcome": e.outcome,
+            "success": e.success,
+            "quality": e.quality.model_dump(mode="json"),
+            "reservation_id": func.coalesce(runs.c.reservation_id, e.reservation_id),
+            "totals": totals,
+        }
         newer = (
             func.coalesce(runs.c.totals["event_count"].as_integer(), -1) <= totals["event_count"]
         )
         async with self.engine.begin() as conn:
-            await conn.execute(
-                update(runs).where(runs.c.run_id == run_id, newer).values(totals=totals)
-            )
+            await conn.execute(update(runs).where(runs.c.run_id == run_id, newer).values(finish))
             # Worker calls arrive keyed by run only; once the run is finished its task is
             # known, so its token rows can be read by task without a join.
             await conn.execute(

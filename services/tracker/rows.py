@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Protocol
 
+import structlog
+
+from tally import metrics
 from tally.events import (
     QualitySignals,
     RunEvent,
@@ -14,8 +19,12 @@ from tally.events import (
     TaskStatusChanged,
 )
 from tally.events.runs import WorkerCall
-from tally.registry import ModelRegistry, ModelSpec
-from tally.usage import normalize_usage
+from tally.money import usd_to_micros
+from tally.pricing import Price, Pricer
+from tally.registry import ModelRegistry
+from tally.usage import TokenUsage, normalize_usage
+
+log = structlog.get_logger(__name__)
 
 
 def task_row(e: TaskCreated) -> dict[str, Any]:
@@ -74,32 +83,64 @@ USAGE_COLUMNS = (
     "event_id", "run_id", "workspace", "worker", "model", "provider", "phase",
     "input_tokens", "output_tokens", "cached_tokens", "cache_read_tokens",
     "cache_write_tokens", "reasoning_tokens", "estimated", "started_at", "finished_at",
-    "duration_ms", "command", "action", "invocation_kind", "currency", "cost_usd", "at",
-    "metadata",
+    "duration_ms", "command", "action", "invocation_kind", "currency", "cost_micros",
+    "cost_known", "at", "metadata",
 )  # fmt: skip
 
 
 class Prices(Protocol):
-    def get(self, name: str) -> ModelSpec | None: ...
+    def model_of(self, run_id: str, call: WorkerCall) -> tuple[str | None, str | None]: ...
+
+    def price(
+        self,
+        usage: TokenUsage,
+        model: str | None,
+        *,
+        provider: str | None = None,
+        at: datetime | None = None,
+    ) -> Price: ...
 
 
 class BatchPrices:
-    """The registry's models as one batch sees them: each model is looked up once.
+    """Prices as one batch sees them: each model id is resolved once per batch.
 
-    Every `ModelRegistry.get` checks the file for changes; once per batch is enough to
-    pick up an edit.
+    The registry's prices override the catalogue's (`tally.pricing`). Every registry
+    lookup checks the file for changes; once per batch is enough to pick up an edit. A
+    call no price is known for is counted (``tally_unpriced_usage_total``) and warned
+    about, once per model and batch.
     """
 
-    def __init__(self, registry: ModelRegistry) -> None:
-        self._registry = registry
-        self._specs: dict[str, ModelSpec | None] = {}
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        run_models: Mapping[str, tuple[str | None, str | None]] | None = None,
+    ) -> None:
+        self._pricer = Pricer(registry)
+        self._run_models = run_models or {}
+        self._warned: set[tuple[str | None, str | None]] = set()
 
-    def get(self, name: str) -> ModelSpec | None:
-        try:
-            return self._specs[name]
-        except KeyError:
-            spec = self._specs[name] = self._registry.get(name)
-            return spec
+    def model_of(self, run_id: str, call: WorkerCall) -> tuple[str | None, str | None]:
+        """The call's model and provider; a call that names no model, its run's."""
+        if call.model:
+            return call.model, call.provider
+        model, provider = self._run_models.get(run_id, (None, None))
+        return model, call.provider or provider
+
+    def price(
+        self,
+        usage: TokenUsage,
+        model: str | None,
+        *,
+        provider: str | None = None,
+        at: datetime | None = None,
+    ) -> Price:
+        price: Price = self._pricer.price(usage, model, provider=provider, at=at)
+        if not price.known:
+            metrics.UNPRICED_USAGE.of("tracker").inc()
+            if (model, provider) not in self._warned:
+                self._warned.add((model, provider))
+                log.warning("model_price_unknown", model=model, provider=provider)
+        return price
 
 
 def event_record(e: RunEvent) -> tuple[Any, ...]:
@@ -111,18 +152,23 @@ def event_record(e: RunEvent) -> tuple[Any, ...]:
 def usage_record(e: RunEvent, call: WorkerCall, prices: Prices) -> tuple[Any, ...]:
     """A worker call's `token_usage` values (`USAGE_COLUMNS`), normalised and priced.
 
-    The usage is normalised from the provider's payload. The caller's ``cost_usd`` wins;
-    otherwise the registry's prices for the call's model are used (cache reads and writes
-    at their own prices); unknown models cost nothing. ``metadata`` is JSON text.
+    A call that names no model is stored and priced as its run's model (when the run has
+    started). The usage is normalised from the provider's payload. The caller's
+    ``cost_usd`` wins; otherwise the call is priced by ``prices`` (the registry, then the
+    catalogue; cache reads and writes at their own prices). A call no price is known for
+    is stored with ``cost_micros`` NULL and ``cost_known`` false, never as $0.
+    ``metadata`` is JSON text.
 
     Raises:
         UsageError: the usage payload cannot be read.
     """
-    usage = normalize_usage(call.usage, provider=call.provider)
-    cost = call.cost_usd
-    if cost is None:
-        spec = prices.get(call.model) if call.model else None
-        cost = spec.cost(usage) if spec else 0.0
+    model, provider = prices.model_of(e.run_id, call)
+    usage = normalize_usage(call.usage, provider=provider)
+    cost: int | None
+    if call.cost_usd is not None:
+        cost = usd_to_micros(call.cost_usd)
+    else:
+        cost = prices.price(usage, model, provider=provider, at=e.at).micros
     duration = call.latency_ms
     if duration is None and call.started_at and call.finished_at:
         duration = (call.finished_at - call.started_at).total_seconds() * 1000
@@ -131,8 +177,8 @@ def usage_record(e: RunEvent, call: WorkerCall, prices: Prices) -> tuple[Any, ..
         e.run_id,
         e.workspace,
         call.worker,
-        call.model,
-        call.provider,
+        model,
+        provider,
         call.phase,
         usage.input_tokens,
         usage.output_tokens,
@@ -149,6 +195,7 @@ def usage_record(e: RunEvent, call: WorkerCall, prices: Prices) -> tuple[Any, ..
         call.invocation_kind,
         call.currency,
         cost,
+        cost is not None,
         e.at,
         json.dumps({"shape": usage.provider_shape, **usage.extra}),
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from tally.events import TokenTotals
+from tally.money import micros_to_usd
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,8 @@ class UsageRow:
     cache_read_tokens: int
     cache_write_tokens: int
     reasoning_tokens: int
-    cost_usd: float
+    #: None when no price was known for the call's model (``cost_known`` false)
+    cost_micros: int | None
 
 
 @dataclass(frozen=True)
@@ -36,12 +38,20 @@ class RunTotals:
     actual_hours: float
     subtask_hours: dict[str, float]
     tokens: TokenTotals
-    cost_usd: float
+    #: the priced calls' cost, exactly; calls without a price are in ``unpriced``
+    cost_micros: int
     estimation_error: float | None
     velocity: float | None
     quality_score: float | None
     worker_calls: int
+    #: tokens of the calls no price was known for (quota prices them at its fallback)
+    unpriced: TokenTotals = field(default_factory=TokenTotals)
     extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def cost_usd(self) -> float:
+        """``cost_micros`` in dollars, for events and people."""
+        return float(micros_to_usd(self.cost_micros))
 
 
 def subtask_hours(marks: Iterable[SubtaskMark]) -> dict[str, float]:
@@ -77,13 +87,7 @@ def run_totals(
     ``quality_score`` is the review score when given, else the mean subtask quality.
     """
     hours = max((finished_at - started_at).total_seconds(), 0.0) / 3600
-    tokens = TokenTotals(
-        input_tokens=sum(u.input_tokens for u in usage),
-        output_tokens=sum(u.output_tokens for u in usage),
-        cache_read_tokens=sum(u.cache_read_tokens for u in usage),
-        cache_write_tokens=sum(u.cache_write_tokens for u in usage),
-        reasoning_tokens=sum(u.reasoning_tokens for u in usage),
-    )
+    tokens = token_totals(usage)
     qualities = [m.quality for m in marks if m.completed and m.quality is not None]
     quality = (
         review_score
@@ -96,9 +100,21 @@ def run_totals(
         actual_hours=round(hours, 6),
         subtask_hours=subtask_hours(marks),
         tokens=tokens,
-        cost_usd=round(sum(u.cost_usd for u in usage), 6),
+        cost_micros=sum(u.cost_micros for u in usage if u.cost_micros is not None),
         estimation_error=round(error, 6) if error is not None else None,
         velocity=round(velocity, 6) if velocity is not None else None,
         quality_score=quality,
         worker_calls=len(usage),
+        unpriced=token_totals([u for u in usage if u.cost_micros is None]),
+    )
+
+
+def token_totals(usage: Sequence[UsageRow]) -> TokenTotals:
+    """Tokens of ``usage`` summed by kind."""
+    return TokenTotals(
+        input_tokens=sum(u.input_tokens for u in usage),
+        output_tokens=sum(u.output_tokens for u in usage),
+        cache_read_tokens=sum(u.cache_read_tokens for u in usage),
+        cache_write_tokens=sum(u.cache_write_tokens for u in usage),
+        reasoning_tokens=sum(u.reasoning_tokens for u in usage),
     )

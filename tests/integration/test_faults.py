@@ -20,7 +20,14 @@ import yaml
 from sqlalchemy import func, select
 
 from tally import consumers, metrics
-from tally.db.tables import quota_ledger, run_events, runs, tasks, token_usage
+from tally.db.tables import (
+    quota_ledger,
+    run_events,
+    runs,
+    task_status_events,
+    tasks,
+    token_usage,
+)
 from tally.events import (
     ReserveReply,
     ReserveRequest,
@@ -30,12 +37,13 @@ from tally.events import (
     RunStarted,
     TaskAssigned,
     TaskCreated,
+    TaskStatusChanged,
     UsageReply,
     UsageRequest,
     new_id,
 )
 from tally.events.tasks import Reservation
-from tally.subjects import RUN_EVENT
+from tally.subjects import RUN_EVENT, TASK_STATUS_CHANGED
 
 if TYPE_CHECKING:
     from faststream.asgi import AsgiFastStream
@@ -361,3 +369,29 @@ async def test_a_second_body_under_a_known_event_id_is_a_dead_lettered_conflict(
     assert "different body" in letter.error
     at = await h.scalar(select(run_events.c.at).where(run_events.c.event_id == first.event_id))
     assert at == first.at  # the first body stays
+
+
+async def test_a_status_change_reusing_a_known_event_id_is_a_dead_lettered_conflict(
+    harness: Harness, workspace: str
+) -> None:
+    h = harness
+    await h.start("tracker")
+    first = TaskStatusChanged(
+        task_id=f"task-{new_id()}", workspace=workspace, to_status="in_progress", changed_at=T0
+    )
+    await h.client.publish(first)
+    await h.drained("tracker", TASK_STATUS_CHANGED)
+    async with h.dead_letters("tracker") as letters:
+        await h.redeliver(first)  # the same body again: not a conflict
+        other = first.model_copy(update={"to_status": "completed"})
+        await h.publish_raw(TASK_STATUS_CHANGED, other.to_json(), f"other-{new_id()}")
+        letter = await h.next_item(letters, what="the conflict's dead letter")
+        await h.drained("tracker", TASK_STATUS_CHANGED)
+        assert letters.empty()
+    assert "different body" in letter.error and '"completed"' in letter.payload
+    kept = await h.scalar(
+        select(task_status_events.c.to_status).where(
+            task_status_events.c.event_id == first.event_id
+        )
+    )
+    assert kept == "in_progress"

@@ -42,7 +42,7 @@ async def test_concurrent_appends_share_commits_and_each_returns_once_durable(
 
     async def append_and_look(i: int) -> None:
         rid = f"{prefix}{i}"
-        await ledger.append("reserve", rid, "team", i, 0.0, utcnow())
+        await ledger.append("reserve", rid, "team", i, 0, utcnow())
         # Read on another connection: the row is there the moment append returns.
         seen_at_return.append(
             await h.scalar(
@@ -68,9 +68,9 @@ async def test_a_repeated_operation_is_written_once_even_within_one_batch(
     ledger = QuotaLedger(h.engine)
     rid = f"dup-{new_id()[:8]}"
     at = utcnow()
-    await asyncio.gather(*(ledger.append("settle", rid, "team", 300, 0.01, at) for _ in range(5)))
-    await ledger.append("settle", rid, "team", 300, 0.01, at)
-    await ledger.append("release", rid, "team", 300, 0.01, at)
+    await asyncio.gather(*(ledger.append("settle", rid, "team", 300, 10_000, at) for _ in range(5)))
+    await ledger.append("settle", rid, "team", 300, 10_000, at)
+    await ledger.append("release", rid, "team", 300, 10_000, at)
     assert await rows_of(h, rid) == [("release", rid, 300), ("settle", rid, 300)]
 
 
@@ -81,8 +81,8 @@ async def test_a_bad_row_fails_its_own_append_only(harness: Harness) -> None:
     too_long = prefix + "x" * 300  # the ledger's reservation_id column holds 256 characters
 
     results = await asyncio.gather(
-        *(ledger.append("reserve", f"{prefix}{i}", "team", 1, 0.0, utcnow()) for i in range(20)),
-        ledger.append("reserve", too_long, "team", 1, 0.0, utcnow()),
+        *(ledger.append("reserve", f"{prefix}{i}", "team", 1, 0, utcnow()) for i in range(20)),
+        ledger.append("reserve", too_long, "team", 1, 0, utcnow()),
         return_exceptions=True,
     )
 
@@ -98,7 +98,7 @@ async def test_flush_commits_rows_whose_appenders_gave_up_waiting(harness: Harne
     ledger = QuotaLedger(h.engine)
     prefix = f"cx-{new_id()[:8]}-"
     waiting = [
-        asyncio.create_task(ledger.append("expire", f"{prefix}{i}", "team", 1, 0.0, utcnow()))
+        asyncio.create_task(ledger.append("expire", f"{prefix}{i}", "team", 1, 0, utcnow()))
         for i in range(50)
     ]
     await asyncio.sleep(0)  # every append has queued its row

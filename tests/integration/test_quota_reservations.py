@@ -516,7 +516,9 @@ async def test_usage_gauges_show_the_share_of_each_limit_in_use(make_store) -> N
     await handlers.export_usage(store, [name])
 
     def gauge(metric: str, **labels: str) -> float | None:
-        return metrics.registry.get_sample_value(metric, {"subscription": name, **labels})
+        return metrics.registry_for("quota").get_sample_value(
+            metric, {"subscription": name, **labels}
+        )
 
     assert gauge("tally_quota_used_ratio", period="day", unit="tokens") == 0.25
     assert gauge("tally_quota_used_ratio", period="month", unit="usd") == 0.2

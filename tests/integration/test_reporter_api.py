@@ -164,6 +164,13 @@ async def test_without_waiting_the_answer_is_202_with_a_link_to_poll(
 
     view = await eventually(readable, what="the task the API created")
     assert view["task_id"] == task_id
+    # A retry (same task id) creates nothing new, as the CLI's --id does.
+    again = await chain.post(
+        "/tasks",
+        params={"wait": 0},
+        json={"title": "Later", "workspace": workspace, "task_id": task_id},
+    )
+    assert again.status_code == 202 and again.json()["duplicate"] is True
 
 
 async def test_estimate_only_creates_nothing(chain: httpx.AsyncClient, workspace: str) -> None:

@@ -146,7 +146,8 @@ async def test_csv_pages_carry_the_header_and_the_same_rows(
         assert record["model"] == row["model"]
         assert int(record["input_tokens"]) == row["input_tokens"]
         assert datetime.fromisoformat(record["at"]) == row["at"]
-        assert record["cost_usd"] == "" and record["metadata"] == "{}"
+        assert record["cost_micros"] == "" and record["metadata"] == "{}"
+        assert record["cost_known"] == "true"
         assert record["estimated"] == "false"
 
 

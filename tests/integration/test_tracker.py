@@ -10,6 +10,7 @@ import pytest
 import yaml
 from sqlalchemy import func, select
 
+from tally import metrics
 from tally.db.tables import run_events, runs, task_status_events, tasks, token_usage
 from tally.events import (
     Estimate,
@@ -193,6 +194,29 @@ async def test_a_run_is_recorded_once_with_totals_that_add_up(
         + 200 * sonnet["output"]
     ) / 1e6
     assert recorded.cost_usd == pytest.approx(cost, abs=1e-6)
+    assert recorded.cost_micros == round(cost * 1e6)
+    assert recorded.unpriced_tokens.total == 0
+
+    # Prometheus counts each stored token and dollar once, by model, provider, workspace.
+    tracker_metrics = metrics.registry_for("tracker")
+
+    def counted(name: str, **labels: str) -> float | None:
+        return tracker_metrics.get_sample_value(name, {**labels, "workspace": ws})
+
+    gpt5, sonnet4 = (
+        {"model": "gpt-5", "provider": "openai"},
+        {
+            "model": "claude-sonnet-4",
+            "provider": "anthropic",
+        },
+    )
+    assert counted("tally_tokens_total", kind="input", **gpt5) == 3_000
+    assert counted("tally_tokens_total", kind="cache_read", **gpt5) == 9_000
+    assert counted("tally_tokens_total", kind="output", **gpt5) == 800
+    assert counted("tally_tokens_total", kind="cache_read", **sonnet4) == 2_000
+    assert counted("tally_tokens_total", kind="cache_write", **sonnet4) == 100
+    dollars = [counted("tally_cost_usd_total", **m) for m in (gpt5, sonnet4)]
+    assert sum(d or 0 for d in dollars) == pytest.approx(recorded.cost_usd, abs=1e-6)
     assert recorded.actual_hours == pytest.approx(2.0)
     assert recorded.subtask_hours == {"callback endpoint": pytest.approx(38 / 60, abs=1e-6)}
     assert recorded.story_points == 5
@@ -212,8 +236,9 @@ async def test_a_run_is_recorded_once_with_totals_that_add_up(
         )
     )[0]
     assert openai_row.input_tokens == 3_000 and openai_row.cache_read_tokens == 9_000
-    assert openai_row.cost_usd == pytest.approx(
-        (3_000 * gpt["input"] + 9_000 * gpt["cached_input"] + 800 * gpt["output"]) / 1e6
+    assert openai_row.cost_known is True
+    assert openai_row.cost_micros == round(
+        3_000 * gpt["input"] + 9_000 * gpt["cached_input"] + 800 * gpt["output"]
     )
     run = (await h.rows(select(runs).where(runs.c.run_id == run_id)))[0]
     assert run.outcome == "complete" and run.success is True

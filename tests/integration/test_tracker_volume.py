@@ -12,6 +12,7 @@ import asyncio
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -54,7 +55,8 @@ class Expected:
     """A run's totals, summed from the token counts each payload was built from."""
 
     tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
-    cost_usd: float = 0.0
+    #: each call priced exactly, rounded half to even to micro-dollars, then summed
+    cost_micros: int = 0
     worker_calls: int = 0
 
 
@@ -99,12 +101,13 @@ def worker_call(rnd: random.Random, expected: Expected, at: datetime) -> dict[st
     expected.worker_calls += 1
     for kind, count_name in KINDS.items():
         expected.tokens[kind] += counts[count_name]
-    expected.cost_usd += (
-        counts["fresh"] * p["input"]
-        + counts["output"] * p["output"]
-        + counts["cache_read"] * p["cached_input"]
-        + counts["cache_write"] * p.get("cache_write", p["input"])
-    ) / 1e6
+    exact = (
+        counts["fresh"] * Decimal(str(p["input"]))
+        + counts["output"] * Decimal(str(p["output"]))
+        + counts["cache_read"] * Decimal(str(p["cached_input"]))
+        + counts["cache_write"] * Decimal(str(p.get("cache_write", p["input"])))
+    )  # a price per million tokens is micro-dollars per token
+    expected.cost_micros += int(exact.to_integral_value(rounding=ROUND_HALF_EVEN))
     return {
         "kind": "worker_call",
         "worker": rnd.choice(("coder", "reviewer")),
@@ -201,7 +204,7 @@ async def test_a_replayed_timeline_is_stored_once_with_exact_totals(
     for r in records:
         want = expected[r.run_id]
         assert r.tokens.model_dump() == want.tokens
-        assert r.cost_usd == pytest.approx(want.cost_usd, abs=1e-6)
+        assert r.cost_micros == want.cost_micros  # exactly: integers all the way
         assert r.worker_calls == want.worker_calls
         assert r.event_count == EVENTS_PER_RUN
         assert r.actual_hours == pytest.approx(hours[r.run_id], abs=1e-6)

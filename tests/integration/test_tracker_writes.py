@@ -88,18 +88,25 @@ async def test_a_batch_holding_stored_events_is_stored_once_and_later_batches_st
     events = timeline(run_id, workspace, 30)
     repo = TrackerRepo(h.engine)
     try:
-        await repo.copy_many(*records(events[:10]))
+        # What each call reports as new is what token counters count: once per row.
+        new = await repo.copy_many(*records(events[:10]))
         assert await stored(h, run_id) == (10, 5, 5 * 200)
+        assert [len(n) for n in new] == [10, 5]
 
         # A redelivered batch: half of it stored already, and one event twice over.
-        await repo.copy_many(*records([*events[5:20], events[15]]))
+        new = await repo.copy_many(*records([*events[5:20], events[15]]))
         assert await stored(h, run_id) == (20, 10, 10 * 200)
+        assert [sorted(r[0] for r in n) for n in new] == [
+            sorted(e.event_id for e in events[10:20]),
+            sorted(e.event_id for e in events[10:20] if e.detail.kind == "worker_call"),
+        ]
 
-        await repo.copy_many(*records(events[20:]))
+        new = await repo.copy_many(*records(events[20:]))
         assert await stored(h, run_id) == (30, 15, 15 * 200)
+        assert [len(n) for n in new] == [10, 5]
 
         # The whole timeline once more changes nothing.
-        await repo.copy_many(*records(events))
+        assert [len(n) for n in await repo.copy_many(*records(events))] == [0, 0]
         assert await stored(h, run_id) == (30, 15, 15 * 200)
     finally:
         await repo.close()

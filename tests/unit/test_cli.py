@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from tally.cli.main import app
@@ -62,3 +63,34 @@ def test_an_empty_title_is_refused_before_anything_is_published() -> None:
     result = runner.invoke(app, ["task", "create", ""])
     assert result.exit_code == 2
     assert "title" in result.output
+
+
+def test_tokens_prints_dollars_from_micros_and_marks_unpriced_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    row = {
+        "calls": 3,
+        "input_tokens": 3_000,
+        "output_tokens": 900,
+        "cache_read_tokens": 0,
+        "cache_write_tokens": 0,
+        "reasoning_tokens": 0,
+        "cost_micros": 58_500,
+        "cost_usd": 0.0585,
+        "duration_ms": 1_200.0,
+    }
+    body = {
+        "since": "2026-11-01T00:00:00",
+        "rows": [
+            {**row, "key": "gpt-5", "unpriced_calls": 0},
+            {**row, "key": "acme-inhouse-7b", "cost_micros": 0, "unpriced_calls": 3},
+        ],
+    }
+    monkeypatch.setattr("tally.cli.reports.reporter_get", lambda path, params=None: body)
+    monkeypatch.setattr("tally.cli.reports.console.width", 200)
+    result = runner.invoke(app, ["tokens"])
+
+    assert result.exit_code == 0, result.output
+    assert "$0.0585" in result.output and "0.058499999999999996" not in result.output
+    assert "(3 unpriced*)" in result.output
+    assert "3 calls had no known price" in result.output

@@ -94,6 +94,18 @@ def test_update_tracks_velocity_quality_success_and_cost_per_point():
     assert ModelScore.from_dict(score.to_dict()) == score
 
 
+def test_total_cost_is_summed_in_exact_micros_and_old_scores_load():
+    score = ModelScore("sonnet", "feature", "medium")
+    for _ in range(3):
+        score = update(score, outcome(cost_usd=0.0195))
+    assert score.total_cost_micros == 58_500  # floats would give 0.058499999999999996
+    assert score.total_cost_usd == 0.0585
+    saved = score.to_dict()
+    assert saved["total_cost_micros"] == 58_500 and "total_cost_usd" not in saved
+    old = {k: v for k, v in saved.items() if k != "total_cost_micros"} | {"total_cost_usd": 0.0585}
+    assert ModelScore.from_dict(old) == score
+
+
 def test_update_refuses_an_outcome_for_another_key():
     with pytest.raises(ValueError, match="cannot update"):
         update(ModelScore("sonnet", "feature", "medium"), outcome(band="complex"))

@@ -5,19 +5,26 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from tally import metrics
+from tally.cli.ops import SERVICES
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 METRIC = re.compile(r"\b(tally_[a-z_]+)")
 
 
+def families() -> list[Any]:
+    """Every metric family the six services export."""
+    return [f for name in SERVICES for f in metrics.registry_for(name).collect()]
+
+
 def exported() -> set[str]:
     """Every sample name of Tally's own metrics (histograms add _bucket, _sum, _count)."""
     names = set()
-    for family in metrics.registry.collect():
+    for family in families():
         if family.name.startswith("tally_"):
             names.add(family.name)
             names.update(s.name for s in family.samples)
@@ -57,11 +64,26 @@ def test_dashboard_panels_use_exported_metrics() -> None:
             assert name in known, f"panel {title!r}: {name} is not exported"
             used.add(name)
     # Every Tally metric family has a panel.
-    families = {f.name for f in metrics.registry.collect() if f.name.startswith("tally_")}
-    missing = {f for f in families if not any(u.startswith(f) for u in used)}
+    names = {f.name for f in families() if f.name.startswith("tally_")}
+    missing = {f for f in names if not any(u.startswith(f) for u in used)}
     assert not missing, f"no panel for {sorted(missing)}"
 
 
 def test_prometheus_loads_the_rules() -> None:
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+
+
+def test_the_dashboard_imports_anywhere_and_shows_tokens_and_dollars() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "tally.json").read_text())
+    assert [i["pluginId"] for i in dashboard["__inputs"]] == ["prometheus"]
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+    expressions = panel_expressions().values()
+    for metric in ("tally_tokens_total", "tally_cost_usd_total"):
+        for label in ("model", "workspace"):
+            assert any(metric in e and label in e.split("(")[1] for e in expressions), (
+                f"no panel of {metric} by {label}"
+            )

@@ -95,7 +95,8 @@ def test_epoch_ms_round_trips() -> None:
 
 def test_dollars_become_exact_micro_dollars() -> None:
     assert usd_to_micro(0.1) == 100_000
-    assert usd_to_micro(0.0000015) == 2  # half up
+    assert usd_to_micro(0.0000015) == 2  # half to even
+    assert usd_to_micro(0.0000025) == 2
     assert sum(usd_to_micro(0.01) for _ in range(1000)) == usd_to_micro(10)
     assert micro_to_usd(1_500_000) == 1.5
 

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from services.reporter.money import micros, usd_text, with_money
+from services.reporter.money import micros, usd_string, with_money
 
 
 @pytest.mark.parametrize(
@@ -24,7 +24,7 @@ def test_stored_amounts_become_exact_micro_dollars(stored: object, expected: int
 
 
 def test_the_display_string_has_four_places() -> None:
-    assert [usd_text(m) for m in (58_500, 0, 1, 1_234_567_890)] == [
+    assert [usd_string(m) for m in (58_500, 0, 1, 1_234_567_890)] == [
         "0.0585",
         "0.0000",
         "0.0000",

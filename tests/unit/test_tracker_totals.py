@@ -15,8 +15,8 @@ def at(minutes: float) -> datetime:
 
 def test_totals_add_tokens_by_kind_and_price_the_run() -> None:
     usage = [
-        UsageRow(1000, 200, 3000, 500, 0, 0.012),
-        UsageRow(400, 100, 0, 0, 50, 0.003),
+        UsageRow(1000, 200, 3000, 500, 0, 12_000),
+        UsageRow(400, 100, 0, 0, 50, 3_000),
     ]
     totals = run_totals(
         started_at=at(0),
@@ -36,6 +36,7 @@ def test_totals_add_tokens_by_kind_and_price_the_run() -> None:
         "reasoning_tokens": 50,
     }
     assert totals.tokens.total == 1400 + 300 + 3000 + 500
+    assert totals.cost_micros == 15_000
     assert totals.cost_usd == 0.015
     assert totals.estimation_error == 0.5  # took half again as long as estimated
     assert totals.velocity == 2.0  # 3 points in 1.5 hours

@@ -12,14 +12,43 @@ import typer
 from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
 
 from tally.errors import ConfigError, PermanentError, StepTimeout, TallyError, TransientError
 from tally.settings import TallySettings
 
 T = TypeVar("T")
 
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+
+class TallyConsole(Console):
+    """A console whose tables never cut a cell (``claud…``): ids and model names are what
+    a reader copies. Cells wrap on a narrow terminal; off a terminal (a pipe, a file, CI)
+    a table is as wide as its content needs."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        wide = 0
+        for obj in objects:
+            if isinstance(obj, Table):
+                for column in obj.columns:
+                    if column.overflow == "ellipsis":
+                        column.overflow = "fold"
+                if not self.is_terminal:
+                    natural = Measurement.get(self, self.options.update_width(10_000), obj)
+                    wide = max(wide, natural.maximum)
+        if wide <= self.width:
+            super().print(*objects, **kwargs)
+            return
+        narrow = self.width  # rich caps a print's width at the console's: widen it, briefly
+        self.width = wide
+        try:
+            super().print(*objects, **kwargs)
+        finally:
+            self.width = narrow
+
+
+console = TallyConsole(soft_wrap=True)
+err_console = TallyConsole(stderr=True, soft_wrap=True)
 
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON instead of text.")
 

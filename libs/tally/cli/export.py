@@ -5,16 +5,28 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, get_args
 
 import typer
 
-from tally.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, console, error_message, fail, settings
+from tally.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    console,
+    emit_json,
+    error_message,
+    fail,
+    settings,
+)
+from tally.events.runs import Outcome
+from tally.events.tasks import TaskStatus
 
 if TYPE_CHECKING:
     import httpx
@@ -36,10 +48,27 @@ def export(
     fmt: str = typer.Option("json", "--format", help="json (one array), jsonl or csv."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write here, not stdout."),
     page_size: int = typer.Option(500, min=1, max=5000, help="Rows per request to the reporter."),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="JSON: with -o, a summary of what was written; without, the rows as one array.",
+    ),
 ) -> None:
-    """Write every matching row, oldest first, following the reporter's pages to the end."""
+    """Write every matching row, oldest first, following the reporter's pages to the end.
+
+    With ``-o`` the rows go to a temporary file beside the target, renamed over it only
+    when the export is complete: a failure never leaves a partial file.
+    """
     if fmt not in FORMATS:
         fail(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}", code=EXIT_BAD_INPUT)
+    if as_json and output is None and fmt != "json":
+        fail(
+            f"--json prints the rows as JSON: it cannot go with --format {fmt}", code=EXIT_BAD_INPUT
+        )
+    _check_choice("--outcome", outcome, get_args(Outcome))
+    _check_choice("--status", status, get_args(TaskStatus))
+    if output is not None:
+        _check_output(output)
     filters = {
         "workspace": workspace,
         "since": since,
@@ -60,8 +89,28 @@ def export(
         first = next(pages)
         with _sink(output) as out:
             count = _write(out, fmt, chain([first], pages))
-    if output is not None:
+    if output is None:
+        return
+    if as_json:
+        emit_json({"kind": kind, "rows": count, "format": fmt, "output": str(output)})
+    else:
         console.print(f"{count:,} {kind} rows written to {output}", highlight=False)
+
+
+def _check_choice(option: str, value: str | None, choices: tuple[str, ...]) -> None:
+    if value is not None and value not in choices:
+        fail(f"{option}: unknown value {value!r}; one of {', '.join(choices)}", code=EXIT_BAD_INPUT)
+
+
+def _check_output(output: Path) -> None:
+    """Refuse an output path that cannot be written, before asking the reporter anything."""
+    parent = output.parent
+    if output.is_dir():
+        fail(f"--output: {output} is a directory; name a file in it", code=EXIT_BAD_INPUT)
+    if not parent.is_dir():
+        fail(f"--output: directory {parent} does not exist", code=EXIT_BAD_INPUT)
+    if not os.access(parent, os.W_OK):
+        fail(f"--output: directory {parent} is not writable", code=EXIT_BAD_INPUT)
 
 
 def reporter_client() -> httpx.Client:
@@ -103,12 +152,22 @@ def export_pages(
 
 @contextmanager
 def _sink(output: Path | None) -> Iterator[TextIO]:
+    """stdout, or a temporary file beside ``output`` renamed over it once all is written."""
     if output is None:
         yield sys.stdout
         return
-    # newline="" keeps CSV's CRLF line ends as the reporter wrote them.
-    with output.open("w", encoding="utf-8", newline="") as f:
-        yield f
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".part", dir=output.parent)
+    except OSError as exc:
+        fail(f"--output: cannot write in {output.parent}: {exc.strerror}", code=EXIT_BAD_INPUT)
+    try:
+        # newline="" keeps CSV's CRLF line ends as the reporter wrote them.
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            yield f
+        os.replace(tmp, output)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _write(out: TextIO, fmt: str, pages: Iterable[httpx.Response]) -> int:

@@ -17,6 +17,7 @@ from tally.cli import (
     quota,
     reports,
     runs,
+    schema,
     tasks,
 )
 
@@ -48,6 +49,7 @@ app.add_typer(quota.app, name="quota")
 app.command("assign")(assign.assign)
 assign.experiment.command("show")(learning.experiment_show)
 app.add_typer(assign.experiment, name="experiment")
+app.add_typer(schema.app, name="schema")
 
 if __name__ == "__main__":
     app()

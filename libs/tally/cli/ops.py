@@ -75,19 +75,14 @@ streams = typer.Typer(help="The JetStream streams.", no_args_is_help=True)
 @streams.command("provision")
 def streams_provision(as_json: bool = JsonOpt) -> None:
     """Create or update every stream (idempotent)."""
-    import nats
-
     from tally.bus import provision_streams
-    from tally.subjects import Catalog
+    from tally.client import TallyClient
 
     s = settings()
 
     async def main() -> list[str]:
-        nc = await nats.connect(s.nats_url, connect_timeout=3)
-        try:
-            return await provision_streams(nc, Catalog(s.namespace))
-        finally:
-            await nc.close()
+        async with TallyClient.connect(s.nats_url, namespace=s.namespace) as client:
+            return await provision_streams(client.nc, client.catalog)
 
     names = run(main())
     if as_json:

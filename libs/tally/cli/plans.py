@@ -1,7 +1,8 @@
 """``tally plan import`` and ``tally plan show``: a team's plan, estimated by Tally.
 
 A plan is the common tracker export ``ID,Title,Description,Estimate,Priority,Assignee,
-Dependencies,Sprint`` (dependencies comma-separated inside quotes). The whole file is
+Dependencies,Sprint`` (dependencies comma-separated inside quotes; only ID and Title are
+required; Sprint and Assignee become ``sprint:``/``assignee:`` labels). The whole file is
 checked first (columns, titles, priorities, description size, dependencies that exist and
 do not form a cycle); only a valid plan is published, one ``task.created`` per row with
 its ``plan_id``, dependencies and the team's estimate. ``show`` asks the reporter for
@@ -35,16 +36,9 @@ from tally.events.tasks import MAX_DESCRIPTION_CHARS, Priority
 
 app = typer.Typer(help="Import a team's plan and compare it with Tally's.", no_args_is_help=True)
 
-COLUMNS = (
-    "ID",
-    "Title",
-    "Description",
-    "Estimate",
-    "Priority",
-    "Assignee",
-    "Dependencies",
-    "Sprint",
-)
+#: Columns a plan must have; the others of the common export are read when present.
+COLUMNS = ("ID", "Title")
+OPTIONAL_COLUMNS = ("Description", "Estimate", "Priority", "Assignee", "Dependencies", "Sprint")
 
 
 class PlanRow(Model):
@@ -138,7 +132,7 @@ def read_plan(path: Path) -> list[PlanRow]:
     Raises:
         CsvError: naming each bad row and field; nothing of the plan is usable then.
     """
-    rows = parse_rows(read_rows(path, COLUMNS), plan_row)
+    rows = parse_rows(read_rows(path, COLUMNS, OPTIONAL_COLUMNS), plan_row)
     if not rows:
         raise CsvError([f"{path.name}: the plan has no tasks"])
     check_plan(rows)
@@ -161,13 +155,70 @@ def plan_events(plan_id: str, workspace: str, rows: Sequence[PlanRow]) -> list[T
             title=r.title,
             description=r.description,
             priority=r.priority,
-            labels=(f"sprint:{r.sprint}",) if r.sprint else (),
+            labels=plan_labels(r),
             dependencies=tuple(task_id(plan_id, d) for d in r.dependencies),
             plan_id=plan_id,
             team_estimate=r.estimate,
         )
         for r in rows
     ]
+
+
+def plan_labels(row: PlanRow) -> tuple[str, ...]:
+    """The Sprint and Assignee columns, kept on the task as ``sprint:…`` / ``assignee:…``."""
+    labels = []
+    if row.sprint:
+        labels.append(f"sprint:{row.sprint}")
+    if row.assignee:
+        labels.append(f"assignee:{row.assignee}")
+    return tuple(labels)
+
+
+def team_critical_path(tasks: Sequence[Mapping[str, Any]]) -> tuple[list[str], float]:
+    """The team's own critical path: the chain of open tasks, following dependencies,
+    with the most points by the team's estimates (a task without one counts 0).
+
+    Example:
+        >>> row = lambda i, deps, pts: {  # noqa: E731
+        ...     "task_id": i, "status": "backlog", "dependencies": deps, "team_estimate": pts
+        ... }
+        >>> team_critical_path([row("a", [], 5), row("b", [], 2), row("c", ["a", "b"], 3)])
+        (['a', 'c'], 8.0)
+    """
+    open_ = {t["task_id"]: t for t in tasks if t["status"] != "completed"}
+    finish: dict[str, float] = {}
+    before: dict[str, str | None] = {}
+
+    def visit(task_id: str) -> float:
+        # Dependencies were checked acyclic on import; iterate to avoid deep recursion.
+        stack = [task_id]
+        while stack:
+            current = stack[-1]
+            deps = [d for d in open_[current]["dependencies"] if d in open_]
+            pending = [d for d in deps if d not in finish]
+            if pending:
+                stack.extend(pending)
+                continue
+            stack.pop()
+            if current in finish:
+                continue
+            last = max(deps, key=lambda d: finish[d], default=None)
+            before[current] = last
+            own = float(open_[current]["team_estimate"] or 0)
+            finish[current] = (finish[last] if last else 0.0) + own
+        return finish[task_id]
+
+    for task_id in open_:
+        visit(task_id)
+    if not finish:
+        return [], 0.0
+    end: str | None = max(finish, key=lambda t: finish[t])
+    length = finish[end] if end else 0.0
+    path = []
+    while end is not None:
+        path.append(end)
+        end = before[end]
+    return path[::-1], length
 
 
 async def _publish(events: list[TaskCreated]) -> int:
@@ -227,9 +278,16 @@ def print_plan(view: dict[str, Any]) -> None:
         f"{tot['pending_estimates']} awaiting an estimate)",
         highlight=False,
     )
-    cp = view["critical_path"]
+    cp, team = view["critical_path"], view["team_critical_path"]
+    points = {t["task_id"]: t["story_points"] or 0 for t in view["tasks"]}
     console.print(
-        f"[bold]critical path[/]  {' -> '.join(cp['tasks']) or '-'} ({cp['hours_p50']:.1f}h P50)",
+        f"[bold]critical path, Tally's[/]  {' -> '.join(cp['tasks']) or '-'} "
+        f"({cp['hours_p50']:.1f}h P50, {sum(points[t] for t in cp['tasks']):g} points)",
+        highlight=False,
+    )
+    console.print(
+        f"[bold]critical path, team's[/]   {' -> '.join(team['tasks']) or '-'} "
+        f"({team['team_points']:g} points by the team, {team['tally_points']:g} by Tally)",
         highlight=False,
     )
     f = view["forecast_hours"]
@@ -246,8 +304,19 @@ def show_plan(
     workspace: str | None = typer.Option(None, "--workspace", "-w", help="Workspace."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Tally's estimate beside the team's, the critical path and the completion forecast."""
+    """Tally's estimate beside the team's, both critical paths and the completion forecast.
+
+    The team's critical path follows the plan's dependencies weighted by the team's own
+    estimates; Tally's, by its P50 hours.
+    """
     view = reporter_get(f"/plans/{plan}", {"workspace": workspace})
+    path, length = team_critical_path(view["tasks"])
+    points = {t["task_id"]: t["story_points"] or 0 for t in view["tasks"]}
+    view["team_critical_path"] = {
+        "tasks": path,
+        "team_points": length,
+        "tally_points": sum(points[t] for t in path),
+    }
     if as_json:
         emit_json(view)
     else:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 from rich.table import Table
 
 from tally.cli.common import JsonOpt, console, emit_json, reporter_get
+from tally.money import usd_text
 
 
 def report(
@@ -63,6 +66,15 @@ def tokens(
     if as_json:
         emit_json(body)
         return
+    if not body["rows"]:
+        where = f" in workspace {workspace}" if workspace else ""
+        console.print(
+            f"no token use recorded since {body['since'][:16]}Z{where}. Try a longer window "
+            "(--since 30d), another --workspace, or check that runs are reported "
+            "(`tally run show RUN`, `tally dlq`).",
+            highlight=False,
+        )
+        return
     table = Table(title=f"tokens since {body['since'][:16]}Z by {by}")
     for col in (
         by,
@@ -72,7 +84,7 @@ def tokens(
         "cache read",
         "cache write",
         "reasoning",
-        "cost $",
+        "cost",
         "time",
     ):
         table.add_column(col, justify="left" if col == by else "right")
@@ -85,7 +97,22 @@ def tokens(
             f"{r['cache_read_tokens']:,}",
             f"{r['cache_write_tokens']:,}",
             f"{r['reasoning_tokens']:,}",
-            r["cost_usd"],
+            _cost_cell(r),
             f"{r['duration_ms'] / 1000:.1f}s",
         )
     console.print(table)
+    unpriced = sum(int(r.get("unpriced_calls") or 0) for r in body["rows"])
+    if unpriced:
+        console.print(
+            f"* {unpriced:,} calls had no known price (cost_known = false): not in the cost; "
+            "quota charged them at the subscription's fallback price. Add their model to "
+            "deploy/config/models.yaml."
+        )
+
+
+def _cost_cell(row: dict[str, Any]) -> str:
+    """Dollars rounded for people, from the exact micros; ``*`` marks unpriced calls."""
+    micros = row.get("cost_micros")
+    text = usd_text(int(micros)) if micros is not None else f"${row['cost_usd']:.4f}"
+    unpriced = int(row.get("unpriced_calls") or 0)
+    return f"{text} ({unpriced} unpriced*)" if unpriced else text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,39 @@ def show(
         f"({state})"
     )
     for ev in body["timeline"]:
-        data = {k: v for k, v in ev["data"].items() if k != "kind" and v not in (None, [], {})}
-        detail = ", ".join(f"{k}={v}" for k, v in data.items())
+        data = {k: v for k, v in ev["data"].items() if k != "kind"}
+        detail = ", ".join(f"{k}={v}" for k, v in readable_fields(data))
         console.print(f"  {str(ev['at'])[11:19]}  {ev['kind']:<18} {detail}", highlight=False)
+
+
+def readable_fields(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, str]]:
+    """A timeline event's fields as ``(name, text)`` pairs a person reads: nested objects
+    flattened to dotted names, lists joined, numbers with thousands separators; empty
+    values left out.
+
+    Example:
+        >>> dict(readable_fields({"usage": {"input_tokens": 1200}, "files": ["a", "b"]}))
+        {'usage.input_tokens': '1,200', 'files': 'a, b'}
+    """
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if value is None or value == [] or value == {} or value == "":
+            continue
+        if isinstance(value, Mapping):
+            yield from readable_fields(value, f"{name}.")
+        elif isinstance(value, list | tuple):
+            yield name, ", ".join(_scalar(v) for v in value)
+        else:
+            yield name, _scalar(value)
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.6g}" if abs(value) < 1e6 else f"{value:,.0f}"
+    if isinstance(value, Mapping | list | tuple):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)

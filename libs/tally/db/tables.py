@@ -128,7 +128,10 @@ token_usage = Table(
     Column("action", String(128)),
     Column("invocation_kind", String(64)),
     Column("currency", String(8)),
-    Column("cost_usd", Float),
+    #: integer micro-dollars; NULL when no price was known for the model (see cost_known)
+    Column("cost_micros", BigInteger),
+    #: false when neither the registry nor the price catalogue knew the model's price
+    Column("cost_known", Boolean, nullable=False, server_default="true"),
     Column("at", DateTime(timezone=True), nullable=False),
     Column("metadata", JSONB, nullable=False, server_default="{}"),
     comment="writer: tracker",
@@ -252,7 +255,10 @@ quota_ledger = Table(
     Column("subscription", String(64), nullable=False),
     Column("op", String(16), nullable=False),
     Column("tokens", BigInteger, nullable=False),
-    Column("cost_usd", Float, nullable=False),
+    #: integer micro-dollars, fallback_micros included
+    Column("cost_micros", BigInteger, nullable=False),
+    #: the part of a settle's cost charged at the fallback price for unpriced tokens
+    Column("fallback_micros", BigInteger, nullable=False, server_default="0"),
     Column("day", String(10), nullable=False),
     Column("month", String(7), nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
@@ -336,7 +342,7 @@ learner_runs = Table(
     Column("attempt", Integer, nullable=False, server_default="1"),
     Column("success", Boolean, nullable=False),
     Column("quality", Float, nullable=False),
-    Column("cost_usd", Float, nullable=False),
+    Column("cost_micros", BigInteger, nullable=False),
     Column("tokens", BigInteger, nullable=False),
     Column("estimated_tokens", BigInteger),
     Column("reward", Float, nullable=False),

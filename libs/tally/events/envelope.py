@@ -7,13 +7,22 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Self, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from tally.errors import ValidationFailed
 
 #: Payloads above this size are refused before parsing (1 MiB, NATS's default max_payload).
 MAX_PAYLOAD_BYTES = 1024 * 1024
 #: Envelope schema versions this build reads; anything else is dead-lettered with the reason.
+#: Within a version, readers are tolerant: fields they do not know are ignored (a newer
+#: publisher may add optional fields); a change that is not additive bumps the version.
 SCHEMA_VERSIONS = (1, 1)
 
 
@@ -42,7 +51,11 @@ def utcnow() -> datetime:
 
 
 class Model(BaseModel):
-    """Base of every Tally schema: unknown fields are refused, so typos fail loudly."""
+    """Base of every Tally schema: unknown fields are refused, so typos fail loudly.
+
+    That is the writer's side (building a model in Python, reading our own config). On the
+    bus, :meth:`Event.parse` reads tolerantly: unknown fields are ignored.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
@@ -63,9 +76,25 @@ class Event(Model):
     correlation_id: str | None = Field(None, max_length=128)
     workspace: str = Field("default", min_length=1, max_length=64)
 
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _known_version(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            low, high = SCHEMA_VERSIONS
+            if value > high:
+                raise ValueError(
+                    f"schema_version {value} is newer than this Tally reads ({low}..{high}); "
+                    "upgrade Tally or publish version 1"
+                )
+        return value
+
     @classmethod
     def parse(cls, raw: bytes | str) -> Self:
         """Validate a JSON payload, raising :class:`ValidationFailed` that names the fields.
+
+        Tolerant reader: fields this build does not know (at any depth) are ignored, so a
+        newer publisher's additive change never dead-letters a message. A higher
+        ``schema_version`` is refused with the reason.
 
         Example:
             >>> TaskCreated.parse(b'{"task_id": "t1", "title": ""}')  # doctest: +SKIP
@@ -74,7 +103,7 @@ class Event(Model):
         if len(raw) > MAX_PAYLOAD_BYTES:
             raise ValidationFailed(f"payload is {len(raw)} bytes, over {MAX_PAYLOAD_BYTES}")
         try:
-            event = cls.model_validate_json(raw)
+            event = cls.model_validate_json(raw, extra="ignore")
         except ValidationError as exc:
             raise ValidationFailed(describe(exc, cls.__name__)) from exc
         nul = b"\\u0000" in raw if isinstance(raw, bytes) else "\\u0000" in raw

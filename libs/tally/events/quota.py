@@ -74,6 +74,10 @@ class QuotaSettled(Event):
     reserved_cost_usd: float = 0
     actual_tokens: int = 0
     actual_cost_usd: float = 0
+    #: the settled amount in integer micro-dollars (``actual_cost_usd`` is derived from it)
+    actual_cost_micros: int = 0
+    #: the part of it charged at the fallback price for tokens no price was known for
+    fallback_cost_micros: int = 0
 
 
 class QuotaAlert(Event):

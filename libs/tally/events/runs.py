@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from tally import subjects
 from tally.events.envelope import Event, Model, Timestamp
+from tally.money import usd_to_micros
 
 Outcome = Literal["complete", "stopped", "error"]
 
@@ -207,7 +208,14 @@ class RunRecorded(Event):
     estimation_error: float | None = None
     velocity: float | None = None
     tokens: TokenTotals = Field(default_factory=TokenTotals)
+    #: the priced calls' cost in dollars, for people: ``cost_micros`` / 1e6
     cost_usd: float = Field(0, ge=0)
+    #: the priced calls' cost in integer micro-dollars, exactly as ``token_usage`` sums it;
+    #: None from a sender that predates it (then ``cost_usd`` is read)
+    cost_micros: int | None = Field(None, ge=0)
+    #: tokens of the calls no price was known for: not in the cost; quota charges them at
+    #: the subscription's fallback price so a budget is never bypassed
+    unpriced_tokens: TokenTotals = Field(default_factory=TokenTotals)
     quality_score: float | None = Field(None, ge=0, le=1)
     worker_calls: int = Field(0, ge=0)
     verifications_passed: int = Field(0, ge=0)
@@ -215,3 +223,8 @@ class RunRecorded(Event):
     event_count: int = Field(0, ge=0)
     #: events ``run.finished`` announced, if it did (fewer totalled: some never arrived)
     expected_events: int | None = Field(None, ge=0)
+
+    @property
+    def micros(self) -> int:
+        """The priced cost in micro-dollars (from ``cost_usd`` when ``cost_micros`` is absent)."""
+        return self.cost_micros if self.cost_micros is not None else usd_to_micros(self.cost_usd)

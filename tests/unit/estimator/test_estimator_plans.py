@@ -28,7 +28,8 @@ def test_a_valid_plan_becomes_tasks_with_dependencies_and_team_estimates(tmp_pat
     assert [e.task_id for e in events] == ["q3/A", "q3/B", "q3/C"]
     assert events[2].dependencies == ("q3/A", "q3/B")
     assert [e.team_estimate for e in events] == [3, 8, 2]
-    assert events[2].priority == "P0" and events[0].labels == ("sprint:S1",)
+    assert events[2].priority == "P0"
+    assert events[0].labels == ("sprint:S1", "assignee:ana")
     assert {e.plan_id for e in events} == {"q3"}
     # Stable event ids: importing the same plan again is deduplicated by JetStream.
     assert [e.event_id for e in events] == [
@@ -61,12 +62,13 @@ def test_a_description_over_100_kb_is_refused(tmp_path: Path) -> None:
 
 
 def test_missing_columns_are_named(tmp_path: Path) -> None:
-    with pytest.raises(CsvError, match="missing columns: Dependencies, Sprint"):
+    # Only ID and Title are required (see test_cli_plans.py for the optional ones).
+    with pytest.raises(CsvError, match="missing columns: Title"):
         read_plan(
             write(
                 tmp_path,
-                "A,Ok,,3,P1,\n",
-                header="ID,Title,Description,Estimate,Priority,Assignee\n",
+                "A,,3,P1,\n",
+                header="ID,Description,Estimate,Priority,Assignee\n",
             )
         )
 

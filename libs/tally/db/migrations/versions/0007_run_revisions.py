@@ -5,7 +5,7 @@ tracker first handled the finish (its own clock), from which it waits a bounded 
 the run's events before recording what it has. Events that arrive later re-total the run.
 
 Revision ID: 0007_run_revisions
-Revises: 0005_freeze_learner
+Revises: 0006_money_micros
 """
 
 from collections.abc import Sequence
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007_run_revisions"
-down_revision: str | None = "0005_freeze_learner"
+down_revision: str | None = "0006_money_micros"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
