@@ -309,19 +309,34 @@ def count_usage(rows: Iterable[Mapping[str, Any]], models: _Models) -> None:
     does not know it; the provider is that model's, else the row's own if it is one of
     `PROVIDERS`, else ``other``.
     """
+    # Summed per label set first: one counter update per series and batch, not per row.
+    labels: dict[tuple[str | None, str | None, str], tuple[str, str, str]] = {}
+    tokens: dict[tuple[str, str, str, str], int] = {}
+    micros: dict[tuple[str, str, str], int] = {}
     for row in rows:
-        spec: _Spec | None = models.resolve(row["model"]) if row["model"] else None
-        if spec is not None:
-            model, provider = spec.name, spec.provider
-        else:
-            model = OTHER
-            provider = row["provider"] if row["provider"] in PROVIDERS else OTHER
-        workspace = _workspace_label(row["workspace"])
-        for kind, key in _KINDS.items():
-            if row[key]:
-                TOKENS.labels(kind, model, provider, workspace).inc(row[key])
+        key = (row["model"], row["provider"], row["workspace"])
+        series = labels.get(key)
+        if series is None:
+            series = labels[key] = _labels(row, models)
+        for kind, column in _KINDS.items():
+            if row[column]:
+                tokens[(kind, *series)] = tokens.get((kind, *series), 0) + row[column]
         if row["cost_micros"]:
-            COST.labels(model, provider, workspace).inc(row["cost_micros"] / 1_000_000)
+            micros[series] = micros.get(series, 0) + row["cost_micros"]
+    for token_series, count in tokens.items():
+        TOKENS.labels(*token_series).inc(count)
+    for cost_series, amount in micros.items():
+        COST.labels(*cost_series).inc(amount / 1_000_000)
+
+
+def _labels(row: Mapping[str, Any], models: _Models) -> tuple[str, str, str]:
+    spec: _Spec | None = models.resolve(row["model"]) if row["model"] else None
+    if spec is not None:
+        model, provider = spec.name, spec.provider
+    else:
+        model = OTHER
+        provider = row["provider"] if row["provider"] in PROVIDERS else OTHER
+    return model, provider, _workspace_label(row["workspace"])
 
 
 class _Consumer(Protocol):

@@ -215,7 +215,9 @@ async def test_a_responder_dead_letters_bad_requests_and_finishes_before_stoppin
     await broker.connection.flush()  # the server knows the subscription before we ask
     subject = harness.catalog.subject(UsageRequest.subject)
     async with harness.dead_letters("probe") as letters:
-        bad = await harness.client.nc.request(subject, b'{"not": "an event"}', timeout=5.0)
+        bad = await harness.client.nc.request(
+            subject, b"not json: an unreadable request", timeout=5.0
+        )
         assert set(json.loads(bad.data)) == {"error"}
         letter = await harness.next_item(letters, what="dead letter")
     assert letter.subject == UsageRequest.subject and "not" in letter.payload
