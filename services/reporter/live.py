@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import structlog
 from fastapi import APIRouter, Query
 from pydantic import Field
-from starlette.responses import HTMLResponse, StreamingResponse
+from starlette.responses import HTMLResponse, Response, StreamingResponse
 
 from services.reporter.params import Params
 from tally.subjects import Catalog
@@ -160,14 +160,19 @@ def live_router(hub: LiveHub, heartbeat_s: float = HEARTBEAT_S) -> APIRouter:
     """The ``/live`` page and its ``/live/events?limit=N`` stream."""
     router = APIRouter(tags=["live"])
 
-    @router.get("/live", response_class=HTMLResponse)
+    # Errors are JSON like everywhere else: only the 200 answers are HTML or a stream.
+    @router.get(
+        "/live",
+        response_class=Response,
+        responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}}},
+    )
     async def page() -> HTMLResponse:
         """The live dashboard (one HTML page reading ``/live/events``)."""
         return HTMLResponse(PAGE)
 
     @router.get(
         "/live/events",
-        response_class=StreamingResponse,
+        response_class=Response,
         responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
     )
     async def events(q: Annotated[LiveParams, Query()]) -> StreamingResponse:
