@@ -1,77 +1,84 @@
-"""The reporter's HTTP API (JSON)."""
+"""The reporter's HTTP API: FastAPI, OpenAPI 3.1 at ``/openapi.json``, docs at ``/docs``.
+
+Every endpoint has pydantic models for what it takes and answers, refuses query
+parameters it does not know (naming them), and answers every error in one JSON shape
+(:mod:`services.reporter.errors`). Reads come from Postgres; commands go onto the bus.
+
+Raw ASGI or Starlette endpoints (an OTLP receiver, say) that need no OpenAPI models go
+in ``raw_routes``: they are served by the same app, after the typed routes, and their
+errors still get the one error shape. Middleware (e.g. request-duration metrics) is
+added on the returned app with ``api.add_middleware(...)``.
+"""
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime, timedelta
+from collections.abc import Sequence
+from datetime import timedelta
 
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from fastapi import Depends, FastAPI
+from starlette.routing import BaseRoute
 
-from services.reporter.compare import compare_route, run_report
-from services.reporter.export import export_route
-from services.reporter.flow import lanes_route
-from services.reporter.live import LiveHub, live_routes
-from services.reporter.orphans import run_state
-from services.reporter.params import error, parse_since
-from services.reporter.plans import plan_route
-from services.reporter.repo import TOKEN_GROUPS, ReportRepo
+from services.reporter import errors
+from services.reporter.actions import ClientFactory, actions_router
+from services.reporter.compare import compare_router
+from services.reporter.export import export_router
+from services.reporter.flow import lanes_router
+from services.reporter.insights import insights_router
+from services.reporter.live import LiveHub, live_router
+from services.reporter.params import known_parameters_only
+from services.reporter.plans import plan_router
+from services.reporter.reads import reads_router
+from services.reporter.repo import ReportRepo
+from services.reporter.taskview import TaskRepo, task_router
+
+TITLE = "Tally reporter API"
+VERSION = "1.0.0"
 
 
 def create_api(
     repo: ReportRepo,
     live: LiveHub,
-    *routes: BaseRoute,
+    clients: ClientFactory,
+    *,
+    namespace: str = "",
     orphan_after: timedelta = timedelta(minutes=10),
-) -> Starlette:
-    """The API's routes, plus ``routes`` (those that publish, such as OTLP ingestion)."""
+    max_wait_s: float = 30.0,
+    raw_routes: Sequence[BaseRoute] = (),
+) -> FastAPI:
+    """The API app.
 
-    async def run_kpi(request: Request) -> Response:
-        """``GET /runs/{run_id}/kpi``: the KPI summary lines and ``kpi.json``."""
-        run_id = request.path_params["run_id"]
-        report = await run_report(repo, run_id)
-        if report is None:
-            return error(f"run {run_id} not found", 404)
-        return JSONResponse(report.body())
-
-    async def run_show(request: Request) -> Response:
-        """``GET /runs/{run_id}``: the run and its timeline, oldest event first."""
-        run_id = request.path_params["run_id"]
-        run = await repo.run(run_id)
-        timeline = await repo.timeline(run_id)
-        if run is None and not timeline:
-            return error(f"run {run_id} not found", 404)
-        first_at = timeline[0]["at"] if timeline else None
-        state = run_state(run, first_at, datetime.now(UTC), orphan_after)
-        body = {"run": run, "state": state, "timeline": timeline}
-        return Response(json.dumps(body, default=str), media_type="application/json")
-
-    async def tokens(request: Request) -> Response:
-        """``GET /tokens?since=7d&by=model&workspace=W``: token use grouped."""
-        by = request.query_params.get("by", "model")
-        if by not in TOKEN_GROUPS:
-            return error(f"by: expected one of {', '.join(TOKEN_GROUPS)}, got {by!r}")
-        try:
-            since = parse_since(request.query_params.get("since", "7d"), datetime.now(UTC))
-        except ValueError as exc:
-            return error(str(exc))
-        rows = await repo.token_report(
-            since=since, by=by, workspace=request.query_params.get("workspace")
-        )
-        return JSONResponse({"since": since.isoformat(), "by": by, "rows": rows})
-
-    return Starlette(
-        routes=[
-            Route("/runs/{run_id}/kpi", run_kpi),
-            Route("/runs/{run_id}", run_show),
-            Route("/tokens", tokens),
-            plan_route(repo.engine),
-            compare_route(repo),
-            export_route(repo.engine),
-            lanes_route(repo.engine),
-            *live_routes(live),
-            *routes,
-        ]
+    Args:
+        repo: the reporter's queries.
+        live: the hub behind ``/live/events``.
+        clients: opens a bus client for commands (on the reporter's NATS connection).
+        namespace: the installation's namespace (the assigner keys its rows by it).
+        orphan_after: a run with events this old and no ``run.started`` is an orphan.
+        max_wait_s: the longest any request waits for an answer from the bus.
+        raw_routes: plain Starlette routes served beside the typed ones.
+    """
+    api = FastAPI(
+        title=TITLE,
+        version=VERSION,
+        summary="Runs, KPIs, tokens, lanes, plans and export; tasks, estimates and quota.",
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+        responses=errors.ERRORS,
+        dependencies=[Depends(known_parameters_only)],
     )
+    errors.install(api)
+    tasks = TaskRepo(repo.engine, namespace)
+    for router in (
+        reads_router(repo, orphan_after),
+        compare_router(repo),
+        task_router(tasks),
+        actions_router(clients, tasks, max_wait_s=max_wait_s),
+        lanes_router(repo.engine),
+        plan_router(repo.engine),
+        export_router(repo.engine),
+        insights_router(repo.engine, namespace),
+        live_router(live),
+    ):
+        api.include_router(router)
+    api.router.routes.extend(raw_routes)
+    return api

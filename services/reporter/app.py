@@ -15,6 +15,7 @@ from services.reporter.otlp import Options
 from services.reporter.repo import ReportRepo
 from services.reporter.settings import ReporterSettings
 from tally import metrics
+from tally.client import TallyClient
 from tally.db import create_engine
 from tally.events import utcnow
 from tally.service import ServiceKit
@@ -39,7 +40,15 @@ def create_app(settings: ReporterSettings | None = None) -> AsgiFastStream:
         default_workspace=settings.workspace,
     )
     traces = otlp_route(kit.bus.publish, otlp, max_bytes=settings.otlp_max_bytes)
-    api = create_api(ReportRepo(engine), live, traces, orphan_after=orphan_after)
+    api = create_api(
+        ReportRepo(engine),
+        live,
+        lambda: TallyClient(kit.broker.connection, kit.catalog, source="api"),
+        namespace=settings.namespace,
+        orphan_after=orphan_after,
+        max_wait_s=settings.api_max_wait_s,
+        raw_routes=[traces],
+    )
     api.state.live = live
     api.add_middleware(metrics.TimedHttp)
     app: AsgiFastStream = kit.app(api=api)

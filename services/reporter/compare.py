@@ -9,18 +9,57 @@ values, ``b - a`` and ``b / a`` (None where a value is missing or ``a`` is 0).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
 
+from services.reporter.errors import not_found
 from services.reporter.kpi import RunKpi, compare, compute_kpi
-from services.reporter.params import error
+from services.reporter.params import Id, Params
 from services.reporter.repo import ReportRepo
+
+
+class RunReportBody(BaseModel):
+    """A run's KPI report: whether it finished, its outcome, 10 summary lines, kpi.json."""
+
+    run_id: str
+    finished: bool
+    outcome: str | None
+    summary: list[str]
+    kpi: RunKpi
+
+
+class CompareRow(BaseModel):
+    """One display row: the metric, each run's value and ``b - a``, formatted."""
+
+    metric: str
+    a: str
+    b: str
+    delta: str
+
+
+class Delta(BaseModel):
+    """A numeric KPI of either run; ``delta`` is ``b - a``, ``ratio`` ``b / a``."""
+
+    a: float | None
+    b: float | None
+    delta: float | None
+    ratio: float | None
+
+
+class Comparison(BaseModel):
+    a: RunReportBody
+    b: RunReportBody
+    rows: list[CompareRow]
+    deltas: dict[str, Delta]
+
+
+class CompareParams(Params):
+    a: Id
+    b: Id
 
 
 @dataclass(frozen=True)
@@ -31,15 +70,15 @@ class RunReport:
     run: dict[str, Any] | None
     kpi: RunKpi
 
-    def body(self) -> dict[str, Any]:
-        """The JSON answer: outcome, the 10 summary lines and ``kpi.json``."""
-        return {
-            "run_id": self.run_id,
-            "finished": (self.run or {}).get("finished_at") is not None,
-            "outcome": (self.run or {}).get("outcome"),
-            "summary": self.kpi.summary_lines(),
-            "kpi": json.loads(self.kpi.to_json()),
-        }
+    def body(self) -> RunReportBody:
+        """The answer: outcome, the 10 summary lines and ``kpi.json``."""
+        return RunReportBody(
+            run_id=self.run_id,
+            finished=(self.run or {}).get("finished_at") is not None,
+            outcome=(self.run or {}).get("outcome"),
+            summary=self.kpi.summary_lines(),
+            kpi=self.kpi,
+        )
 
 
 async def run_report(repo: ReportRepo, run_id: str) -> RunReport | None:
@@ -98,33 +137,37 @@ def kpi_deltas(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, dict[str
     return deltas
 
 
-def comparison(a: RunReport, b: RunReport) -> dict[str, Any]:
+def comparison(a: RunReport, b: RunReport) -> Comparison:
     """The ``/compare`` answer: both reports, display rows, and numeric deltas ``b - a``."""
-    body_a, body_b = a.body(), b.body()
-    return {
-        "a": body_a,
-        "b": body_b,
-        "rows": [
-            {"metric": metric, "a": x, "b": y, "delta": delta}
+    return Comparison(
+        a=a.body(),
+        b=b.body(),
+        rows=[
+            CompareRow(metric=metric, a=x, b=y, delta=delta)
             for metric, x, y, delta in compare(a.kpi, b.kpi)
         ],
-        "deltas": kpi_deltas(body_a["kpi"], body_b["kpi"]),
-    }
+        deltas={
+            name: Delta(**d)
+            for name, d in kpi_deltas(
+                a.kpi.model_dump(mode="json"), b.kpi.model_dump(mode="json")
+            ).items()
+        },
+    )
 
 
-def compare_route(repo: ReportRepo) -> Route:
-    """The ``/compare`` route: ``?a=RUN_A&b=RUN_B``, differences read as b - a."""
+def compare_router(repo: ReportRepo) -> APIRouter:
+    """``GET /compare?a=RUN_A&b=RUN_B``: differences read as b - a."""
+    router = APIRouter(tags=["runs"])
 
-    async def show(request: Request) -> Response:
-        ids = {side: request.query_params.get(side, "").strip() for side in ("a", "b")}
-        missing = [side for side, run_id in ids.items() if not run_id]
-        if missing:
-            return error(f"missing {' and '.join(missing)}: compare with ?a=RUN_A&b=RUN_B")
-        a = await run_report(repo, ids["a"])
-        b = await run_report(repo, ids["b"])
+    @router.get("/compare", response_model=Comparison)
+    async def show(q: Annotated[CompareParams, Query()]) -> Comparison:
+        """Two runs' KPI reports side by side, display rows and every numeric difference."""
+        a = await run_report(repo, q.a)
+        b = await run_report(repo, q.b)
         if a is None or b is None:
-            unknown = [run_id for run_id, found in ((ids["a"], a), (ids["b"], b)) if not found]
-            return error("; ".join(f"run {run_id} not found" for run_id in unknown), 404)
-        return JSONResponse(comparison(a, b))
+            unknown = [run_id for run_id, found in ((q.a, a), (q.b, b)) if not found]
+            field = "a" if a is None else "b"
+            raise not_found(field, "; ".join(f"run {r} not found" for r in unknown))
+        return comparison(a, b)
 
-    return Route("/compare", show)
+    return router

@@ -21,15 +21,17 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, Field
 from sqlalchemy import Column, ColumnElement, Table, func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import Response
 
-from services.reporter.params import error, parse_since
+from services.reporter.errors import bad_parameter
+from services.reporter.money import with_money
+from services.reporter.params import Params, parse_since
 from tally.db.tables import runs, task_status_events, tasks, token_usage
 
 DEFAULT_LIMIT = 500
@@ -226,15 +228,60 @@ async def export_page(
     return page, None
 
 
-def export_route(engine: AsyncEngine) -> Route:
-    """The ``/export/{kind}`` route."""
+#: A filter's or cursor's value as the query gives it (empty: not given).
+_Value = Annotated[str | None, Field(max_length=1000, pattern=r"^[^\x00-\x1f\x7f]*$")]
 
-    async def export(request: Request) -> Response:
-        kind = request.path_params["kind"]
+
+class ExportParams(Params):
+    """Every parameter ``/export/{kind}`` knows; each kind takes the paging ones and its own
+    filters (runs: workspace, model, outcome, task_id, run_id; tasks: workspace, model,
+    status, task_id; token_usage: workspace, model, run_id, task_id; status_events:
+    workspace, task_id, status, run_id)."""
+
+    workspace: _Value = None
+    model: _Value = None
+    outcome: _Value = None
+    status: _Value = None
+    task_id: _Value = None
+    run_id: _Value = None
+    since: _Value = Field(None, description="From: 7d, 12h, 2w or an ISO date/time.")
+    until: _Value = Field(None, description="Before: 7d, 12h, 2w or an ISO date/time.")
+    limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="Rows in a page.")
+    cursor: _Value = Field(None, description="next_cursor of the previous page.")
+    format: Literal["json", "csv"] = "json"
+
+
+class ExportPage(BaseModel):
+    """One page of rows, oldest first; ``next_cursor`` is null on the last page."""
+
+    rows: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def export_router(engine: AsyncEngine) -> APIRouter:
+    """The ``/export/{kind}`` route."""
+    router = APIRouter(tags=["export"])
+    csv_page = {"text/csv": {"schema": {"type": "string"}}}
+
+    @router.get(
+        "/export/{kind}",
+        response_model=ExportPage,
+        responses={200: {"content": csv_page, "description": "A page (JSON or CSV)."}},
+    )
+    async def export(
+        kind: Annotated[Literal["runs", "tasks", "token_usage", "status_events"], Path()],
+        q: Annotated[ExportParams, Query()],
+    ) -> Response | ExportPage:
+        """Rows of one of the tracker's tables, filtered, oldest first, in keyset pages.
+
+        ``format=csv`` answers CSV with a header row; its next cursor is the
+        ``X-Next-Cursor`` header (absent on the last page).
+        """
+        given = {k: str(v) for k, v in q.model_dump(exclude_unset=True).items() if v is not None}
         try:
-            query = parse_query(kind, request.query_params, datetime.now(UTC))
+            query = parse_query(kind, given, datetime.now(UTC))
         except ValueError as exc:
-            return error(str(exc))
+            raise bad_parameter(str(exc).split(":", 1)[0], str(exc)) from None
         rows, cursor = await export_page(engine, query)
         if query.format == "csv":
             columns = [c.name for c in KINDS[kind].table.columns]
@@ -243,8 +290,10 @@ def export_route(engine: AsyncEngine) -> Route:
                 media_type="text/csv",
                 headers={"X-Next-Cursor": cursor} if cursor else None,
             )
-        return JSONResponse(
-            {"rows": [{k: plain(v) for k, v in row.items()} for row in rows], "next_cursor": cursor}
+        # JSON shows money as the API does: exact micro-dollars and a display string.
+        return ExportPage(
+            rows=[with_money({k: plain(v) for k, v in row.items()}) for row in rows],
+            next_cursor=cursor,
         )
 
-    return Route("/export/{kind}", export)
+    return router

@@ -14,14 +14,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
 from sqlalchemy import select, union
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from services.reporter.lanes import (
     BLOCKED,
@@ -33,7 +32,7 @@ from services.reporter.lanes import (
     lane_stats,
     work_in_progress,
 )
-from services.reporter.params import error, parse_since
+from services.reporter.params import Params, Since, Workspace, window_start
 from tally.db.tables import task_status_events, tasks
 
 #: Statuses of a task that is not done: in a lane, or blocked.
@@ -121,19 +120,58 @@ async def flow_events(
     return events, {r.task_id: r.title for r in rows}
 
 
-def lanes_route(engine: AsyncEngine) -> Route:
+class LaneRow(BaseModel):
+    """A lane's cycle times (hours) over the tasks that left it, and its WIP now."""
+
+    count: int
+    mean_hours: float | None
+    p50_hours: float | None
+    p85_hours: float | None
+    total_hours: float | None
+    wip: int
+    wip_hours: float | None
+
+
+class Eta(BaseModel):
+    """When an open task should reach ``completed``, and why."""
+
+    task_id: str
+    title: str | None
+    lane: str
+    blocked: bool
+    spent_hours: float | None
+    wip_ahead: int
+    queue_hours: float | None
+    remaining_in_lane_hours: float | None
+    downstream_hours: float | None
+    eta_hours: float | None
+    eta_at: datetime | None
+    overdue: bool
+
+
+class LanesReport(BaseModel):
+    workspace: str | None
+    since: datetime
+    now: datetime
+    lanes: dict[str, LaneRow]
+    etas: list[Eta]
+
+
+class LanesParams(Params):
+    since: Since = "30d"
+    workspace: Workspace | None = None
+
+
+def lanes_router(engine: AsyncEngine) -> APIRouter:
     """The ``/lanes`` route: ``?since=30d`` (window start) and ``?workspace=W``."""
+    router = APIRouter(tags=["tasks"])
 
-    async def show(request: Request) -> Response:
+    @router.get("/lanes", response_model=LanesReport)
+    async def show(q: Annotated[LanesParams, Query()]) -> dict[str, Any]:
+        """Cycle time per lane (work, review, QA, blocked), WIP, and an ETA per open task."""
         now = datetime.now(UTC)
-        try:
-            since = parse_since(request.query_params.get("since", "30d"), now)
-        except ValueError as exc:
-            return error(str(exc))
-        if since > now:
-            return error(f"since: {since.isoformat()} is in the future")
-        workspace = request.query_params.get("workspace")
-        events, titles = await flow_events(engine, since, workspace)
-        return JSONResponse({"workspace": workspace, **lanes_view(events, titles, since, now)})
+        since = window_start("since", q.since, now, future_ok=False)
+        events, titles = await flow_events(engine, since, q.workspace)
+        return {"workspace": q.workspace, **lanes_view(events, titles, since, now)}
 
-    return Route("/lanes", show)
+    return router

@@ -11,29 +11,33 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
+from services.reporter.money import Micros, UsdText, usd_string
 from tally.money import micros_to_usd, usd_text, usd_to_micros
 
 UNPHASED = "(no phase)"  #: bucket for worker calls made outside any open phase
 
 
 class TokenCounts(BaseModel):
-    input: int = 0
-    output: int = 0
-    cached: int = 0  #: cache reads: input served from the provider's prompt cache
-    cache_write: int = 0
-    reasoning: int = 0
+    """Tokens by kind, named as in ``token_usage``, ``GET /tokens`` and the CLI's ``--json``."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    #: cache reads: input served from the provider's prompt cache
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
 
     def add_usage(self, usage: Mapping[str, Any]) -> None:
-        self.input += int(usage.get("input_tokens") or 0)
-        self.output += int(usage.get("output_tokens") or 0)
-        self.cached += int(usage.get("cache_read_tokens") or 0)
-        self.cache_write += int(usage.get("cache_write_tokens") or 0)
-        self.reasoning += int(usage.get("reasoning_tokens") or 0)
+        for name in TokenCounts.model_fields:
+            setattr(self, name, getattr(self, name) + int(usage.get(name) or 0))
 
     def short(self) -> str:
-        return f"{_count(self.input)} in/{_count(self.output)} out/{_count(self.cached)} cached"
+        return (
+            f"{_count(self.input_tokens)} in/{_count(self.output_tokens)} out/"
+            f"{_count(self.cache_read_tokens)} cached"
+        )
 
 
 class PhaseKpi(BaseModel):
@@ -53,9 +57,7 @@ class RunKpi(BaseModel):
     phases: list[PhaseKpi] = Field(default_factory=list)
     worker_calls: int = 0
     #: the priced calls' cost in integer micro-dollars, summed exactly
-    cost_micros: int = 0
-    #: ``cost_micros`` in dollars (derived: the nearest float, e.g. 0.0585)
-    cost_usd: float = 0.0
+    cost_micros: Micros = 0
     #: worker calls whose model had no known price (not in the cost)
     unpriced_calls: int = 0
     tokens: TokenCounts = Field(default_factory=TokenCounts)
@@ -73,6 +75,12 @@ class RunKpi(BaseModel):
     lines_removed: int = 0
     milestones_planned: int = 0
     milestones_completed: int = 0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def cost_usd(self) -> UsdText:
+        """``cost_micros`` in dollars for display, rounded to 4 places (``"0.0585"``)."""
+        return usd_string(self.cost_micros)
 
     def summary_lines(self) -> list[str]:
         """Exactly ten human-readable lines, one per KPI group."""
@@ -229,7 +237,6 @@ def compute_kpi(
     if latencies:
         kpi.latency_mean_ms = float(np.mean(latencies))
         kpi.latency_p95_ms = float(np.percentile(latencies, 95))
-    kpi.cost_usd = micros_to_usd(kpi.cost_micros)
     kpi.files_changed = len(files) + file_count
     kpi.milestones_planned = len(milestones)
     kpi.milestones_completed = sum(milestones.values())
@@ -273,9 +280,9 @@ def compare(a: RunKpi, b: RunKpi) -> list[tuple[str, str, str, str]]:
         row(f"phase {name}", pa.seconds if pa else None, pb.seconds if pb else None, "time")
         row(f"phase {name} attempts", pa.attempts if pa else None, pb.attempts if pb else None)
     row("worker calls", a.worker_calls, b.worker_calls)
-    row("cost", a.cost_usd, b.cost_usd, "usd")
-    for field in ("input", "output", "cached"):
-        row(f"{field} tokens", getattr(a.tokens, field), getattr(b.tokens, field))
+    row("cost", micros_to_usd(a.cost_micros), micros_to_usd(b.cost_micros), "usd")
+    for field in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"):
+        row(field.replace("_", " "), getattr(a.tokens, field), getattr(b.tokens, field))
     row("latency mean ms", a.latency_mean_ms, b.latency_mean_ms)
     row("latency p95 ms", a.latency_p95_ms, b.latency_p95_ms)
     row("verification retries", a.verification_retries, b.verification_retries)

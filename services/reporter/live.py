@@ -13,14 +13,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
 import structlog
-from starlette.requests import Request
+from fastapi import APIRouter, Query
+from pydantic import Field
 from starlette.responses import HTMLResponse, Response, StreamingResponse
-from starlette.routing import Route
 
-from services.reporter.params import error
+from services.reporter.params import Params
 from tally.subjects import Catalog
 
 log = structlog.get_logger(__name__)
@@ -152,24 +152,38 @@ async def event_stream(
             sent += 1
 
 
-def live_routes(hub: LiveHub, heartbeat_s: float = HEARTBEAT_S) -> list[Route]:
-    """The ``/live`` page and its ``/live/events?limit=N`` stream."""
+class LiveParams(Params):
+    limit: int | None = Field(None, ge=1, description="End the stream after this many events.")
 
-    async def page(request: Request) -> Response:
+
+def live_router(hub: LiveHub, heartbeat_s: float = HEARTBEAT_S) -> APIRouter:
+    """The ``/live`` page and its ``/live/events?limit=N`` stream."""
+    router = APIRouter(tags=["live"])
+
+    # Errors are JSON like everywhere else: only the 200 answers are HTML or a stream.
+    @router.get(
+        "/live",
+        response_class=Response,
+        responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}}},
+    )
+    async def page() -> HTMLResponse:
+        """The live dashboard (one HTML page reading ``/live/events``)."""
         return HTMLResponse(PAGE)
 
-    async def events(request: Request) -> Response:
-        text = request.query_params.get("limit")
-        limit = int(text) if text is not None and text.isdigit() else None
-        if text is not None and not limit:
-            return error(f"limit: expected a whole number of events >= 1, got {text!r}")
+    @router.get(
+        "/live/events",
+        response_class=Response,
+        responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+    )
+    async def events(q: Annotated[LiveParams, Query()]) -> StreamingResponse:
+        """Server-Sent Events: one per ``metrics.*`` message (``runs``: a recorded run)."""
         return StreamingResponse(
-            event_stream(hub, limit, heartbeat_s),
+            event_stream(hub, q.limit, heartbeat_s),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    return [Route("/live", page), Route("/live/events", events)]
+    return router
 
 
 PAGE = """<!doctype html>

@@ -13,21 +13,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
+from services.reporter.errors import bad_parameter, not_found
 from services.reporter.forecast import (
     DependencyError,
     LogNormal,
     critical_path,
     forecast_with_dependencies,
 )
-from services.reporter.params import error
+from services.reporter.params import Params, Workspace
 from tally.db.tables import estimates, tasks
 
 #: z-score of the 90th percentile of a normal distribution.
@@ -127,17 +127,68 @@ async def plan_rows(
         return [dict(r._mapping) for r in await conn.execute(query)]
 
 
-def plan_route(engine: AsyncEngine) -> Route:
+class PlanTask(BaseModel):
+    task_id: str
+    title: str
+    status: str
+    dependencies: list[str]
+    team_estimate: float | None
+    story_points: float | None
+    hours_p50: float | None
+    hours_p90: float | None
+    velocity_source: str | None
+
+
+class PlanTotals(BaseModel):
+    tasks: int
+    completed: int
+    pending_estimates: int
+    team_points: float
+    tally_points: float
+
+
+class CriticalPath(BaseModel):
+    tasks: list[str]
+    hours_p50: float
+
+
+class Forecast(BaseModel):
+    p50: float
+    p85: float
+    p95: float
+    draws: int
+
+
+class PlanView(BaseModel):
+    """A plan's tasks with Tally's estimates beside the team's, path and forecast."""
+
+    plan_id: str
+    tasks: list[PlanTask]
+    totals: PlanTotals
+    critical_path: CriticalPath
+    forecast_hours: Forecast
+
+
+class PlanParams(Params):
+    workspace: Workspace | None = None
+
+
+def plan_router(engine: AsyncEngine) -> APIRouter:
     """The ``/plans/{plan_id}`` route (``?workspace=W`` narrows to one workspace)."""
+    router = APIRouter(tags=["plans"])
 
-    async def show(request: Request) -> Response:
-        plan_id = request.path_params["plan_id"]
-        rows = await plan_rows(engine, plan_id, request.query_params.get("workspace"))
+    @router.get("/plans/{plan_id}", response_model=PlanView)
+    async def show(
+        plan_id: Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")],
+        q: Annotated[PlanParams, Query()],
+    ) -> dict[str, Any]:
+        """A plan: Tally's estimates beside the team's, critical path, completion forecast."""
+        rows = await plan_rows(engine, plan_id, q.workspace)
         if not rows:
-            return error(f"plan {plan_id} not found", 404)
+            raise not_found("plan_id", f"plan {plan_id} not found")
         try:
-            return JSONResponse(plan_view(plan_id, rows))
+            return plan_view(plan_id, rows)
         except DependencyError as exc:
-            return error(f"plan {plan_id}: {exc}")
+            raise bad_parameter("plan_id", f"plan {plan_id}: {exc}") from None
 
-    return Route("/plans/{plan_id}", show)
+    return router

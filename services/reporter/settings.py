@@ -19,3 +19,5 @@ class ReporterSettings(ServiceSettings):
     otlp_task_attribute: str = "tally.task_id"
     otlp_workspace_attribute: str = "tally.workspace"
     otlp_max_bytes: int = 8 * 1024 * 1024
+    #: The longest an API request waits for another service's answer on the bus.
+    api_max_wait_s: float = 30.0

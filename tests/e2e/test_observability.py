@@ -271,7 +271,12 @@ async def test_spans_from_the_opentelemetry_sdk_become_a_run_with_its_tokens_onc
     kpi = json.loads(up.cli("report", run_id, "--json").stdout)
     tokens = kpi["kpi"]["tokens"] if "kpi" in kpi else kpi["tokens"]
     # OTel's input_tokens hold the cached part: 1000 = 300 new + 600 read + 100 written.
-    assert (tokens["input"], tokens["cached"], tokens["cache_write"], tokens["output"]) == (
+    assert (
+        tokens["input_tokens"],
+        tokens["cache_read_tokens"],
+        tokens["cache_write_tokens"],
+        tokens["output_tokens"],
+    ) == (
         300 + 500,
         600,
         100,

@@ -129,15 +129,18 @@ async def test_a_recorded_run_has_a_ten_line_kpi_summary(harness: Harness, works
     assert summary[9] == "Milestones: 1/1 completed"
     assert kpi["worker_calls"] == 3
     # Normalised by the tracker: OpenAI's cached prompt tokens are not counted as input.
-    assert kpi["tokens"]["input"] == 1_000 + 500 + 500
-    assert kpi["tokens"]["cached"] == 3_000 + 1_500
-    assert kpi["tokens"]["output"] == 400 + 100 + 300
-    assert kpi["tokens_by_worker"]["coder"]["input"] == 1_500
+    assert kpi["tokens"]["input_tokens"] == 1_000 + 500 + 500
+    assert kpi["tokens"]["cache_read_tokens"] == 3_000 + 1_500
+    assert kpi["tokens"]["output_tokens"] == 400 + 100 + 300
+    assert kpi["tokens_by_worker"]["coder"]["input_tokens"] == 1_500
     assert kpi["latency_mean_ms"] == pytest.approx(2_000)
-    assert kpi["cost_usd"] > 0
+    # Money: exact micro-dollars and a rounded display string, never a long float.
+    assert isinstance(kpi["cost_micros"], int) and kpi["cost_micros"] > 0
+    assert kpi["cost_usd"] == f"{kpi['cost_micros'] / 1_000_000:.4f}"
 
     assert missing.status_code == 404
-    assert "not found" in missing.json()["error"]
+    error = missing.json()["error"]
+    assert error["code"] == "not_found" and "not found" in error["message"]
 
     # Every figure of run.recorded is the report's figure for the same run.
     assert recorded.worker_calls == kpi["worker_calls"]
@@ -147,9 +150,9 @@ async def test_a_recorded_run_has_a_ten_line_kpi_summary(harness: Harness, works
     assert recorded.cost_micros == kpi["cost_micros"] > 0
     t = recorded.tokens
     assert (t.input_tokens, t.output_tokens, t.cache_read_tokens, t.cache_write_tokens) == (
-        kpi["tokens"]["input"],
-        kpi["tokens"]["output"],
-        kpi["tokens"]["cached"],
-        kpi["tokens"]["cache_write"],
+        kpi["tokens"]["input_tokens"],
+        kpi["tokens"]["output_tokens"],
+        kpi["tokens"]["cache_read_tokens"],
+        kpi["tokens"]["cache_write_tokens"],
     )
-    assert t.reasoning_tokens == kpi["tokens"]["reasoning"]
+    assert t.reasoning_tokens == kpi["tokens"]["reasoning_tokens"]

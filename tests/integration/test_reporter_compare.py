@@ -120,11 +120,16 @@ async def test_two_recorded_runs_compare_side_by_side_and_export(
     deltas = body["deltas"]
     assert deltas["total_seconds"] == {"a": 2400, "b": 1500, "delta": -900, "ratio": 0.625}
     assert deltas["worker_calls"]["delta"] == -1
-    assert deltas["tokens.input"] == {"a": 3_500, "b": 2_000, "delta": -1_500, "ratio": 0.571429}
-    assert deltas["tokens.output"]["delta"] == 300 - 600
+    assert deltas["tokens.input_tokens"] == {
+        "a": 3_500,
+        "b": 2_000,
+        "delta": -1_500,
+        "ratio": 0.571429,
+    }
+    assert deltas["tokens.output_tokens"]["delta"] == 300 - 600
     assert deltas["phases.implement.seconds"]["delta"] == (24 - 39) * 60
     # The reviewer worked only in the first run: nothing to subtract from.
-    reviewer = deltas["tokens_by_worker.reviewer.input"]
+    reviewer = deltas["tokens_by_worker.reviewer.input_tokens"]
     assert reviewer == {"a": 500, "b": None, "delta": None, "ratio": None}
     rows = {row["metric"]: row for row in body["rows"]}
     assert rows["total time"] == {
@@ -135,9 +140,10 @@ async def test_two_recorded_runs_compare_side_by_side_and_export(
     }
     assert rows["worker calls"]["delta"] == "-1"
 
-    assert no_b.status_code == 400 and "b" in no_b.json()["error"].split(":")[0]
-    assert missing.status_code == 404 and unknown in missing.json()["error"]
-    assert slow not in missing.json()["error"]
+    assert no_b.status_code == 400 and no_b.json()["error"]["field"] == "b"
+    assert missing.status_code == 404 and unknown in missing.json()["error"]["message"]
+    assert slow not in missing.json()["error"]["message"]
+    assert missing.json()["error"]["field"] == "b"
 
     # Worker calls are stored by run; filtering by task finds both runs' calls.
     assert usage.status_code == 200

@@ -226,7 +226,8 @@ async def test_bad_requests_are_refused_naming_the_parameter(
     for path, name in cases.items():
         resp = await http.get(path)
         assert resp.status_code == 400, path
-        assert resp.json()["error"].startswith(f"{name}:"), (path, resp.json())
+        error = resp.json()["error"]
+        assert error["field"] == name and error["message"].startswith(f"{name}:"), (path, error)
     # The largest page is allowed.
     ok = await http.get("/export/token_usage", params={"limit": 5000, "workspace": workspace})
     assert ok.status_code == 200 and len(ok.json()["rows"]) == 3

@@ -129,4 +129,5 @@ async def test_a_bad_since_is_refused_naming_it(harness: Harness) -> None:
     for since in ("yesterday", "30x", "2999-01-01"):
         response = await get(reporter, {"since": since})
         assert response.status_code == 400, since
-        assert response.json()["error"].startswith("since:")
+        error = response.json()["error"]
+        assert error["field"] == "since" and error["message"].startswith("since:")

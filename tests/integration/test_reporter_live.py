@@ -129,7 +129,8 @@ async def test_a_bad_limit_is_refused_and_the_page_points_at_the_stream(
         page = await http.get("/live")
 
     assert [r.status_code for r in bad] == [400, 400, 400]
-    assert all(r.json()["error"].startswith("limit:") for r in bad)
+    assert all(r.json()["error"]["message"].startswith("limit:") for r in bad)
+    assert {r.json()["error"]["field"] for r in bad} == {"limit"}
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert 'EventSource("/live/events")' in page.text

@@ -265,10 +265,10 @@ async def test_reports_show_exact_money_never_a_float_artefact(
         ).json()
 
     assert kpi["kpi"]["cost_micros"] == 58_500
-    assert kpi["kpi"]["cost_usd"] == 0.0585
+    assert kpi["kpi"]["cost_usd"] == "0.0585"
     assert "($0.0585; tokens" in kpi["summary"][3]
     row = next(r for r in tokens["rows"] if r["key"] == task_id)
-    assert (row["cost_micros"], row["cost_usd"], row["unpriced_calls"]) == (58_500, 0.0585, 0)
+    assert (row["cost_micros"], row["cost_usd"], row["unpriced_calls"]) == (58_500, "0.0585", 0)
     assert "0.058499999999999996" not in json.dumps([kpi, tokens])
 
 

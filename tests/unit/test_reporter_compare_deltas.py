@@ -66,7 +66,9 @@ def test_deltas_are_b_minus_a_with_ratios_only_where_a_is_not_zero() -> None:
 
 
 def test_the_cli_prints_both_runs_and_the_change(monkeypatch: pytest.MonkeyPatch) -> None:
-    body = comparison(report("run-a", 40, 3, outcome="error"), report("run-b", 25, 1))
+    body = comparison(report("run-a", 40, 3, outcome="error"), report("run-b", 25, 1)).model_dump(
+        mode="json"
+    )
     asked: list[tuple[str, Any]] = []
 
     def fake_get(path: str, params: dict[str, str] | None = None) -> Any:

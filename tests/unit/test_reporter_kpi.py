@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.reporter.kpi import compare, compute_kpi
+from services.reporter.money import micros
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -18,7 +19,13 @@ def ev(kind, minutes, **data):
 
 def call(minutes, worker, latency, inp, out, cached=0, phase=None, cost=0.0):
     usage = {"input_tokens": inp, "output_tokens": out, "cache_read_tokens": cached}
-    data = {"worker": worker, "model": "m", "usage": usage, "latency_ms": latency, "cost_usd": cost}
+    data = {
+        "worker": worker,
+        "model": "m",
+        "usage": usage,
+        "latency_ms": latency,
+        "cost_micros": micros(cost),
+    }
     if phase:
         data["phase"] = phase
     return {"kind": "worker_call", "at": at(minutes), "data": data}
@@ -68,13 +75,15 @@ def test_times_and_phases(kpi):
 
 def test_worker_calls_tokens_latency_and_cost(kpi):
     assert kpi.worker_calls == 4
-    assert kpi.cost_usd == pytest.approx(0.65)
-    assert (kpi.tokens.input, kpi.tokens.output, kpi.tokens.cached) == (6500, 1800, 500)
-    assert kpi.tokens_by_worker["coder"].input == 5000
-    assert kpi.tokens_by_worker["planner"].cached == 500
-    assert kpi.tokens_by_phase["plan"].input == 1000
-    assert kpi.tokens_by_phase["implement"].output == 1500
-    assert kpi.tokens_by_phase["(no phase)"].input == 500  # reviewer ran after all phases
+    # Money is exact: 0.10 + 0.30 + 0.20 + 0.05 is 650,000 micro-dollars, never 0.6499…
+    assert kpi.cost_micros == 650_000 and kpi.cost_usd == "0.6500"
+    t = kpi.tokens
+    assert (t.input_tokens, t.output_tokens, t.cache_read_tokens) == (6500, 1800, 500)
+    assert kpi.tokens_by_worker["coder"].input_tokens == 5000
+    assert kpi.tokens_by_worker["planner"].cache_read_tokens == 500
+    assert kpi.tokens_by_phase["plan"].input_tokens == 1000
+    assert kpi.tokens_by_phase["implement"].output_tokens == 1500
+    assert kpi.tokens_by_phase["(no phase)"].input_tokens == 500  # reviewer ran after all phases
     assert kpi.latency_mean_ms == 2500
     assert kpi.latency_p95_ms == pytest.approx(3850)
 
@@ -112,7 +121,16 @@ def test_empty_run_still_gives_ten_lines():
 def test_json_round_trips(kpi):
     data = json.loads(kpi.to_json())
     assert data["run_id"] == "run-1"
-    assert data["tokens_by_worker"]["coder"]["output"] == 1500
+    # kpi.json names tokens as token_usage, GET /tokens and the CLI's --json do.
+    assert data["tokens_by_worker"]["coder"]["output_tokens"] == 1500
+    assert set(data["tokens"]) == {
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cache_write_tokens",
+        "reasoning_tokens",
+    }
+    assert (data["cost_micros"], data["cost_usd"]) == (650_000, "0.6500")
     assert type(kpi).model_validate_json(kpi.to_json()) == kpi
 
 

@@ -111,8 +111,14 @@ def reporter_get(path: str, params: Mapping[str, str | None] | None = None) -> A
         resp = httpx.get(f"{s.reporter_url}{path}", params=given, timeout=s.timeout_s)
     except httpx.HTTPError as exc:
         fail(f"reporter did not answer at {s.reporter_url}: {exc}")
-    if resp.status_code in (400, 404):
-        fail(resp.json().get("error", resp.text), code=2 if resp.status_code == 400 else 1)
     if resp.status_code != 200:
-        fail(f"reporter answered {resp.status_code}: {resp.text[:200]}")
+        fail(error_message(resp), code=EXIT_BAD_INPUT if resp.status_code in (400, 422) else 1)
     return resp.json()
+
+
+def error_message(resp: Any) -> str:
+    """What a reporter's error answer says (``{"error": {"code", "message", "field"}}``)."""
+    try:
+        return str(resp.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return f"reporter answered {resp.status_code}: {resp.text[:200]}"

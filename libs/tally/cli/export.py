@@ -21,6 +21,7 @@ from tally.cli.common import (
     EXIT_FAILED,
     console,
     emit_json,
+    error_message,
     fail,
     settings,
 )
@@ -138,10 +139,10 @@ def export_pages(
             )
         except httpx.HTTPError as exc:
             fail(f"reporter did not answer at {client.base_url}: {exc}")
-        if resp.status_code == 400:
-            fail(resp.json().get("error", resp.text), code=EXIT_BAD_INPUT)
+        if resp.status_code in (400, 422):
+            fail(error_message(resp), code=EXIT_BAD_INPUT)
         if resp.status_code != 200:
-            fail(f"reporter answered {resp.status_code}: {resp.text[:200]}", code=EXIT_FAILED)
+            fail(error_message(resp), code=EXIT_FAILED)
         yield resp
         is_csv = resp.headers.get("content-type", "").startswith("text/csv")
         cursor = resp.headers.get("X-Next-Cursor") if is_csv else resp.json()["next_cursor"]

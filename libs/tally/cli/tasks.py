@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 from typing import Any, get_args
 
 import typer
@@ -11,6 +9,7 @@ from pydantic import ValidationError
 
 from tally.cli.common import EXIT_BAD_INPUT, JsonOpt, console, emit_json, fail, run, settings
 from tally.client import TallyClient, next_event
+from tally.commands import first_of, status_changed, task_created
 from tally.errors import StepTimeout
 from tally.events import (
     Estimate,
@@ -19,8 +18,6 @@ from tally.events import (
     TaskDeferred,
     TaskEstimated,
     TaskStatusChanged,
-    new_id,
-    utcnow,
 )
 from tally.events.envelope import describe
 from tally.events.tasks import TaskStatus
@@ -88,7 +85,7 @@ async def _create(event: TaskCreated, as_json: bool, timeout: float) -> dict[str
                 result["estimate"] = est.estimate.model_dump(mode="json")
                 if not as_json:
                     print_estimate(est.estimate)
-                answer = await _first(assigned, deferred, timeout=timeout)
+                answer = await first_of(assigned, deferred, timeout=timeout)
             except StepTimeout as exc:
                 result["error"] = (
                     f"{exc.step} did not answer within {exc.timeout_s:g}s; the task was "
@@ -100,33 +97,6 @@ async def _create(event: TaskCreated, as_json: bool, timeout: float) -> dict[str
             if not as_json:
                 print_assignment(answer)
     return result
-
-
-def created_event_id(workspace: str, key: str) -> str:
-    """The event id of a task created under an idempotency key: the same key in the same
-    workspace always gives the same id, so JetStream and the services store it once.
-
-    Example:
-        >>> created_event_id("acme", "k1") == created_event_id("acme", "k1")
-        True
-    """
-    digest = hashlib.sha256(f"{workspace}\x00{key}".encode()).hexdigest()
-    return f"task-created-{digest[:40]}"
-
-
-async def _first(
-    assigned: asyncio.Queue[TaskAssigned], deferred: asyncio.Queue[TaskDeferred], timeout: float
-) -> TaskAssigned | TaskDeferred:
-    tasks: list[asyncio.Future[TaskAssigned | TaskDeferred]] = [
-        asyncio.ensure_future(assigned.get()),
-        asyncio.ensure_future(deferred.get()),
-    ]
-    done, pending = await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    for t in pending:
-        t.cancel()
-    if not done:
-        raise StepTimeout("assigner", timeout)
-    return done.pop().result()
 
 
 @app.command("create")
@@ -168,20 +138,17 @@ def create(
     key = idempotency_key or (f"id:{task_id}" if task_id else None)
     if key is not None and not key.strip():
         fail("--idempotency-key: must not be blank", code=EXIT_BAD_INPUT)
-    extra: dict[str, Any] = {}
-    if key is not None:
-        extra["event_id"] = created_event_id(ws, key)
     try:
-        event = TaskCreated(
-            task_id=task_id or f"T-{(extra.get('event_id') or new_id())[-10:]}",
+        event = task_created(
+            source="cli",
+            workspace=ws,
+            task_id=task_id,
+            idempotency_key=key,
             title=title,
             description=description,
             priority=priority,
             labels=tuple(label),
             task_type=task_type,
-            workspace=ws,
-            source="cli",
-            **extra,
         )
     except ValidationError as exc:
         fail(describe(exc, "task"), code=EXIT_BAD_INPUT)
@@ -221,11 +188,10 @@ def status(
                 f"{name}: unknown status {value!r}; one of {', '.join(LANES)}", code=EXIT_BAD_INPUT
             )
     try:
-        event = TaskStatusChanged(
+        event = status_changed(
             task_id=task_id,
             from_status=from_status,
             to_status=lane,
-            changed_at=utcnow(),
             workspace=workspace or s.workspace,
             command="tally task status",
             source="cli",
