@@ -36,7 +36,8 @@ class TokenCounts(BaseModel):
     def short(self) -> str:
         return (
             f"{_count(self.input_tokens)} in/{_count(self.output_tokens)} out/"
-            f"{_count(self.cache_read_tokens)} cached"
+            f"{_count(self.cache_read_tokens)} cache read/"
+            f"{_count(self.cache_write_tokens)} cache write"
         )
 
 

@@ -103,7 +103,8 @@ def test_summary_has_exactly_ten_readable_lines(kpi):
     assert lines[1] == "Time to first verified checkpoint: 50m 00s"
     assert lines[2] == "Phases: plan 10m 00s (1 attempt), implement 45m 00s (2 attempts)"
     assert "4" in lines[3] and "$0.65" in lines[3]
-    assert lines[4].startswith("Tokens by worker: planner 1.0k in/200 out/500 cached")
+    assert lines[4].startswith("Tokens by worker: planner 1.0k in/200 out/500 cache read/")
+    assert "cache write" in lines[3] and "cache write" in lines[4]
     assert "implement" in lines[5]
     assert lines[6] == "Latency: mean 2,500 ms, p95 3,850 ms"
     assert lines[7] == "Verification: 2 checks, 1 passed, 1 retry"
