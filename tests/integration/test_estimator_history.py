@@ -80,10 +80,13 @@ async def test_an_estimate_changes_after_history_is_imported(
 
 
 async def test_an_estimate_changes_after_completed_runs_are_recorded(
-    harness: Harness, workspace: str
+    harness: Harness, workspace: str, tmp_path: Path
 ) -> None:
     h = harness
-    await h.start("estimator", history_ttl_s=0)
+    # Six runs are enough measured time here (the shipped threshold is 20).
+    scoring = tmp_path / "scoring.yaml"
+    scoring.write_text("velocity: {min_measured: 5}\n", encoding="utf-8")
+    await h.start("estimator", history_check_interval_s=0, scoring_path=scoring)
     await h.start("tracker")
     await h.start("learner")
     before = await ask(h, workspace)
@@ -122,3 +125,70 @@ async def test_an_estimate_changes_after_completed_runs_are_recorded(
     assert after.velocity_source == "measured"
     assert after.hours_p50 > before.hours_p50
     assert {e.task_id for e in after.evidence} & set(done)
+
+
+def _rows(n: int) -> list[tuple[str, str, str, int]]:
+    """History whose ids sort differently as strings than in file order (XD-10 < XD-9)."""
+    rows = []
+    for i in range(1, n + 1):
+        if i % 3 == 0:
+            rows.append((f"XD-{i}", f"Migrate billing schema {i}", "database migration", 13))
+        elif i % 3 == 1:
+            rows.append((f"XD-{i}", f"Fix typo {i}", "spelling in docs", 1))
+        else:
+            points = 3 if i < n // 2 else 5
+            rows.append((f"XD-{i}", f"Add settings toggle {i}", "a new switch", points))
+    return rows
+
+
+def _csv(rows: list[tuple[str, str, str, int]], dated: bool) -> str:
+    start = utcnow() - timedelta(days=len(rows))
+    lines = ["id,title,description,story_points" + (",completed_at" if dated else "")]
+    for i, (task_id, title, description, points) in enumerate(rows):
+        when = f",{(start + timedelta(days=i)).isoformat()}" if dated else ""
+        lines.append(f"{task_id},{title},{description},{points}{when}")
+    return "\n".join(lines) + "\n"
+
+
+async def test_history_without_dates_keeps_its_file_order(
+    harness: Harness, workspace: str, tmp_path: Path, cli_env: None
+) -> None:
+    """The defect: rows without dates were read back sorted by id as a string."""
+    from services.estimator.repo import EstimatorRepo
+
+    rows = _rows(120)
+    path = tmp_path / "undated.csv"
+    path.write_text(_csv(rows, dated=False), encoding="utf-8")
+    await harness.start("estimator")
+    await history._import(history.read_history(path), workspace, timeout=30)
+    stored = await EstimatorRepo(harness.engine).history(workspace)
+    assert [t.task_id for t in stored] == [r[0] for r in rows]
+
+
+async def test_a_history_without_dates_estimates_as_with_dates(
+    harness: Harness, tmp_path: Path, cli_env: None
+) -> None:
+    h = harness
+    await h.start("estimator")
+    rows = _rows(120)
+    answers = []
+    for dated in (True, False):
+        workspace = f"ws-{new_id()[:12]}"
+        path = tmp_path / f"history-{dated}.csv"
+        path.write_text(_csv(rows, dated=dated), encoding="utf-8")
+        await history._import(history.read_history(path), workspace, timeout=30)
+        answers.append(
+            [
+                (e.story_points, e.points_source, e.hours_p50)
+                for e in [
+                    await h.client.request(
+                        EstimateRequest(workspace=workspace, title=title),
+                        Estimate,
+                        step="estimator",
+                        timeout=60,
+                    )
+                    for title in ("Add settings toggle", "Migrate billing schema", "Fix typo")
+                ]
+            ]
+        )
+    assert answers[0] == answers[1]

@@ -33,6 +33,9 @@ from tally.events.envelope import describe
 
 #: Requests in flight at once for ``--file``: enough to hide the round trip.
 CONCURRENCY = 16
+#: Seconds the first request may wait: on a cold workspace it waits for the estimator to
+#: build the workspace's model (seconds for thousands of issues, longer on a busy host).
+BUILD_WAIT_S = 300.0
 #: Columns of ``--file``: a title is required, the rest optional.
 FILE_COLUMNS = ("title",)
 FILE_OPTIONAL = ("id", "description", "priority", "labels", "task_type")
@@ -90,10 +93,18 @@ def request_for(row: dict[str, str], workspace: str) -> EstimateRequest:
     )
 
 
+async def _first(client: TallyClient, request: EstimateRequest, timeout: float) -> Estimate:
+    """The first answer, waiting for a cold workspace's model to be built (with a status)."""
+    with err_console.status("estimating (a cold workspace's model is built first)"):
+        return await client.request(
+            request, Estimate, step="estimator", timeout=max(timeout, BUILD_WAIT_S)
+        )
+
+
 async def _one(request: EstimateRequest, timeout: float) -> Estimate:
     s = settings()
     async with TallyClient.connect(s.nats_url, namespace=s.namespace, source="cli") as client:
-        return await client.request(request, Estimate, step="estimator", timeout=timeout)
+        return await _first(client, request, timeout)
 
 
 async def _many(
@@ -108,7 +119,10 @@ async def _many(
             async with gate:
                 return await client.request(r, Estimate, step="estimator", timeout=timeout)
 
-        jobs = [asyncio.ensure_future(ask(r)) for r in requests]
+        # One request first: the others then find the workspace's model warm.
+        first = await _first(client, requests[0], timeout)
+        jobs = [asyncio.ensure_future(asyncio.sleep(0, first))]
+        jobs += [asyncio.ensure_future(ask(r)) for r in requests[1:]]
         columns = (
             TextColumn("estimating"),
             BarColumn(),
