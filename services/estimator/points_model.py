@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+import sklearn
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -205,8 +206,10 @@ class PointsModel:
         texts = [task_text(t, d) for t, d in zip(titles, descriptions, strict=True)]
         if not self.tasks or self._text is None:
             raise ValueError("a points model needs history; use cold-start priors without it")
-        query = self._text.transform(texts)
-        probs = self._text.probabilities(query, len(texts))
+        # Inputs are our own fitted objects and strings: skip re-validating them per call.
+        with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+            query = self._text.transform(texts)
+            probs = self._text.probabilities(query, len(texts))
         mixture = _mixture(self.prior, probs, self.fit.weight, len(texts))
         medians = _medians(mixture, self.values)
         sims = (

@@ -141,7 +141,7 @@ class VelocityConfig(_Strict):
     prior_sigma: PositiveFloat = 0.8
     min_samples: PositiveInt = 5
     #: Measured durations a workspace needs before they replace the prior.
-    min_measured: PositiveInt = 20
+    min_measured: PositiveInt = 5
     #: Durations a (model, type), model or type pool needs to be used on its own.
     min_pool: PositiveInt = 30
     #: Kernel width on log points for P50 and P90 (chosen on the effort data's middle 20%).

@@ -49,6 +49,7 @@ def create_app(
         settings.rebuild_default_ttl_s,
         FreezeSwitches(engine, store.namespace),
     )
+
     async def sweep_forever() -> None:
         while True:
             try:

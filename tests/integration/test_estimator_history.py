@@ -80,13 +80,10 @@ async def test_an_estimate_changes_after_history_is_imported(
 
 
 async def test_an_estimate_changes_after_completed_runs_are_recorded(
-    harness: Harness, workspace: str, tmp_path: Path
+    harness: Harness, workspace: str
 ) -> None:
     h = harness
-    # Six runs are enough measured time here (the shipped threshold is 20).
-    scoring = tmp_path / "scoring.yaml"
-    scoring.write_text("velocity: {min_measured: 5}\n", encoding="utf-8")
-    await h.start("estimator", history_check_interval_s=0, scoring_path=scoring)
+    await h.start("estimator", history_check_interval_s=0)
     await h.start("tracker")
     await h.start("learner")
     before = await ask(h, workspace)

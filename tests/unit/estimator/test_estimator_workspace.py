@@ -94,7 +94,7 @@ def test_imported_actual_hours_drive_the_hours() -> None:
     est = estimate(TaskSpec(title="Fix typo in footer"), ws, CONFIG)
     assert est.velocity_source == "measured"
     assert 3.0 <= est.hours_p50 <= 5.0 and est.hours_p90 <= 5.0 + 1e-9
-    thin = build_workspace(history[:5], (), CONFIG)
+    thin = build_workspace(history[:4], (), CONFIG)
     cold = estimate(TaskSpec(title="Fix typo in footer"), thin, CONFIG)
     assert cold.velocity_source == "prior"
 
