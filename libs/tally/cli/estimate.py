@@ -47,12 +47,12 @@ def print_estimate(est: Estimate) -> None:
     width = max((len(s.title) for s in est.subtasks), default=0)
     for s in est.subtasks:
         console.print(
-            f"  - {s.title:<{width}}  {s.story_points:>2} pts  "
+            f"  - {s.title:<{width}}  {s.story_points:>3g} pts  "
             f"{s.hours_p50:6.1f}h P50  {s.hours_p90:6.1f}h P90",
             highlight=False,
         )
     console.print(
-        f"[bold]total[/]  {est.story_points} points ({est.band}); "
+        f"[bold]total[/]  {est.story_points:g} points ({est.band}, from {est.points_source}); "
         f"{est.hours_p50:.1f}h P50 to {est.hours_p90:.1f}h P90 "
         f"(velocity: {est.velocity_source})",
         highlight=False,
@@ -142,7 +142,7 @@ async def _many(
                         sys.stdout.flush()
                     else:
                         console.print(
-                            f"{task_id or '-':<12} {est.story_points:>2} pts  "
+                            f"{task_id or '-':<12} {est.story_points:>3g} pts  "
                             f"{est.hours_p50:6.1f}h P50 {est.hours_p90:6.1f}h P90  "
                             f"value {est.value_score:3.0f}  {est.title[:60]}",
                             highlight=False,
