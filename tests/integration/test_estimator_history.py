@@ -189,3 +189,60 @@ async def test_a_history_without_dates_estimates_as_with_dates(
             ]
         )
     assert answers[0] == answers[1]
+
+
+async def test_work_lane_time_and_logged_runs_are_measured_hours(harness: Harness) -> None:
+    """Every measured duration counts: lane times of finished tasks and the learner's runs."""
+    from services.estimator.repo import EstimatorRepo
+    from tally.db.tables import task_status_events, tasks
+
+    workspace = f"ws-{new_id()[:12]}"
+    start = utcnow() - timedelta(days=2)
+    await harness.execute(
+        tasks.insert(),
+        [
+            {
+                "task_id": f"{workspace}-{i}",
+                "workspace": workspace,
+                "title": f"Task {i}",
+                "priority": "P2",
+                "story_points": 3.0,
+                "completed_at": start + timedelta(hours=10),
+                "event_id": new_id(),
+            }
+            for i in range(2)
+        ],
+    )
+    moves = [("backlog", "in_progress", 0), ("in_progress", "ready_to_review", 4)]
+    moves += [("ready_to_review", "in_progress", 5), ("in_progress", "completed", 6.5)]
+    await harness.execute(
+        task_status_events.insert(),
+        [
+            {
+                "event_id": new_id(),
+                "task_id": f"{workspace}-0",
+                "workspace": workspace,
+                "from_status": before,
+                "to_status": after,
+                "changed_at": start + timedelta(hours=at),
+            }
+            for before, after, at in moves
+        ],
+    )
+    await harness.execute(
+        velocity_logs.insert(),
+        {
+            "run_id": new_id(),
+            "task_id": f"{workspace}-1",
+            "workspace": workspace,
+            "model": "opus",
+            "task_type": "bug",
+            "story_points": 3.0,
+            "actual_hours": 2.0,
+            "at": utcnow(),
+        },
+    )
+    found = await EstimatorRepo(harness.engine).durations(workspace)
+    by_task = {d.task_id: d for d in found}
+    assert by_task[f"{workspace}-0"].hours == pytest.approx(5.5)  # 4 h + 1.5 h in the lane
+    assert by_task[f"{workspace}-1"].hours == 2.0 and by_task[f"{workspace}-1"].model == "opus"
