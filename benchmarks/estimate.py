@@ -249,8 +249,8 @@ def _public_tasks(data_dir: Path, count: int) -> list[HistoricalTask]:
 async def _cold_concurrent(
     model_build: float, history: list[HistoricalTask], config: ScoringConfig
 ) -> None:
-    async def fingerprint(_: str) -> int:
-        return len(history)
+    async def fingerprint(_: str) -> tuple[int, int]:
+        return len(history), 0
 
     async def build(_: str) -> WorkspaceModel:
         return await asyncio.to_thread(build_workspace, history, (), config)

@@ -44,7 +44,7 @@ class Estimator:
     def __post_init__(self) -> None:
         self.workspaces = WorkspaceCache(self._fingerprint, self._build, self.check_interval_s)
 
-    async def _fingerprint(self, workspace: str) -> Hashable:
+    async def _fingerprint(self, workspace: str) -> tuple[Hashable, Hashable]:
         return await self.repo.fingerprint(workspace)
 
     async def _build(self, workspace: str) -> WorkspaceModel:
@@ -53,9 +53,9 @@ class Estimator:
         # Fitting is CPU work: off the event loop, so other requests are answered meanwhile.
         return await asyncio.to_thread(build_workspace, history, durations, self.config)
 
-    def forget(self, workspace: str) -> None:
-        """Mark a workspace's history changed, so the next estimate uses a rebuilt model."""
-        self.workspaces.invalidate(workspace)
+    def forget(self, workspace: str, *, wait: bool = True) -> None:
+        """Mark a workspace's history changed (see :class:`WorkspaceCache.invalidate`)."""
+        self.workspaces.invalidate(workspace, wait=wait)
 
     async def estimate(self, spec: TaskSpec, workspace: str, task_id: str | None) -> Estimate:
         ws = await self.workspaces.get(workspace)
@@ -96,9 +96,10 @@ def register(bus: Bus, estimator: Estimator) -> None:
 
     @bus.on_broadcast(CalibrationUpdated)
     async def on_calibration(e: CalibrationUpdated) -> None:
-        # A calibration follows newly measured runs: the hours samples changed.
+        # A calibration follows newly measured runs: rebuilt in the background, while the
+        # warm model keeps answering.
         estimator.calibrations[e.workspace] = e
-        estimator.forget(e.workspace)
+        estimator.forget(e.workspace, wait=False)
 
     @bus.responder(HistoryImportRequest)
     async def on_history_import(r: HistoryImportRequest) -> HistoryImportReply:

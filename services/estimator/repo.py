@@ -156,8 +156,13 @@ class EstimatorRepo:
         ]
         return out
 
-    async def fingerprint(self, workspace: str) -> tuple[Any, ...]:
-        """What changes whenever the workspace's history or measured time changes."""
+    async def fingerprint(self, workspace: str) -> tuple[Any, Any]:
+        """What changes with the workspace's imported history, and with its measured time.
+
+        Returns:
+            ``(imported, measured)``: counts and newest positions, sums or times of
+            ``history_tasks``, and of finished ``tasks`` and logged runs.
+        """
         parts = [
             select(
                 literal("history"),
@@ -180,7 +185,8 @@ class EstimatorRepo:
         ]
         async with self.engine.connect() as conn:
             rows = (await conn.execute(union_all(*parts))).all()
-        return tuple(sorted((str(r[0]), int(r[1]), float(r[2] or 0)) for r in rows))
+        found = {str(r[0]): (int(r[1]), float(r[2] or 0)) for r in rows}
+        return found["history"], (found["tasks"], found["runs"])
 
     async def save(self, e: TaskEstimated) -> None:
         """Keep the estimate; a redelivered task keeps its first estimate."""
