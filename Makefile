@@ -51,8 +51,9 @@ bench-quota: setup ## Reservations/s through the quota service against raw EVALS
 bench-assign: setup ## task.estimated -> task.assigned latency p50/p95/p99
 	$(ENSURE) && $(PY) python benchmarks/assign_latency.py
 
-bench-estimate: setup ## Story-point accuracy against history baselines (public data)
+bench-estimate: setup ## Points and hours against history baselines (public data); import, build, estimate rates
 	$(PY) python benchmarks/estimate.py
+	$(ENSURE) && $(PY) python benchmarks/estimate_service.py
 
 bench-route: setup ## Learned routing vs best single model, cheapest, oracle (DATA=x.csv MODELS=x.yaml)
 	$(ENSURE) && $(PY) python benchmarks/route.py $(if $(DATA),--data $(DATA)) $(if $(MODELS),--models $(MODELS))

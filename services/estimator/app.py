@@ -17,7 +17,9 @@ def create_app(settings: EstimatorSettings | None = None) -> AsgiFastStream:
     kit = ServiceKit("estimator", settings)
     engine = create_engine(settings.database_url)
     estimator = handlers.Estimator(
-        EstimatorRepo(engine), load_scoring_config(settings.scoring_path), settings.history_ttl_s
+        EstimatorRepo(engine),
+        load_scoring_config(settings.scoring_path),
+        settings.history_check_interval_s,
     )
     handlers.register(kit.bus, estimator)
     kit.on_shutdown(engine.dispose)

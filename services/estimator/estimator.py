@@ -1,36 +1,32 @@
 """One estimate, from a task's text to points, hours, tokens and value.
 
-Composes the estimator's pure parts: decomposition, points from history, hours from
-velocity, tokens, and value. No I/O: the caller supplies the workspace's history and
-velocity samples.
+Composes the estimator's pure parts: decomposition, points from the workspace's learned
+model, hours from its measured durations, tokens, and value. No I/O: the caller supplies
+the workspace's model (:func:`~services.estimator.workspace.build_workspace`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from services.estimator.decompose import extract_features
-from services.estimator.hours import velocity_model
-from services.estimator.points import HistoryIndex, PointsQuery, estimate_task_points
+from services.estimator.hours import HoursModel
+from services.estimator.points import PointsQuery, estimate_task_points
 from services.estimator.scoring import ScoringConfig
 from services.estimator.tokens import TokenCalibration, estimate_tokens
 from services.estimator.value import value_score
-from services.estimator.workspace import WorkspacePoints
+from services.estimator.workspace import WorkspaceModel
 from tally.events import Estimate, Evidence, SubtaskEstimate, TaskSpec, TokenEstimate
 
 #: Task type assumed when a task gives none.
 DEFAULT_TYPE = "feature"
 
-VelocitySamples = Mapping[tuple[str | None, str | None], Sequence[float]]
-
 
 def estimate(
     spec: TaskSpec,
-    history: HistoryIndex | WorkspacePoints,
+    workspace: WorkspaceModel | None,
     config: ScoringConfig,
     *,
-    velocity: VelocitySamples | None = None,
     tokens: TokenCalibration | None = None,
     model: str | None = None,
     task_id: str | None = None,
@@ -40,27 +36,21 @@ def estimate(
 
     Args:
         spec: what the task is.
-        history: the workspace's completed tasks; with the points weights chosen for the
-            workspace (:func:`~services.estimator.workspace.workspace_points`), those
-            replace ``config.points``.
+        workspace: the workspace's points and hours models (None: no history, priors).
         config: the scoring configuration (value weights, points, velocity, tokens).
-        velocity: measured points-per-hour samples by (model, task type); either may be None.
         tokens: actual/estimated token ratios by task type.
         model: the model expected to do the work, when known.
     """
-    if isinstance(history, WorkspacePoints):
-        config = config.model_copy(update={"points": history.selection.config})
-        history = history.index
     task_type = spec.task_type or DEFAULT_TYPE
     given = [s.title for s in spec.subtasks] or None
     pts = estimate_task_points(
         PointsQuery(spec.title, spec.description, task_type, spec.labels),
-        history,
+        workspace.points if workspace else None,
         config.points,
         subtasks=given,
     )
-    vm = velocity_model(velocity or {}, model, task_type, config.velocity)
-    total_hours = vm.hours(pts.total.points)
+    hours = workspace.hours if workspace else HoursModel((), config.velocity)
+    total_hours = hours.hours(pts.total.points, model, task_type)
     features = extract_features(spec.title, spec.description, spec.labels, task_type, given)
     tok = estimate_tokens(pts.total.points, task_type, features, tokens, config.tokens)
     value = value_score(
@@ -92,10 +82,11 @@ def estimate(
             SubtaskEstimate(
                 title=s.subtask.title,
                 story_points=s.points,
-                hours_p50=round(vm.hours(s.points).p50, 2),
-                hours_p90=round(vm.hours(s.points).p90, 2),
+                hours_p50=round(h.p50, 2),
+                hours_p90=round(h.p90, 2),
             )
             for s in pts.subtasks
+            for h in (hours.hours(s.points, model, task_type),)
         ),
         evidence=tuple(
             Evidence(
@@ -107,4 +98,5 @@ def estimate(
             for n in pts.total.evidence
         ),
         velocity_source=total_hours.source,
+        points_source=pts.total.source,
     )

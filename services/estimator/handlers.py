@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import time
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 from nats.errors import NoRespondersError
 
-from services.estimator.estimator import VelocitySamples, estimate
+from services.estimator.cache import WorkspaceCache
+from services.estimator.estimator import estimate
 from services.estimator.repo import EstimatorRepo
 from services.estimator.scoring import ScoringConfig
 from services.estimator.tokens import TokenCalibration
-from services.estimator.workspace import WorkspacePoints, workspace_points
+from services.estimator.workspace import WorkspaceModel, build_workspace
 from tally import metrics
 from tally.bus import Bus
 from tally.errors import TallyError
@@ -29,50 +30,39 @@ from tally.events.plans import HistoryImportReply, HistoryImportRequest
 
 
 @dataclass
-class _Workspace:
-    loaded_at: float
-    index: WorkspacePoints
-    velocity: VelocitySamples
-
-
-@dataclass
 class Estimator:
-    """Estimates tasks with each workspace's history, cached for ``history_ttl_s``."""
+    """Estimates tasks with each workspace's models, built once per change of its history."""
 
     repo: EstimatorRepo
     config: ScoringConfig
-    history_ttl_s: float
+    check_interval_s: float = 1.0
     tokens: TokenCalibration = field(default_factory=TokenCalibration)
-    #: The learner's latest calibration per workspace: velocity pools and token factors.
+    #: The learner's latest calibration per workspace (its token factors).
     calibrations: dict[str, CalibrationUpdated] = field(default_factory=dict)
-    _cache: dict[str, _Workspace] = field(default_factory=dict)
+    workspaces: WorkspaceCache = field(init=False)
 
-    async def _workspace(self, workspace: str) -> _Workspace:
-        cached = self._cache.get(workspace)
-        if cached is None or time.monotonic() - cached.loaded_at > self.history_ttl_s:
-            velocity = dict(await self.repo.velocity_samples(workspace))
-            # The learner's fits win over the estimator's own samples where it has them.
-            if workspace in self.calibrations:
-                velocity.update(self.calibrations[workspace].velocity_pools())
-            history = await self.repo.history(workspace)
-            # Checking the points weights on held-out history is CPU work: off the event
-            # loop, so other requests are answered meanwhile.
-            points = await asyncio.to_thread(workspace_points, history, self.config.points)
-            cached = _Workspace(time.monotonic(), points, velocity)
-            self._cache[workspace] = cached
-        return cached
+    def __post_init__(self) -> None:
+        self.workspaces = WorkspaceCache(self._fingerprint, self._build, self.check_interval_s)
 
-    def forget(self, workspace: str) -> None:
-        """Drop a workspace's cached history, so the next estimate reads it again."""
-        self._cache.pop(workspace, None)
+    async def _fingerprint(self, workspace: str) -> tuple[Hashable, Hashable]:
+        return await self.repo.fingerprint(workspace)
+
+    async def _build(self, workspace: str) -> WorkspaceModel:
+        history = await self.repo.history(workspace)
+        durations = await self.repo.durations(workspace)
+        # Fitting is CPU work: off the event loop, so other requests are answered meanwhile.
+        return await asyncio.to_thread(build_workspace, history, durations, self.config)
+
+    def forget(self, workspace: str, *, wait: bool = True) -> None:
+        """Mark a workspace's history changed (see :class:`WorkspaceCache.invalidate`)."""
+        self.workspaces.invalidate(workspace, wait=wait)
 
     async def estimate(self, spec: TaskSpec, workspace: str, task_id: str | None) -> Estimate:
-        ws = await self._workspace(workspace)
+        ws = await self.workspaces.get(workspace)
         cal = self.calibrations.get(workspace)
         tokens = TokenCalibration(factors=dict(cal.token_factors)) if cal else self.tokens
-        return estimate(
-            spec, ws.index, self.config, velocity=ws.velocity, tokens=tokens, task_id=task_id
-        )
+        # The estimate itself is fast (a transform and a prediction): on the loop.
+        return estimate(spec, ws, self.config, tokens=tokens, task_id=task_id)
 
 
 def register(bus: Bus, estimator: Estimator) -> None:
@@ -106,8 +96,10 @@ def register(bus: Bus, estimator: Estimator) -> None:
 
     @bus.on_broadcast(CalibrationUpdated)
     async def on_calibration(e: CalibrationUpdated) -> None:
+        # A calibration follows newly measured runs: rebuilt in the background, while the
+        # warm model keeps answering.
         estimator.calibrations[e.workspace] = e
-        estimator.forget(e.workspace)
+        estimator.forget(e.workspace, wait=False)
 
     @bus.responder(HistoryImportRequest)
     async def on_history_import(r: HistoryImportRequest) -> HistoryImportReply:

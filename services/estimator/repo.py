@@ -1,21 +1,24 @@
 """The estimator's queries: it writes estimates and imported history, and reads completed
-tasks and velocity logs to learn from."""
+tasks and every measured duration (imported hours, runs, work-lane times) to learn from."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, literal, select, union_all
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.estimator.points import HistoricalTask
+from services.estimator.hours import Duration
+from services.estimator.points_model import HistoricalTask
 from services.estimator.workspace import historical_task
-from tally.db.tables import estimates, history_tasks, tasks, velocity_logs
+from tally.db.tables import estimates, history_tasks, task_status_events, tasks, velocity_logs
 from tally.events import TaskEstimated
 from tally.events.plans import HistoryRecord
+
+#: The work lane's status: time from entering it to the next status change is work time.
+WORK_STATUS = "in_progress"
 
 
 class EstimatorRepo:
@@ -23,13 +26,17 @@ class EstimatorRepo:
         self.engine = engine
 
     async def history(self, workspace: str) -> list[HistoricalTask]:
-        """Completed tasks of a workspace, oldest first: imported history, then finished runs."""
+        """Completed tasks of a workspace, oldest first: imported history, then finished runs.
+
+        Imported rows are ordered by completion date, then by import order, so a history
+        without dates keeps the order of its file.
+        """
         async with self.engine.connect() as conn:
             imported = (
                 await conn.execute(
                     select(history_tasks)
                     .where(history_tasks.c.workspace == workspace)
-                    .order_by(history_tasks.c.completed_at.nulls_first(), history_tasks.c.task_id)
+                    .order_by(history_tasks.c.completed_at.nulls_first(), history_tasks.c.position)
                 )
             ).all()
             done = (
@@ -53,6 +60,7 @@ class EstimatorRepo:
                 r.task_type,
                 tuple(r.labels),
                 r.actual_hours,
+                r.model,
             )
             for r in done
         ]
@@ -79,35 +87,106 @@ class EstimatorRepo:
             )
         return int(size or 0)
 
-    async def velocity_samples(
-        self, workspace: str
-    ) -> dict[tuple[str | None, str | None], list[float]]:
-        """Measured points per hour from the learner's velocity logs.
+    async def durations(self, workspace: str) -> list[Duration]:
+        """Measured durations besides the history's own ``actual_hours``.
 
-        Pooled at every level the velocity model falls back through: (model, type),
-        (model, any type), (any model, type) and the whole workspace (None, None).
+        Runs the learner logged (points, hours, model, type per run) and, for finished
+        tasks without a logged run, the time they spent in the work lane.
         """
         async with self.engine.connect() as conn:
-            rows = (
+            runs = (
                 await conn.execute(
                     select(
-                        velocity_logs.c.model, velocity_logs.c.task_type, velocity_logs.c.velocity
+                        velocity_logs.c.task_id,
+                        velocity_logs.c.story_points,
+                        velocity_logs.c.actual_hours,
+                        velocity_logs.c.model,
+                        velocity_logs.c.task_type,
                     ).where(
                         velocity_logs.c.workspace == workspace,
-                        velocity_logs.c.velocity.is_not(None),
+                        velocity_logs.c.story_points.is_not(None),
                     )
                 )
             ).all()
-        samples: dict[tuple[str | None, str | None], list[float]] = defaultdict(list)
-        for r in rows:
-            for key in {
-                (r.model, r.task_type),
-                (r.model, None),
-                (None, r.task_type),
-                (None, None),
-            }:
-                samples[key].append(r.velocity)
-        return dict(samples)
+            changes = (
+                select(
+                    task_status_events.c.task_id,
+                    task_status_events.c.to_status,
+                    task_status_events.c.changed_at,
+                    func.lead(task_status_events.c.changed_at)
+                    .over(
+                        partition_by=task_status_events.c.task_id,
+                        order_by=task_status_events.c.changed_at,
+                    )
+                    .label("left_at"),
+                )
+                .where(task_status_events.c.workspace == workspace)
+                .subquery()
+            )
+            in_lane = changes.c.left_at - changes.c.changed_at
+            lanes = (
+                await conn.execute(
+                    select(
+                        tasks.c.task_id,
+                        tasks.c.story_points,
+                        (func.sum(func.extract("epoch", in_lane)) / 3600.0).label("hours"),
+                        tasks.c.model,
+                        tasks.c.task_type,
+                    )
+                    .join(changes, changes.c.task_id == tasks.c.task_id)
+                    .where(
+                        tasks.c.workspace == workspace,
+                        tasks.c.completed_at.is_not(None),
+                        tasks.c.story_points.is_not(None),
+                        tasks.c.actual_hours.is_(None),
+                        changes.c.to_status == WORK_STATUS,
+                        changes.c.left_at.is_not(None),
+                    )
+                    .group_by(tasks.c.task_id)
+                )
+            ).all()
+        logged = {r.task_id for r in runs}
+        out = [
+            Duration(r.story_points, r.actual_hours, r.model, r.task_type, r.task_id) for r in runs
+        ]
+        out += [
+            Duration(r.story_points, float(r.hours), r.model, r.task_type, r.task_id)
+            for r in lanes
+            if r.task_id not in logged and r.hours
+        ]
+        return out
+
+    async def fingerprint(self, workspace: str) -> tuple[Any, Any]:
+        """What changes with the workspace's imported history, and with its measured time.
+
+        Returns:
+            ``(imported, measured)``: counts and newest positions, sums or times of
+            ``history_tasks``, and of finished ``tasks`` and logged runs.
+        """
+        parts = [
+            select(
+                literal("history"),
+                func.count(),
+                # A re-imported id keeps its position: its points and hours show the change.
+                func.max(history_tasks.c.position)
+                + func.sum(history_tasks.c.story_points)
+                + func.coalesce(func.sum(history_tasks.c.actual_hours), 0),
+            ).where(history_tasks.c.workspace == workspace),
+            select(
+                literal("tasks"),
+                func.count(),
+                func.max(func.extract("epoch", tasks.c.completed_at)),
+            ).where(tasks.c.workspace == workspace, tasks.c.completed_at.is_not(None)),
+            select(
+                literal("runs"),
+                func.count(),
+                func.max(func.extract("epoch", velocity_logs.c.at)),
+            ).where(velocity_logs.c.workspace == workspace),
+        ]
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(union_all(*parts))).all()
+        found = {str(r[0]): (int(r[1]), float(r[2] or 0)) for r in rows}
+        return found["history"], (found["tasks"], found["runs"])
 
     async def save(self, e: TaskEstimated) -> None:
         """Keep the estimate; a redelivered task keeps its first estimate."""

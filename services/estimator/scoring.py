@@ -109,40 +109,44 @@ class ColdStartPriors(_Strict):
 
 
 class PointsConfig(_Strict):
-    """How neighbours and history combine into points.
+    """How a workspace's points model is fitted and checked against its history median.
 
-    One set of weights for every workspace; each workspace only checks, on its newest
-    tasks, whether they beat its history median.
+    Chosen once on the middle 20% of the public story-point projects (never their test
+    20%); each workspace then chooses only its shrinkage weight, inside its own history.
     """
 
-    #: Nearest completed tasks that vote.
-    k: PositiveInt = 40
-    #: Similarity exponent: higher trusts the closest neighbours more.
-    power: PositiveFloat = 1.0
-    #: Total weight of the whole history's distribution (the shrinkage target).
-    prior_mass: PositiveFloat = 2.0
-    #: Half-life, in tasks, of a past task's share of ``prior_mass``, counted back from the
-    #: newest (history is in completion order): recent work resembles the next task more
-    #: than old work does. 0 weighs all history alike.
-    recency_half_life: float = Field(default=25.0, ge=0.0)
-    #: Total weight of past tasks sharing the task's type or a label.
-    group_mass: float = Field(default=2.0, ge=0.0)
-    #: Scale of the nearest tasks' votes; 0 leaves the (recency-weighted) history median,
-    #: which a workspace falls back to when its text does not predict its points.
-    neighbour_weight: float = Field(default=1.0, ge=0.0)
-    #: Neighbours less similar than this do not vote.
-    min_similarity: float = Field(default=0.05, ge=0.0, le=1.0)
-    #: Tasks a type or label needs in history before it counts as a group.
-    min_group_samples: PositiveInt = 5
+    #: Inverse L2 strength of the logistic regression over point values.
+    regularisation: PositiveFloat = 0.3
+    #: A word must appear in this many past tasks to count (1 for tiny histories).
+    min_df: PositiveInt = 2
+    #: Most frequent words kept.
+    max_features: PositiveInt = 20000
+    #: Below this many past tasks the history median is used, untested.
+    min_history: PositiveInt = 40
+    #: Newest share of history estimated out of sample (rolling origin) to choose the weight.
+    validation_share: float = Field(default=0.5, gt=0.0, lt=1.0)
+    #: Rolling-origin blocks in that share.
+    folds: PositiveInt = 4
+    #: Grid step of the text model's weight in the mixture (0 = the history median).
+    weight_step: float = Field(default=0.1, gt=0.0, le=1.0)
+    #: Nearest past tasks cited as evidence.
+    evidence: PositiveInt = 5
     cold_start: ColdStartPriors = Field(default_factory=ColdStartPriors)
 
 
 class VelocityConfig(_Strict):
-    """Prior velocity (points per hour) used until enough history is measured."""
+    """Hours from measured durations, and the velocity prior used until there are enough."""
 
     prior_median: PositiveFloat = 0.5
     prior_sigma: PositiveFloat = 0.8
     min_samples: PositiveInt = 5
+    #: Measured durations a workspace needs before they replace the prior.
+    min_measured: PositiveInt = 5
+    #: Durations a (model, type), model or type pool needs to be used on its own.
+    min_pool: PositiveInt = 30
+    #: Kernel width on log points for P50 and P90 (chosen on the effort data's middle 20%).
+    bandwidth_p50: PositiveFloat = 0.1
+    bandwidth_p90: PositiveFloat = 0.6
 
 
 class TokenConfig(_Strict):

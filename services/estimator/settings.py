@@ -12,5 +12,6 @@ class EstimatorSettings(ServiceSettings):
 
     http_port: int = 8101
     scoring_path: Path = CONFIG_DIR / "scoring.yaml"
-    #: How long a workspace's history index is reused before it is rebuilt from Postgres.
-    history_ttl_s: float = 30.0
+    #: How often, at most, a warm workspace checks (one cheap query) whether its history
+    #: changed elsewhere; a change rebuilds its model, nothing else does.
+    history_check_interval_s: float = 1.0

@@ -71,7 +71,7 @@ class Harness:
     async def start(self, service: str, **overrides: Any) -> AsgiFastStream:
         """Start ``service`` in-process on this test's namespace; stopped after the test.
 
-        ``overrides`` are settings fields of that service (e.g. ``history_ttl_s=0``).
+        ``overrides`` are settings fields of that service (e.g. ``history_check_interval_s=0``).
         """
         app_module, settings_module, settings_cls = SERVICES[service]
         settings = getattr(importlib.import_module(settings_module), settings_cls)(

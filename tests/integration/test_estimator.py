@@ -101,7 +101,7 @@ async def test_estimates_cite_similar_tasks_from_imported_history(
     harness: Harness, workspace: str
 ) -> None:
     h = harness
-    await h.start("estimator", history_ttl_s=0)
+    await h.start("estimator", history_check_interval_s=0)
     task = TaskCreated(
         task_id=f"task-{new_id()}",
         workspace=workspace,

@@ -33,6 +33,9 @@ from tally.events.envelope import describe
 
 #: Requests in flight at once for ``--file``: enough to hide the round trip.
 CONCURRENCY = 16
+#: Seconds the first request may wait: on a cold workspace it waits for the estimator to
+#: build the workspace's model (seconds for thousands of issues, longer on a busy host).
+BUILD_WAIT_S = 300.0
 #: Columns of ``--file``: a title is required, the rest optional.
 FILE_COLUMNS = ("title",)
 FILE_OPTIONAL = ("id", "description", "priority", "labels", "task_type")
@@ -44,12 +47,12 @@ def print_estimate(est: Estimate) -> None:
     width = max((len(s.title) for s in est.subtasks), default=0)
     for s in est.subtasks:
         console.print(
-            f"  - {s.title:<{width}}  {s.story_points:>2} pts  "
+            f"  - {s.title:<{width}}  {s.story_points:>3g} pts  "
             f"{s.hours_p50:6.1f}h P50  {s.hours_p90:6.1f}h P90",
             highlight=False,
         )
     console.print(
-        f"[bold]total[/]  {est.story_points} points ({est.band}); "
+        f"[bold]total[/]  {est.story_points:g} points ({est.band}, from {est.points_source}); "
         f"{est.hours_p50:.1f}h P50 to {est.hours_p90:.1f}h P90 "
         f"(velocity: {est.velocity_source})",
         highlight=False,
@@ -90,10 +93,18 @@ def request_for(row: dict[str, str], workspace: str) -> EstimateRequest:
     )
 
 
+async def _first(client: TallyClient, request: EstimateRequest, timeout: float) -> Estimate:
+    """The first answer, waiting for a cold workspace's model to be built (with a status)."""
+    with err_console.status("estimating (a cold workspace's model is built first)"):
+        return await client.request(
+            request, Estimate, step="estimator", timeout=max(timeout, BUILD_WAIT_S)
+        )
+
+
 async def _one(request: EstimateRequest, timeout: float) -> Estimate:
     s = settings()
     async with TallyClient.connect(s.nats_url, namespace=s.namespace, source="cli") as client:
-        return await client.request(request, Estimate, step="estimator", timeout=timeout)
+        return await _first(client, request, timeout)
 
 
 async def _many(
@@ -108,7 +119,10 @@ async def _many(
             async with gate:
                 return await client.request(r, Estimate, step="estimator", timeout=timeout)
 
-        jobs = [asyncio.ensure_future(ask(r)) for r in requests]
+        # One request first: the others then find the workspace's model warm.
+        first = await _first(client, requests[0], timeout)
+        jobs = [asyncio.ensure_future(asyncio.sleep(0, first))]
+        jobs += [asyncio.ensure_future(ask(r)) for r in requests[1:]]
         columns = (
             TextColumn("estimating"),
             BarColumn(),
@@ -128,7 +142,7 @@ async def _many(
                         sys.stdout.flush()
                     else:
                         console.print(
-                            f"{task_id or '-':<12} {est.story_points:>2} pts  "
+                            f"{task_id or '-':<12} {est.story_points:>3g} pts  "
                             f"{est.hours_p50:6.1f}h P50 {est.hours_p90:6.1f}h P90  "
                             f"value {est.value_score:3.0f}  {est.title[:60]}",
                             highlight=False,

@@ -29,7 +29,7 @@ app = typer.Typer(
 
 def print_estimate(est: Estimate) -> None:
     console.print(
-        f"[bold]estimate[/]  {est.story_points} points ({est.band}), "
+        f"[bold]estimate[/]  {est.story_points:g} points ({est.band}), "
         f"{est.hours_p50:.1f}h P50 / {est.hours_p90:.1f}h P90, value {est.value_score:.0f}/100"
     )
     t = est.tokens
@@ -38,7 +38,7 @@ def print_estimate(est: Estimate) -> None:
         f"{t.cached_input_tokens:,} cached in"
     )
     for s in est.subtasks:
-        console.print(f"          - {s.title}: {s.story_points} pts, {s.hours_p50:.1f}h")
+        console.print(f"          - {s.title}: {s.story_points:g} pts, {s.hours_p50:.1f}h")
     for ev in est.evidence[:3]:
         console.print(
             f"          like {ev.task_id} ({ev.story_points:g} pts, sim {ev.similarity:.2f})"

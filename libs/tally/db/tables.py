@@ -13,6 +13,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Float,
+    Identity,
     Index,
     Integer,
     MetaData,
@@ -162,7 +163,7 @@ estimates = Table(
     Column("task_id", String(128), primary_key=True),
     Column("workspace", String(64), nullable=False, index=True),
     Column("event_id", String(128), nullable=False),
-    Column("story_points", Integer, nullable=False),
+    Column("story_points", Float, nullable=False),
     Column("band", String(16), nullable=False),
     Column("hours_p50", Float, nullable=False),
     Column("hours_p90", Float, nullable=False),
@@ -184,6 +185,9 @@ history_tasks = Table(
     Column("task_type", String(64)),
     Column("model", String(128)),
     Column("completed_at", DateTime(timezone=True)),
+    # Import order: history without dates keeps the order of its file.
+    Column("position", BigInteger, Identity(), nullable=False),
+    Index("ix_history_tasks_workspace_position", "workspace", "position"),
     comment="writer: estimator (imported history of completed tasks)",
 )
 

@@ -86,7 +86,7 @@ class SubtaskEstimate(Model):
     """Points and hours of one subtask."""
 
     title: str
-    story_points: int
+    story_points: float = Field(ge=0)
     hours_p50: float
     hours_p90: float
 
@@ -99,7 +99,9 @@ class Estimate(Model):
     priority: Priority
     labels: tuple[str, ...] = ()
     task_type: str
-    story_points: int = Field(ge=1)
+    #: On the workspace's own scale (the point values its history uses; Fibonacci 1-21
+    #: without history).
+    story_points: float = Field(ge=0)
     band: Band
     hours_p50: float = Field(ge=0)
     hours_p90: float = Field(ge=0)
@@ -107,7 +109,11 @@ class Estimate(Model):
     value_score: float = Field(ge=0, le=100)
     subtasks: tuple[SubtaskEstimate, ...] = ()
     evidence: tuple[Evidence, ...] = ()
+    #: Hours from ``measured`` durations or the velocity ``prior``.
     velocity_source: str = "prior"
+    #: Points from the workspace's text ``model``, its history ``median`` (its text did not
+    #: beat the median inside its history), or cold-start ``prior``.
+    points_source: str = "prior"
     #: Filled on estimate-only answers: the model the assigner would pick.
     recommended_model: str | None = None
 

@@ -79,3 +79,23 @@ def test_estimate_file_rows_validate_priority(tmp_path: Path) -> None:
         parse_rows(rows, lambda r: request_for(r, "ws"))
     first = request_for(rows[0], "ws")
     assert first.labels == ("backend", "auth") and first.priority == "P1"
+
+
+async def test_the_first_estimate_waits_for_a_cold_workspace_build() -> None:
+    """The defect: a first ``estimate --file`` on a big cold workspace hit the 10 s timeout."""
+    from typing import Any
+
+    from tally.cli import estimate as cli
+    from tally.events import EstimateRequest
+
+    class Recorder:
+        timeouts: list[float] = []
+
+        async def request(self, *args: Any, timeout: float, **kwargs: Any) -> str:
+            self.timeouts.append(timeout)
+            return "answer"
+
+    client = Recorder()
+    request = EstimateRequest(workspace="acme", source="cli", title="Fix login")
+    assert await cli._first(client, request, 10.0) == "answer"  # type: ignore[arg-type]
+    assert client.timeouts == [cli.BUILD_WAIT_S] and cli.BUILD_WAIT_S >= 60

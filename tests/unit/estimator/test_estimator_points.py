@@ -1,44 +1,44 @@
-"""Story points from history: nearest tasks, shrinkage to the history, cold start."""
+"""Story points: bands, cold start, the workspace's own scale, subtasks."""
 
 import pytest
 
 from services.estimator.points import (
     FIBONACCI,
     HistoricalTask,
-    HistoryIndex,
     PointsQuery,
     band,
     estimate_points,
     estimate_task_points,
     to_fibonacci,
 )
+from services.estimator.points_model import PointsModel
+from services.estimator.scoring import PointsConfig
+
+CONFIG = PointsConfig()
 
 
-def _history() -> list[HistoricalTask]:
+def _history(
+    points: tuple[float, float, float] = (13, 1, 3), copies: int = 60
+) -> list[HistoricalTask]:
+    big, small, mid = points
     tasks = []
-    for i in range(8):
+    for i in range(copies):
         tasks.append(
             HistoricalTask(
                 f"DB-{i}",
                 f"Migrate billing database schema part {i}",
                 "Move tables to the new postgres cluster with zero downtime",
-                13,
+                big,
             )
         )
         tasks.append(
             HistoricalTask(
-                f"DOC-{i}",
-                f"Fix typo in README section {i}",
-                "Spelling mistake in the documentation",
-                1,
+                f"DOC-{i}", f"Fix typo in README section {i}", "Spelling mistake in docs", small
             )
         )
         tasks.append(
             HistoricalTask(
-                f"UI-{i}",
-                f"Add button to settings page {i}",
-                "A new toggle on the settings screen",
-                3,
+                f"UI-{i}", f"Add button to settings page {i}", "A new toggle on the screen", mid
             )
         )
     return tasks
@@ -54,46 +54,13 @@ def test_bands_follow_the_fibonacci_thresholds(points: int, expected: str) -> No
 
 def test_fibonacci_rounding_is_in_log_space_and_clamped() -> None:
     assert to_fibonacci(0) == 1
-    assert to_fibonacci(0.5) == 1
     assert to_fibonacci(4) == 5  # log-nearest: 4 is closer to 5 than to 3 by ratio
     assert to_fibonacci(100) == 21
     assert all(to_fibonacci(f) == f for f in FIBONACCI)
 
 
-def test_similar_past_tasks_drive_the_estimate_and_are_cited() -> None:
-    index = HistoryIndex(_history())
-    big = estimate_points(
-        PointsQuery("Migrate the orders database schema", "to the new postgres cluster"), index
-    )
-    small = estimate_points(PointsQuery("Fix typo in the README", "spelling"), index)
-    assert big.points == 13 and big.band == "complex"
-    assert small.points == 1 and small.band == "simple"
-    assert big.source == "history"
-    assert big.evidence and all(n.task_id.startswith("DB-") for n in big.evidence[:3])
-    assert big.evidence[0].similarity >= big.evidence[-1].similarity > 0
-    assert 0 < big.confidence < 1
-
-
-def test_unfamiliar_text_falls_back_to_the_history_median_with_low_confidence() -> None:
-    index = HistoryIndex(_history())
-    estimate = estimate_points(PointsQuery("Quantum flux capacitor", "zzz qqq"), index)
-    assert estimate.points == 3  # the median of 1, 3 and 13 in equal numbers
-    assert estimate.evidence == ()
-    assert estimate.confidence == 0
-
-
-def test_nearest_returns_most_similar_first() -> None:
-    index = HistoryIndex(_history())
-    nearest = index.nearest("settings page button", k=4)
-    assert len(nearest) == 4
-    assert all(n.task_id.startswith("UI-") for n in nearest)
-    sims = [n.similarity for n in nearest]
-    assert sims == sorted(sims, reverse=True)
-
-
 def test_cold_start_uses_feature_priors() -> None:
-    empty = HistoryIndex([])
-    typo = estimate_points(PointsQuery("Fix typo in docs", task_type="docs"), empty)
+    typo = estimate_points(PointsQuery("Fix typo in docs", task_type="docs"), None)
     migration = estimate_points(
         PointsQuery(
             "Migrate and refactor the payment service",
@@ -101,7 +68,7 @@ def test_cold_start_uses_feature_priors() -> None:
             "Files:\n- pay/ledger.py\n- pay/adapters.py\n- pay/router.py",
             task_type="feature",
         ),
-        empty,
+        None,
     )
     assert typo.source == migration.source == "prior"
     assert typo.points == 1
@@ -109,21 +76,30 @@ def test_cold_start_uses_feature_priors() -> None:
     assert typo.evidence == ()
 
 
-def test_subtasks_share_the_total() -> None:
-    index = HistoryIndex(_history())
+def test_points_are_on_the_workspaces_own_scale() -> None:
+    """A workspace estimating in 0.5, 4 and 40 gets those values, not Fibonacci ones."""
+    model = PointsModel(_history((40, 0.5, 4)), CONFIG)
+    big = estimate_points(PointsQuery("Migrate billing database schema"), model)
+    small = estimate_points(PointsQuery("Fix typo in README"), model)
+    assert (big.points, small.points) == (40, 0.5)
+    assert set(model.values) == {0.5, 4, 40}
+    assert model.to_scale(30) == 40 and model.to_scale(0.7) == 0.5
+
+
+def test_subtasks_share_the_total_on_the_scale() -> None:
+    model = PointsModel(_history(), CONFIG)
     result = estimate_task_points(
         PointsQuery("Settings work", "- add button to settings page\n- migrate database schema"),
-        index,
+        model,
     )
     parts = {p.subtask.title: p for p in result.subtasks}
     assert len(parts) == 2
-    assert parts["migrate database schema"].raw > parts["add button to settings page"].raw
-    assert sum(p.raw for p in result.subtasks) == pytest.approx(result.total.raw)
-    assert all(p.points in FIBONACCI for p in result.subtasks)
+    assert parts["migrate database schema"].points >= parts["add button to settings page"].points
+    assert all(p.points in model.values for p in result.subtasks)
 
 
 def test_single_subtask_gets_the_whole_estimate() -> None:
-    index = HistoryIndex(_history())
-    result = estimate_task_points(PointsQuery("Fix typo in README"), index)
+    model = PointsModel(_history(), CONFIG)
+    result = estimate_task_points(PointsQuery("Fix typo in README"), model)
     assert len(result.subtasks) == 1
     assert result.subtasks[0].points == result.total.points

@@ -1,14 +1,18 @@
-"""A workspace's points model is chosen on its newest tasks; calibration changes estimates."""
+"""A workspace's points model earns its place inside history; hours come from measured time."""
 
 from __future__ import annotations
 
 import random
 
+import pytest
+
 from services.estimator.estimator import estimate
+from services.estimator.hours import Duration
 from services.estimator.points import HistoricalTask
+from services.estimator.points_model import PointsModel
 from services.estimator.scoring import ScoringConfig
 from services.estimator.tokens import TokenCalibration
-from services.estimator.workspace import select_points_config, workspace_points
+from services.estimator.workspace import build_workspace
 from tally.events import TaskSpec
 
 CONFIG = ScoringConfig()
@@ -41,58 +45,86 @@ def noise(n: int) -> list[HistoricalTask]:
     ]
 
 
-def test_text_that_predicts_points_selects_the_neighbour_model() -> None:
-    sel = select_points_config(predictable(200), CONFIG.points)
-    assert sel.model == "neighbours" and sel.validation_tasks == 50
-    assert sel.neighbours_mae is not None and sel.median_mae is not None
-    assert sel.neighbours_mae < sel.median_mae
+def test_text_that_predicts_points_earns_the_model_a_share() -> None:
+    fit = PointsModel(predictable(200), CONFIG.points).fit
+    assert fit.beats_median and fit.validation_tasks == 100
+    assert fit.model_mae is not None and fit.median_mae is not None
+    assert fit.model_mae < fit.median_mae
 
 
-def test_text_that_predicts_nothing_falls_back_to_the_history_median() -> None:
-    history = noise(200)
-    sel = select_points_config(history, CONFIG.points)
-    assert sel.model == "median"
-    points = workspace_points(history, CONFIG.points)
-    answers = {
-        estimate(TaskSpec(title=f"word{i} word{i + 1}"), points, CONFIG).story_points
-        for i in range(0, 300, 37)
-    }
-    assert answers == {3}  # the history median, whatever the text
-
-
-def test_the_check_uses_the_shipped_weights_and_never_the_future() -> None:
-    history = predictable(200)
-    sel = select_points_config(history, CONFIG.points)
-    assert sel.config == CONFIG.points  # nothing tuned per workspace
-    # Held-out tasks that reverse what the text says make the check fail: the median wins.
-    flipped = [
-        HistoricalTask(t.task_id, t.title, t.description, 14 - t.story_points)
-        for t in history[150:]
-    ]
-    assert select_points_config(history[:150] + flipped, CONFIG.points).model == "median"
-
-
-def test_a_small_history_keeps_the_shipped_weights() -> None:
-    sel = select_points_config(predictable(40), CONFIG.points)
-    assert (sel.model, sel.config) == ("shipped", CONFIG.points)
-
-
-def test_the_workspace_model_drives_the_estimate_and_cites_evidence() -> None:
-    points = workspace_points(predictable(200), CONFIG.points)
-    big = estimate(TaskSpec(title="Migrate schema for billing"), points, CONFIG)
-    small = estimate(TaskSpec(title="Fix typo in footer"), points, CONFIG)
-    assert big.story_points == 13 and small.story_points == 1
+def test_estimates_vary_with_the_text_not_one_constant() -> None:
+    """The defect: most workspaces got their history median for every task."""
+    ws = build_workspace(predictable(200), (), CONFIG)
+    big = estimate(TaskSpec(title="Migrate schema for billing"), ws, CONFIG)
+    small = estimate(TaskSpec(title="Fix typo in footer"), ws, CONFIG)
+    assert (big.story_points, small.story_points) == (13, 1)
+    assert big.points_source == "model"
     assert big.evidence and all(e.story_points == 13 for e in big.evidence)
 
 
-def test_measured_velocity_and_token_calibration_change_the_estimate() -> None:
-    points = workspace_points([], CONFIG.points)
+def test_text_that_predicts_nothing_uses_the_history_median_and_says_so() -> None:
+    history = noise(200)
+    ws = build_workspace(history, (), CONFIG)
+    assert ws.points is not None and not ws.points.fit.beats_median
+    est = estimate(TaskSpec(title="word1 word2 word3"), ws, CONFIG)
+    assert est.points_source == "median"
+    assert est.story_points == ws.points.median == 3
+
+
+def test_the_weight_is_chosen_inside_history_never_on_future_tasks() -> None:
+    """Appending tasks changes the choice only through the history it is given."""
+    history = predictable(200)
+    fit = PointsModel(history, CONFIG.points).fit
+    assert PointsModel(history, CONFIG.points).fit == fit  # deterministic
+    assert PointsModel(history + noise(5), CONFIG.points).fit.validation_tasks == 102
+
+
+def test_a_small_history_uses_its_median_untested() -> None:
+    fit = PointsModel(predictable(10), CONFIG.points).fit
+    assert (fit.weight, fit.validation_tasks) == (0.0, 0)
+
+
+def test_imported_actual_hours_drive_the_hours() -> None:
+    """The defect: imported hours were ignored and every estimate used the prior."""
+    history = [
+        HistoricalTask(f"t{i}", f"Fix typo {i}", "spelling", 1, actual_hours=h)
+        for i, h in enumerate([3.0, 4.0, 5.0] * 10)
+    ]
+    ws = build_workspace(history, (), CONFIG)
+    est = estimate(TaskSpec(title="Fix typo in footer"), ws, CONFIG)
+    assert est.velocity_source == "measured"
+    assert 3.0 <= est.hours_p50 <= 5.0 and est.hours_p90 <= 5.0 + 1e-9
+    thin = build_workspace(history[:4], (), CONFIG)
+    cold = estimate(TaskSpec(title="Fix typo in footer"), thin, CONFIG)
+    assert cold.velocity_source == "prior"
+
+
+def test_runs_and_imports_are_one_sample_set_each_task_counted_once() -> None:
+    history = [
+        HistoricalTask(f"t{i}", f"Fix typo {i}", "spelling", 1, actual_hours=2.0) for i in range(20)
+    ]
+    runs = [Duration(1, 2.0, "opus", None, task_id=f"t{i}") for i in range(20)]  # the same tasks
+    runs += [Duration(1, 2.0, "opus", None, task_id=f"r{i}") for i in range(5)]
+    assert build_workspace(history, runs, CONFIG).hours.samples == 25
+
+
+def test_token_calibration_changes_the_estimate() -> None:
     spec = TaskSpec(title="Add OAuth login", task_type="feature")
-    before = estimate(spec, points, CONFIG)
-    slow = {(None, None): [0.1, 0.12, 0.09, 0.11, 0.1, 0.1]}
-    after = estimate(
-        spec, points, CONFIG, velocity=slow, tokens=TokenCalibration(factors={"feature": 2.0})
-    )
-    assert (before.velocity_source, after.velocity_source) == ("prior", "measured")
-    assert after.hours_p50 > 4 * before.hours_p50
+    before = estimate(spec, None, CONFIG)
+    after = estimate(spec, None, CONFIG, tokens=TokenCalibration(factors={"feature": 2.0}))
     assert after.tokens.output_tokens == 2 * before.tokens.output_tokens
+
+
+@pytest.mark.parametrize("dated", [True, False])
+def test_history_order_decides_the_model_not_ids(dated: bool) -> None:
+    """The same rows in the same order give the same estimates, whatever their ids sort as."""
+    history = predictable(120)
+    renamed = [
+        HistoricalTask(f"XD-{999 + i}" if dated else f"XD-{i}", t.title, t.description, p)
+        for i, t in enumerate(history)
+        for p in (t.story_points,)
+    ]
+    a = build_workspace(history, (), CONFIG)
+    b = build_workspace(renamed, (), CONFIG)
+    assert a.points is not None and b.points is not None
+    assert a.points.fit == b.points.fit
