@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -85,30 +87,40 @@ def fuzz_all(spec: dict[str, Any], base_url: str) -> tuple[int, list[str]]:
     return tried, failures
 
 
+@asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[str]:
+    """``app`` served on a free loopback port for the block; yields its base URL."""
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="error")
+    )
+    task = asyncio.create_task(server.serve())
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=base_url) as http:
+            deadline = asyncio.get_running_loop().time() + 15
+            while True:
+                try:
+                    await http.get("/openapi.json")
+                    break
+                except httpx.TransportError:
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise
+                    await asyncio.sleep(0.05)
+        yield base_url
+    finally:
+        server.should_exit = True
+        await task
+
+
 async def test_every_endpoint_keeps_its_contract(harness: Harness) -> None:
     for service in ("quota", "estimator", "assigner", "tracker", "learner"):
         await harness.start(service)
     reporter = await harness.start("reporter", api_max_wait_s=1.0)
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(reporter, host="127.0.0.1", port=port, lifespan="off", log_level="error")
-    )
-    serving = asyncio.create_task(server.serve())
-    base_url = f"http://127.0.0.1:{port}"
-    try:
+    async with serving(reporter) as base_url:
         async with httpx.AsyncClient(base_url=base_url) as http:
-
-            async def up() -> httpx.Response | None:
-                try:
-                    return await http.get("/openapi.json")
-                except httpx.TransportError:
-                    return None
-
-            spec = (await harness.eventually(up, what="the reporter's port")).json()
+            spec = (await http.get("/openapi.json")).json()
         # Schemathesis calls are blocking: they run in a thread while this loop serves them.
         tried, failures = await asyncio.to_thread(fuzz_all, spec, base_url)
-    finally:
-        server.should_exit = True
-        await serving
     assert tried == sum(len(methods) for methods in spec["paths"].values()) - len(SKIP)
     assert not failures, f"{len(failures)} contract failures:\n" + "\n".join(failures[:10])
