@@ -20,9 +20,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, computed_field, model_validator
 
 from services.reporter.errors import BUS_ERRORS, ApiError, not_found
-from services.reporter.money import Micros, UsdText, micros, usd_string
 from services.reporter.params import Id, Params, Workspace
-from services.reporter.taskview import Assignment, Deferral, TaskRepo, task_url
+from services.reporter.taskview import TaskRepo, task_url
 from tally.client import TallyClient
 from tally.commands import create_task, status_changed, task_created
 from tally.errors import PermanentError, StepTimeout, TransientError
@@ -30,6 +29,8 @@ from tally.events import Estimate, EstimateRequest, TaskSpec, UsageReply, UsageR
 from tally.events.assign import FreezeReply, FreezeRequest
 from tally.events.learning import LearnerReport, LearnerReportRequest
 from tally.events.tasks import TaskStatus
+from tally.moneyview import Micros, UsdText, micros, usd_string
+from tally.views import Assignment, Deferral
 
 #: Opens a client on the reporter's own NATS connection.
 ClientFactory = Callable[[], TallyClient]

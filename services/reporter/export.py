@@ -30,9 +30,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.responses import Response
 
 from services.reporter.errors import bad_parameter
-from services.reporter.money import with_money
 from services.reporter.params import Params, parse_since
 from tally.db.tables import runs, task_status_events, tasks, token_usage
+from tally.moneyview import with_money
 
 DEFAULT_LIMIT = 500
 MAX_LIMIT = 5000

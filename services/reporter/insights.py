@@ -15,7 +15,6 @@ from pydantic import BaseModel, computed_field
 from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.reporter.money import Micros, UsdText, micros, usd_string
 from services.reporter.params import Params, Since, Workspace, window_start
 from tally.db.tables import (
     assigner_tasks,
@@ -26,6 +25,7 @@ from tally.db.tables import (
     tasks,
     token_usage,
 )
+from tally.moneyview import Micros, UsdText, micros, usd_string
 
 
 class Spread(BaseModel):

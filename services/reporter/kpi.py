@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field, computed_field
 
-from services.reporter.money import Micros, UsdText, usd_string
 from tally.money import micros_to_usd, usd_text, usd_to_micros
+from tally.moneyview import Micros, UsdText, usd_string
 
 UNPHASED = "(no phase)"  #: bucket for worker calls made outside any open phase
 

@@ -10,10 +10,10 @@ from pydantic import BaseModel, computed_field
 
 from services.reporter.compare import RunReportBody, run_report
 from services.reporter.errors import not_found
-from services.reporter.money import Micros, UsdText, usd_string, with_money
 from services.reporter.orphans import RunState, run_state
 from services.reporter.params import Params, Since, Workspace, window_start
 from services.reporter.repo import TOKEN_GROUPS, ReportRepo
+from tally.moneyview import Micros, UsdText, usd_string, with_money
 
 RunId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
 TokenGroup = Literal["model", "command", "agent", "task", "provider"]

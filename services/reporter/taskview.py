@@ -13,12 +13,11 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Path
-from pydantic import BaseModel, computed_field
+from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.reporter.errors import not_found
-from services.reporter.money import Micros, UsdText, micros, usd_string
 from tally.db.tables import (
     assigner_tasks,
     assignments,
@@ -27,66 +26,13 @@ from tally.db.tables import (
     task_status_events,
     tasks,
 )
-from tally.events import Estimate, TaskAssigned, TaskDeferred
+from tally.events import Estimate, TaskAssigned
+from tally.views import Assignment
 
 
 def task_url(task_id: str) -> str:
     """Where a task is read (ids are percent-encoded: they may hold any character)."""
     return f"/tasks/{quote(task_id, safe='')}"
-
-
-class Assignment(BaseModel):
-    """A model chosen for the task, and the quota reserved for it."""
-
-    assignment_id: str
-    model: str
-    provider: str
-    subscription: str
-    strategy: str
-    reason: str
-    runner_up: str | None
-    attempt: int
-    arm: str | None
-    reservation_id: str
-    reserved_tokens: int
-    reserved_micros: Micros
-    expires_at: datetime
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def reserved_usd(self) -> UsdText:
-        return usd_string(self.reserved_micros)
-
-    @classmethod
-    def of_event(cls, a: TaskAssigned) -> Assignment:
-        r = a.reservation
-        return cls(
-            assignment_id=a.assignment_id,
-            model=a.model,
-            provider=a.provider,
-            subscription=a.subscription,
-            strategy=a.strategy,
-            reason=a.reason,
-            runner_up=a.runner_up,
-            attempt=a.attempt,
-            arm=a.arm,
-            reservation_id=r.reservation_id,
-            reserved_tokens=r.tokens,
-            reserved_micros=micros(r.cost_usd),
-            expires_at=r.expires_at,
-        )
-
-
-class Deferral(BaseModel):
-    """No model fitted within quota: the assigner tries again after ``retry_after``."""
-
-    reason: str
-    retry_after: datetime | None
-    attempt: int
-
-    @classmethod
-    def of_event(cls, d: TaskDeferred) -> Deferral:
-        return cls(reason=d.reason, retry_after=d.retry_after, attempt=d.attempt)
 
 
 class AssignerState(BaseModel):

@@ -153,8 +153,10 @@ async def test_task_to_report(running: Tally) -> None:
     assert estimate["story_points"] in (1, 2, 3, 5, 8, 13, 21)
     assert 0 < estimate["hours_p50"] <= estimate["hours_p90"]
     assert len(estimate["subtasks"]) == 3
-    reservation = assignment["reservation"]
-    assert assignment["model"] and reservation["tokens"] > 0
+    # The same shape as the reporter's API: money exact in micro-dollars, and a display text.
+    assert assignment["model"] and assignment["reserved_tokens"] > 0
+    assert isinstance(assignment["reserved_micros"], int) and "reserved_usd" in assignment
+    reservation_id = assignment["reservation_id"]
 
     # 2. The agent runs it through the SDK, reporting a real Anthropic usage payload.
     async with (
@@ -163,7 +165,7 @@ async def test_task_to_report(running: Tally) -> None:
             created["task_id"],
             model=assignment["model"],
             provider=assignment["provider"],
-            reservation_id=reservation["reservation_id"],
+            reservation_id=reservation_id,
         ) as run,
     ):
         async with run.phase("implement"), run.subtask("callback endpoint") as sub:
@@ -207,7 +209,7 @@ async def test_task_to_report(running: Tally) -> None:
     settled = await eventually(
         lambda: running.scalar(
             select(quota_ledger.c.tokens).where(
-                quota_ledger.c.reservation_id == reservation["reservation_id"],
+                quota_ledger.c.reservation_id == reservation_id,
                 quota_ledger.c.op == "settle",
             )
         ),

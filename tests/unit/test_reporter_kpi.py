@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.reporter.kpi import compare, compute_kpi
-from services.reporter.money import micros
+from tally.moneyview import micros
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from services.reporter.money import micros, usd_string, with_money
+from tally.moneyview import micros, usd_string, with_money
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ from tally.events import (
 )
 from tally.events.envelope import describe
 from tally.events.tasks import TaskStatus
+from tally.views import Assignment, Deferral
 
 app = typer.Typer(
     help="Create tasks and follow them through estimation and assignment.", no_args_is_help=True
@@ -92,8 +93,11 @@ async def _create(event: TaskCreated, as_json: bool, timeout: float) -> dict[str
                     "published and will be handled when it runs"
                 )
                 return result
-            key = "assignment" if isinstance(answer, TaskAssigned) else "deferred"
-            result[key] = answer.model_dump(mode="json")
+            # The reporter's API shows these the same way (tally.views).
+            if isinstance(answer, TaskAssigned):
+                result["assignment"] = Assignment.of_event(answer).model_dump(mode="json")
+            else:
+                result["deferred"] = Deferral.of_event(answer).model_dump(mode="json")
             if not as_json:
                 print_assignment(answer)
     return result
