@@ -93,6 +93,31 @@ async def test_a_transient_failure_is_retried_until_it_succeeds(
     assert letters == []
 
 
+async def test_a_database_outage_longer_than_the_retries_dead_letters_nothing(
+    harness: Harness, workspace: str
+) -> None:
+    """Postgres down for more deliveries than ``max_deliver`` (seen in the drill: 30 s down
+    dead-lettered valid run events): the outage is not the message's fault, so it is
+    redelivered until the server is back, then handled once."""
+    h = harness
+    tries: list[str] = []
+    letters: Letters = []
+
+    async def handler(e: TaskCreated) -> None:
+        tries.append(e.task_id)
+        if len(tries) <= 5:
+            raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+
+    c = consumer(h, handler, letters, max_deliver=3)
+    c.unavailable_backoff_s = (0.05, 0.2)
+    event = task(workspace)
+    await h.client.publish(event)
+    async with running(h, c):
+        await h.eventually(lambda: settled(h, c), what="the message handled after the outage")
+    assert tries == [event.task_id] * 6
+    assert letters == []
+
+
 async def test_a_message_out_of_deliveries_is_dead_lettered_with_its_reason(
     harness: Harness, workspace: str
 ) -> None:
