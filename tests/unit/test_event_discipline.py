@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
+import redis
 from sqlalchemy.exc import DBAPIError
 
 from services.reporter.orphans import run_state
@@ -67,6 +68,9 @@ def test_a_server_that_cannot_be_reached_is_unavailable_and_bad_data_is_not() ->
     assert is_unavailable(ConnectionRefusedError(111, "Connect call failed"))
     assert is_unavailable(DBAPIError("COPY", {}, starting))
     assert is_unavailable(DBAPIError("COPY", {}, gone))
+    assert is_unavailable(redis.exceptions.ConnectionError("Error 111 connecting"))
+    assert is_unavailable(redis.exceptions.TimeoutError("Timeout reading from socket"))
+    assert not is_unavailable(redis.exceptions.ResponseError("WRONGTYPE"))
     refused = asyncpg.exceptions.UntranslatableCharacterError("unsupported Unicode escape")
     assert not is_unavailable(DBAPIError("INSERT …", {}, refused))
     assert not is_unavailable(ValueError("x")) and not is_unavailable(ValidationFailed("x"))
