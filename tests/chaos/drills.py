@@ -220,7 +220,7 @@ async def redis_flush_drill(
             async with d.client() as client:
                 pub = workload.Publisher(client)
                 await pub.publish(planned)
-                live = workload.plan(5, 3, workspace="drill-d", seed=4)
+                live = workload.plan(5, 10, workspace="drill-d", seed=4)
                 for run in live:  # reserved, never finished: live reservations
                     await pub.reserve(run)
                 await _settle(d, planned, 120)
@@ -259,6 +259,40 @@ async def redis_flush_drill(
                 notes,
                 time.monotonic() - started,
             )
+    finally:
+        server.stop()
+
+
+async def redis_outage_drill(
+    base: TallySettings,
+    workdir: Path,
+    *,
+    runs: int = 40,
+    per_run: int = 50,
+    at: float = 0.3,
+    down_s: float = 30.0,
+    rate: float = 300.0,
+) -> Row:
+    """(d') A private Redis (append-only file: it keeps its data) stopped for ``down_s``
+    while runs are reserved and settled, then started again."""
+    started = time.monotonic()
+    server = PrivateRedis(workdir, durable=True)
+    await server.start()
+    try:
+        async with deploy(base, workdir, redis_url=server.url) as d:
+            planned = workload.plan(runs, per_run, workspace="drill-d2")
+            notes: list[str] = []
+            async with d.client() as client:
+                pub = workload.Publisher(client, rate=rate)
+                publishing = asyncio.create_task(pub.publish(planned))
+                await pub.reached(at * runs * per_run)
+                server.stop()
+                notes.append(f"Redis stopped after {pub.events:,} events for {down_s:.0f} s")
+                await asyncio.sleep(down_s)
+                await server.start()
+                await publishing
+            await _settle(d, planned, 180)
+            return await _runs_row(f"(d) Redis down {down_s:.0f} s", d, planned, started, notes)
     finally:
         server.stop()
 
@@ -349,7 +383,7 @@ DRILLS: dict[str, list[tuple[Callable[..., Awaitable[Row]], dict[str, Any]]]] = 
         (postgres_restart_drill, {}),
         (postgres_restart_drill, {"runs": 40, "per_run": 50, "down_s": 30.0}),
     ],
-    "d": [(redis_flush_drill, {})],
+    "d": [(redis_flush_drill, {}), (redis_outage_drill, {})],
     "e": [(fuzz_drill, {})],
 }
 

@@ -264,9 +264,11 @@ class PrivatePostgres:
 
 
 class PrivateRedis:
-    """A redis-server on a spare port that never saves to disk."""
+    """A redis-server on a spare port; with ``durable`` it keeps an append-only file (so a
+    restart keeps its data), else it never saves to disk."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, durable: bool = False) -> None:
+        self.durable = durable
         self.port = free_port()
         self.dir = workdir / "redis"
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -288,7 +290,7 @@ class PrivateRedis:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.durable else "no",
                 "--dir",
                 str(self.dir),
             ],
