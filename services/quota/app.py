@@ -43,6 +43,7 @@ def create_app(
     handlers.register_admin(
         kit.bus, store, ledger, subscriptions.names, settings.rebuild_default_ttl_s
     )
+
     async def sweep_forever() -> None:
         while True:
             try:
