@@ -118,11 +118,15 @@ async def test_a_server_outage_longer_than_the_retries_dead_letters_nothing(
             raise outage
 
     c = consumer(h, handler, letters, max_deliver=3)
-    c.unavailable_backoff_s = (0.05, 0.2)
+    c.unavailable_backoff_s = (0.1, 0.5)
+    # On a loaded machine a redelivered message is now and then held until ack_wait.
+    c.ack_wait_s = 5.0
     event = task(workspace)
     await h.client.publish(event)
     async with running(h, c):
-        await h.eventually(lambda: settled(h, c), what="the message handled after the outage")
+        await h.eventually(
+            lambda: settled(h, c), what="the message handled after the outage", timeout=40
+        )
     assert tries == [event.task_id] * 6
     assert letters == []
 

@@ -228,13 +228,15 @@ async def test_a_batch_outlives_a_database_outage_longer_than_its_retries(
 
     consumer = own_consumer(h, handler)
     consumer.dead_letter = dead_letter
-    consumer.unavailable_backoff_s = (0.05, 0.2)
+    consumer.unavailable_backoff_s = (0.1, 0.5)
+    # On a loaded machine a redelivered message is now and then held until ack_wait.
+    consumer.ack_wait_s = 5.0
     for e in events:
         await h.client.publish(e)
     await consumer.start(h.client.nc)
     try:
         await h.eventually(
-            lambda: _acked(h, consumer), what="every message acknowledged", timeout=20
+            lambda: _acked(h, consumer), what="every message acknowledged", timeout=40
         )
     finally:
         await consumer.stop()
