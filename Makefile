@@ -6,7 +6,7 @@ PY := $(UV) run
 # (Docker if an engine answers, else the PyPI wheel servers) and exports its URL.
 ENSURE := eval "$$($(PY) python -m tally.devservers ensure)"
 
-.PHONY: help setup run up down test test-unit lint format typecheck bench bench-tracker bench-quota bench-assign bench-estimate bench-route clean
+.PHONY: help setup run up down test test-unit lint format typecheck bench bench-tracker bench-quota bench-assign bench-estimate bench-route chaos clean
 
 help: ## Show the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ bench-estimate: setup ## Points and hours against history baselines (public data
 
 bench-route: setup ## Learned routing vs best single model, cheapest, oracle (DATA=x.csv MODELS=x.yaml)
 	$(ENSURE) && $(PY) python benchmarks/route.py $(if $(DATA),--data $(DATA)) $(if $(MODELS),--models $(MODELS))
+
+chaos: setup ## Fault drills: kill -9, NATS/Postgres/Redis faults, fuzzing; prints the table (~10 min; DRILLS="a e")
+	$(ENSURE) && $(PY) python -m tests.chaos $(DRILLS)
 
 clean: ## Remove caches and local server data
 	rm -rf .pytest_cache .ruff_cache .mypy_cache .tally

@@ -11,7 +11,9 @@ again, so one slow handler holds back the rest.
 - :class:`EventConsumer` keeps up to ``concurrency`` handler calls running and pulls more
   as each one finishes. A handler that raises has its message redelivered with a growing
   delay (``TransientError.delay_s`` times the delivery count) until its last delivery,
-  which is dead-lettered; a permanent error is dead-lettered at once.
+  which is dead-lettered; a permanent error is dead-lettered at once. A server out of
+  reach (Postgres restarting, a refused connection) is not the message's fault: it is
+  redelivered with a growing delay until the server is back, never dead-lettered.
 - :class:`BatchConsumer` hands the handler a list (one multi-row insert per batch beats one
   insert per message: the tracker). While one batch is being written and acknowledged,
   the next one is fetched and validated, which is what keeps the tracker near the speed
@@ -37,7 +39,7 @@ from nats.js.api import DEFAULT_PREFIX, AckPolicy, ConsumerConfig
 from nats.js.errors import NotFoundError
 
 from tally import metrics
-from tally.errors import Deferred, TransientError, ValidationFailed, is_permanent
+from tally.errors import Deferred, TransientError, ValidationFailed, is_permanent, is_unavailable
 from tally.events import Event
 
 log = structlog.get_logger(__name__)
@@ -165,6 +167,9 @@ class _PullConsumer(ABC):
     eager = False
     #: Back-off before a crashed loop starts again: doubles from the first to the last.
     RESTART_BACKOFF_S = (0.2, 10.0)
+    #: Redelivery delay of a message that failed because a server could not be reached:
+    #: the first delivery's, growing with each delivery up to the last value.
+    unavailable_backoff_s = (1.0, 30.0)
 
     def __init__(
         self,
@@ -277,6 +282,10 @@ class _PullConsumer(ABC):
 
     _progress = 0.0
 
+    def _unavailable_delay(self, n: int) -> float:
+        first, longest = self.unavailable_backoff_s
+        return min(longest, first * n)
+
     def _made_progress(self) -> None:
         self._progress = time.monotonic()
         self.error = None
@@ -369,6 +378,11 @@ class EventConsumer(_PullConsumer, Generic[E]):
                 metrics.EVENTS_DEFERRED.labels(self.service, base).inc()
                 await msg.nak(delay=exc.delay_s)
                 return
+        elif is_unavailable(exc):
+            metrics.HANDLER_RETRIES.labels(self.service, base).inc()
+            log.warning("server_unavailable", subject=base, error=repr(exc), deliveries=n)
+            await msg.nak(delay=self._unavailable_delay(n))
+            return
         elif not is_permanent(exc) and n < self.max_deliver:
             delay = exc.delay_s if isinstance(exc, TransientError) else 1.0
             metrics.HANDLER_RETRIES.labels(self.service, base).inc()
@@ -489,7 +503,8 @@ class BatchConsumer(_PullConsumer, Generic[E]):
         try:
             await self.handler(events)
         except Exception as exc:
-            if len(events) == 1:
+            # A server out of reach fails every event alike: no use trying them one by one.
+            if len(events) == 1 or is_unavailable(exc):
                 await self._retry(base, good, exc)
                 return
             log.warning("batch_split", subject=base, error=repr(exc)[:500], size=len(events))
@@ -505,13 +520,17 @@ class BatchConsumer(_PullConsumer, Generic[E]):
         """Redeliver a failed batch with a delay; dead-letter messages out of deliveries,
         and at once if the failure is permanent."""
         permanent = is_permanent(exc)
+        # Not the messages' fault: redelivered until the server is back, never dead-lettered.
+        unavailable = not permanent and is_unavailable(exc)
         if not permanent:
             metrics.HANDLER_RETRIES.labels(self.service, base).inc()
             log.warning("batch_retry", subject=base, error=repr(exc)[:500], size=len(msgs))
         delay = exc.delay_s if isinstance(exc, TransientError) else 1.0
         for msg in msgs:
             n = deliveries(msg)
-            if permanent or n >= self.max_deliver:
+            if unavailable:
+                await msg.nak(delay=self._unavailable_delay(n))
+            elif permanent or n >= self.max_deliver:
                 await _dead_letter_or_keep(self, base, msg, exc, n)
             else:
                 await msg.nak(delay=delay * n)

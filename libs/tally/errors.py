@@ -8,6 +8,8 @@ references): the message is dead-lettered with the reason and acknowledged.
 
 from __future__ import annotations
 
+import redis.exceptions
+
 
 class TallyError(Exception):
     """Base of every error Tally raises on purpose."""
@@ -68,6 +70,32 @@ def is_permanent(exc: BaseException) -> bool:
             break
         state = getattr(seen, "sqlstate", None)
         if isinstance(state, str) and state.startswith("22"):
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
+
+
+#: Errors of a connection that could not be made or was lost (redis-py's are not OSErrors).
+_UNREACHABLE = (ConnectionError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+#: Postgres SQLSTATEs of a server that is not there now (shutting down, starting up, out
+#: of connections); class ``08`` (connection exceptions) is matched as a class.
+_UNAVAILABLE_STATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says a server could not be reached, rather than that the message is
+    wrong: a refused or reset connection (Postgres or Redis), Postgres starting up or
+    shutting down, a connection lost mid-query. Such a message is not dead-lettered,
+    however many times it is delivered: it is handled once the server is back.
+    """
+    seen: BaseException | None = exc
+    for _ in range(4):  # the error, its SQLAlchemy wrapper, its cause …
+        if seen is None:
+            break
+        if isinstance(seen, _UNREACHABLE) or getattr(seen, "connection_invalidated", False):
+            return True
+        state = getattr(seen, "sqlstate", None)
+        if isinstance(state, str) and (state.startswith("08") or state in _UNAVAILABLE_STATES):
             return True
         seen = getattr(seen, "orig", None) or seen.__cause__
     return False

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import redis
 
 from tally.consumers import EventConsumer
 from tally.errors import TransientError
@@ -90,6 +91,43 @@ async def test_a_transient_failure_is_retried_until_it_succeeds(
     async with running(h, c):
         await h.eventually(lambda: settled(h, c), what="the message handled and acknowledged")
     assert tries == [event.task_id] * 3
+    assert letters == []
+
+
+@pytest.mark.parametrize(
+    "outage",
+    [
+        ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)"),
+        redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6379."),
+    ],
+    ids=["postgres", "redis"],
+)
+async def test_a_server_outage_longer_than_the_retries_dead_letters_nothing(
+    harness: Harness, workspace: str, outage: Exception
+) -> None:
+    """Postgres or Redis down for more deliveries than ``max_deliver`` (seen in the drills:
+    30 s down dead-lettered valid run events, and quota's settlements): the outage is not
+    the message's fault, so it is redelivered until the server is back, then handled."""
+    h = harness
+    tries: list[str] = []
+    letters: Letters = []
+
+    async def handler(e: TaskCreated) -> None:
+        tries.append(e.task_id)
+        if len(tries) <= 5:
+            raise outage
+
+    c = consumer(h, handler, letters, max_deliver=3)
+    c.unavailable_backoff_s = (0.1, 0.5)
+    # On a loaded machine a redelivered message is now and then held until ack_wait.
+    c.ack_wait_s = 5.0
+    event = task(workspace)
+    await h.client.publish(event)
+    async with running(h, c):
+        await h.eventually(
+            lambda: settled(h, c), what="the message handled after the outage", timeout=40
+        )
+    assert tries == [event.task_id] * 6
     assert letters == []
 
 

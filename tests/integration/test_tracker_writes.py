@@ -13,8 +13,10 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 
 from services.tracker import rows
 from services.tracker.repo import Records, TrackerRepo
@@ -206,6 +208,47 @@ async def test_a_failed_batch_is_redelivered_and_acknowledged_once_handled(
     ids = [e.event_id for e in events]
     assert sorted(calls[0]) == sorted(ids)
     assert sorted(i for batch in calls[1:] for i in batch) == sorted(ids)
+
+
+async def test_a_batch_outlives_a_database_outage_longer_than_its_retries(
+    harness: Harness, workspace: str
+) -> None:
+    """Postgres refusing connections for more deliveries than ``max_deliver``: no event of
+    the batch is dead-lettered, and all are written once it is back."""
+    h = harness
+    events = timeline(f"run-{new_id()}", workspace, 5)
+    calls: list[list[str]] = []
+    letters: list[str] = []
+    # Longer than the retries last (deliveries 1, 2, 3 after 0, 1 and 3 s, then a letter).
+    back_at = time.monotonic() + 4.0
+
+    async def handler(batch: list[RunEvent]) -> None:
+        if time.monotonic() < back_at:
+            starting = asyncpg.exceptions.CannotConnectNowError(
+                "the database system is starting up"
+            )
+            raise DBAPIError("COPY run_events", {}, starting)
+        calls.append([e.event_id for e in batch])
+
+    async def dead_letter(subject: str, msg: Msg, exc: Exception, n: int) -> None:
+        letters.append(repr(exc))
+
+    consumer = own_consumer(h, handler)
+    consumer.dead_letter = dead_letter
+    consumer.unavailable_backoff_s = (0.1, 0.5)
+    # On a loaded machine a redelivered message is now and then held until ack_wait.
+    consumer.ack_wait_s = 5.0
+    for e in events:
+        await h.client.publish(e)
+    await consumer.start(h.client.nc)
+    try:
+        await h.eventually(
+            lambda: _acked(h, consumer), what="every message acknowledged", timeout=40
+        )
+    finally:
+        await consumer.stop()
+    assert letters == []
+    assert sorted(i for batch in calls for i in batch) == sorted(e.event_id for e in events)
 
 
 async def _acked(h: Harness, consumer: BatchConsumer[Any]) -> bool:

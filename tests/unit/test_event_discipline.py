@@ -8,10 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
+import redis
 from sqlalchemy.exc import DBAPIError
 
 from services.reporter.orphans import run_state
-from tally.errors import TransientError, ValidationFailed, is_permanent
+from tally.errors import TransientError, ValidationFailed, is_permanent, is_unavailable
 from tally.events import RunEvent, TaskCreated
 
 
@@ -59,6 +60,20 @@ def test_postgres_data_errors_are_permanent_and_connection_errors_are_not() -> N
     assert is_permanent(refused) and is_permanent(wrapped)
     assert not is_permanent(ConnectionResetError()) and not is_permanent(TransientError("x"))
     assert is_permanent(ValidationFailed("x"))
+
+
+def test_a_server_that_cannot_be_reached_is_unavailable_and_bad_data_is_not() -> None:
+    starting = asyncpg.exceptions.CannotConnectNowError("the database system is starting up")
+    gone = asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed")
+    assert is_unavailable(ConnectionRefusedError(111, "Connect call failed"))
+    assert is_unavailable(DBAPIError("COPY", {}, starting))
+    assert is_unavailable(DBAPIError("COPY", {}, gone))
+    assert is_unavailable(redis.exceptions.ConnectionError("Error 111 connecting"))
+    assert is_unavailable(redis.exceptions.TimeoutError("Timeout reading from socket"))
+    assert not is_unavailable(redis.exceptions.ResponseError("WRONGTYPE"))
+    refused = asyncpg.exceptions.UntranslatableCharacterError("unsupported Unicode escape")
+    assert not is_unavailable(DBAPIError("INSERT …", {}, refused))
+    assert not is_unavailable(ValueError("x")) and not is_unavailable(ValidationFailed("x"))
 
 
 def test_a_run_with_events_and_no_start_becomes_an_orphan_after_the_window() -> None:
