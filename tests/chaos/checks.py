@@ -35,10 +35,6 @@ class Outcome:
         return self.lost == 0 and self.duplicated == 0 and self.wrong == 0
 
 
-def micro(usd: float | None) -> int:
-    return round((usd or 0.0) * 1_000_000)
-
-
 async def _facts(engine: AsyncEngine, planned: list[PlannedRun]) -> dict[str, Any]:
     ids = [r.run_id for r in planned]
     res_ids = [r.reservation_id for r in planned]
@@ -51,7 +47,7 @@ async def _facts(engine: AsyncEngine, planned: list[PlannedRun]) -> dict[str, An
                 token_usage.c.run_id,
                 func.count(),
                 *(func.sum(getattr(token_usage.c, k)) for k in KINDS),
-                func.sum(token_usage.c.cost_usd),
+                func.sum(token_usage.c.cost_micros),
             )
             .where(token_usage.c.run_id.in_(ids))
             .group_by(token_usage.c.run_id)
@@ -60,7 +56,7 @@ async def _facts(engine: AsyncEngine, planned: list[PlannedRun]) -> dict[str, An
             select(runs.c.run_id, runs.c.totals).where(runs.c.run_id.in_(ids))
         )
         ledger = await conn.execute(
-            select(quota_ledger.c.reservation_id, quota_ledger.c.tokens, quota_ledger.c.cost_usd)
+            select(quota_ledger.c.reservation_id, quota_ledger.c.tokens, quota_ledger.c.cost_micros)
             .where(quota_ledger.c.reservation_id.in_(res_ids))
             .where(quota_ledger.c.op.in_(("settle", "resettle")))
         )
@@ -68,8 +64,8 @@ async def _facts(engine: AsyncEngine, planned: list[PlannedRun]) -> dict[str, An
         for run_id, event_id in events:
             stored.setdefault(run_id, []).append(event_id)
         settled: dict[str, tuple[int, int]] = {}
-        for rid, tokens, usd in ledger:  # per reservation: the largest cumulative settle
-            settled[rid] = max(settled.get(rid, (0, 0)), (int(tokens), micro(usd)))
+        for rid, tokens, micros in ledger:  # per reservation: the largest cumulative settle
+            settled[rid] = max(settled.get(rid, (0, 0)), (int(tokens), int(micros or 0)))
         return {
             "stored": stored,
             "usage": {row[0]: row[1:] for row in usage},
@@ -95,13 +91,14 @@ def _run_errors(run: PlannedRun, f: dict[str, Any]) -> list[str]:
         errors.append(
             f"runs.totals counts {totals.get('worker_calls')}/{totals.get('event_count')}"
         )
-    if abs(micro(totals.get("cost_usd")) - micro(cost)) > 1:
-        errors.append(f"runs.totals cost {totals.get('cost_usd')} != token_usage {cost}")
+    cost = int(cost or 0)  # money is integer micro-dollars: compared exactly
+    if totals.get("cost_micros") != cost:
+        errors.append(f"runs.totals cost {totals.get('cost_micros')} != token_usage {cost}")
     tokens_settled, micro_settled = f["settled"].get(run.reservation_id, (None, None))
     if tokens_settled != run.total_tokens:
         errors.append(f"ledger settled {tokens_settled} tokens != {run.total_tokens}")
-    elif micro_settled is None or abs(micro_settled - micro(cost)) > 1:
-        errors.append(f"ledger settled {micro_settled} micro-USD != token_usage {micro(cost)}")
+    elif micro_settled != cost:
+        errors.append(f"ledger settled {micro_settled} micro-USD != token_usage {cost}")
     return errors
 
 
@@ -141,7 +138,7 @@ async def check(
     ledger_tokens = sum(t for t, _ in f["settled"].values())
     ledger_micro = sum(m for _, m in f["settled"].values())
     usage_tokens = sum(sum(int(x) for x in u[1:5]) for u in f["usage"].values())
-    usage_micro = sum(micro(u[5]) for u in f["usage"].values())
+    usage_micro = sum(int(u[5] or 0) for u in f["usage"].values())
     notes.append(
         f"ledger settled {ledger_tokens:,} tokens / {ledger_micro:,} micro-USD; "
         f"token_usage {usage_tokens:,} tokens / {usage_micro:,} micro-USD"
