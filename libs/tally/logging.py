@@ -60,6 +60,30 @@ def redact_secrets(
     return {key: _redact_field(key, value) for key, value in event_dict.items()}
 
 
+def processors(*, as_json: bool = True) -> list[structlog.typing.Processor]:
+    """The chain every log line goes through, ending in its rendering: secrets are
+    redacted after exceptions are formatted, so a traceback loses them too."""
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
+    )
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        redact_secrets,
+        renderer,
+    ]
+
+
+def render(event_dict: MutableMapping[str, Any], *, as_json: bool = True) -> str:
+    """One log line as :func:`configure_logging` would print it (for tests and tools)."""
+    value: Any = dict(event_dict)
+    for processor in processors(as_json=as_json):
+        value = processor(None, str(value.get("log_level", "info")), value)
+    return str(value)
+
+
 def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
     """Configure structlog and the standard library's logging once per process.
 
@@ -69,20 +93,24 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
             is a terminal.
     """
     as_json = not sys.stderr.isatty() if json is None else json
-    renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
-    )
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            redact_secrets,
-            renderer,
-        ],
+        processors=processors(as_json=as_json),
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(message)s")
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
+
+
+class RedactingFilter(logging.Filter):
+    """Standard-library log records (libraries, the HTTP server) lose URL passwords too."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_url(message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True

@@ -20,11 +20,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import nats
 import pytest
+import structlog.testing
 import yaml
 from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
+from sqlalchemy.engine import make_url
 
 from services.quota.app import create_app as quota_app
 from services.quota.settings import QuotaSettings
@@ -45,6 +48,7 @@ from tally.events import (
     utcnow,
 )
 from tally.events.assign import FreezeRequest
+from tally.logging import render
 from tally.natsconfig import ROLES, password_variable, server_config
 from tally.settings import TallySettings, nats_options
 from tally.subjects import Catalog
@@ -271,3 +275,47 @@ async def test_an_agent_cannot_forge_records_freeze_quota_or_read_others(
             settled = await next_item(settled_q, what="quota.settled")
     assert (settled.status, settled.actual_tokens) == ("settled", 0)
     assert settled.reserved_tokens == 500
+
+
+async def test_no_password_reaches_the_logs_or_healthz(
+    secure_bus: SecureBus, stack: TallySettings
+) -> None:
+    """A service whose NATS password and database URL carry secrets, with a message it
+    must dead-letter (logged), never prints them: not in a log line, not in /healthz."""
+    secret = secure_bus.passwords["tracker"]
+    database_url = (
+        make_url(stack.database_url).set(password=secret).render_as_string(hide_password=False)
+    )
+    settings = TrackerSettings(
+        nats_url=secure_bus.url,
+        database_url=database_url,  # the test server trusts loopback: any password works
+        redis_url=stack.redis_url,
+        namespace=secure_bus.namespace,
+        nats_user="tracker",
+        nats_password=secret,
+    )
+    with structlog.testing.capture_logs() as logged:
+        app = tracker_app(settings)
+        await app.start()
+        try:
+            async with secure_bus.client("agent") as agent:
+                await agent.js.publish(
+                    Catalog(secure_bus.namespace).subject("run.started"), b"{not json"
+                )
+
+            async def dead_lettered() -> bool:
+                return any(e["event"] == "dead_lettered" for e in logged)
+
+            await eventually(dead_lettered, what="the invalid message to be dead-lettered")
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://tally"
+            ) as http:
+                healthz = (await http.get("/healthz")).text
+                readyz = (await http.get("/readyz")).text
+        finally:
+            await app.stop()
+        logged.append({"event": "settings", "settings": repr(settings), "url": database_url})
+    lines = [render(entry) for entry in logged]
+    assert all(secret not in line for line in lines), [x for x in lines if secret in x]
+    assert secret not in healthz and secret not in readyz
+    assert any("***" in line for line in lines)  # the URL was logged, without its password
