@@ -103,9 +103,14 @@ CHANNELS: tuple[Channel, ...] = (
     Channel(
         S.TASK_CREATED, TaskCreated, (AGENTS, "cli", "sdk", "reporter"), ("estimator", "tracker")
     ),
-    Channel(S.TASK_ESTIMATED, TaskEstimated, ("estimator",), ("assigner", "tracker")),
-    Channel(S.TASK_ASSIGNED, TaskAssigned, ("assigner",), ("tracker", AGENTS, "cli")),
-    Channel(S.TASK_DEFERRED, TaskDeferred, ("assigner",), (AGENTS, "cli")),
+    Channel(
+        S.TASK_ESTIMATED,
+        TaskEstimated,
+        ("estimator",),
+        ("assigner", "tracker", AGENTS, "cli", "reporter"),
+    ),
+    Channel(S.TASK_ASSIGNED, TaskAssigned, ("assigner",), ("tracker", AGENTS, "cli", "reporter")),
+    Channel(S.TASK_DEFERRED, TaskDeferred, ("assigner",), (AGENTS, "cli", "reporter")),
     Channel(
         S.TASK_STATUS_CHANGED, TaskStatusChanged, (AGENTS, "sdk", "cli", "reporter"), ("tracker",)
     ),

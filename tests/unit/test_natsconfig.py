@@ -51,6 +51,7 @@ def test_an_agent_publishes_its_work_and_reads_its_assignments_only() -> None:
         "quota.release",
     }
     assert set(agent.subscribe) == {
+        "task.estimated",
         "task.assigned",
         "task.deferred",
         "quota.alert",
