@@ -10,6 +10,7 @@ settle a run as usual.
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import socket
@@ -43,16 +44,19 @@ from tally.events import (
     RunFinished,
     RunRecorded,
     RunStarted,
+    TaskAssigned,
+    TaskCreated,
     TokenTotals,
     new_id,
     utcnow,
 )
 from tally.events.assign import FreezeRequest
+from tally.events.learning import LearnerReport, LearnerReportRequest
 from tally.logging import render
 from tally.natsconfig import ROLES, password_variable, server_config
 from tally.settings import TallySettings, nats_options
 from tally.subjects import Catalog
-from tests.integration.conftest import eventually, next_item
+from tests.integration.conftest import SERVICES, eventually, next_item
 
 pytestmark = [
     pytest.mark.integration,
@@ -67,6 +71,11 @@ class SecureBus:
     url: str
     namespace: str
     passwords: dict[str, str]
+    log: Path
+
+    def violations(self) -> list[str]:
+        """The server's log lines about refused publications and subscriptions."""
+        return [line for line in self.log.read_text().splitlines() if "Violation" in line]
 
     def options(self, role: str) -> dict[str, Any]:
         return nats_options(role, self.passwords[role])
@@ -103,6 +112,7 @@ async def secure_bus(tmp_path: Path) -> AsyncIterator[SecureBus]:
     passwords = {role: new_password() for role in ROLES}
     env = {**os.environ, **{password_variable(r): p for r, p in passwords.items()}}
     port = _free_port()
+    log = tmp_path / "nats-server.log"
     server = subprocess.Popen(
         [
             *("nats-server", "-c", str(config), "-a", "127.0.0.1", "-p", str(port)),
@@ -110,7 +120,7 @@ async def secure_bus(tmp_path: Path) -> AsyncIterator[SecureBus]:
         ],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=log.open("wb"),
     )
     try:
 
@@ -119,7 +129,7 @@ async def secure_bus(tmp_path: Path) -> AsyncIterator[SecureBus]:
             return _listening(port)
 
         await eventually(up, timeout=10, what="the private nats-server to listen")
-        yield SecureBus(f"nats://127.0.0.1:{port}", namespace, passwords)
+        yield SecureBus(f"nats://127.0.0.1:{port}", namespace, passwords, log)
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -275,6 +285,8 @@ async def test_an_agent_cannot_forge_records_freeze_quota_or_read_others(
             settled = await next_item(settled_q, what="quota.settled")
     assert (settled.status, settled.actual_tokens) == ("settled", 0)
     assert settled.reserved_tokens == 500
+    refused = secure_bus.violations()
+    assert refused and all("user:agent" in line for line in refused)  # services: none
 
 
 async def test_no_password_reaches_the_logs_or_healthz(
@@ -319,3 +331,77 @@ async def test_no_password_reaches_the_logs_or_healthz(
     assert all(secret not in line for line in lines), [x for x in lines if secret in x]
     assert secret not in healthz and secret not in readyz
     assert any("***" in line for line in lines)  # the URL was logged, without its password
+
+
+async def test_the_six_services_run_with_their_own_credentials(
+    secure_bus: SecureBus, stack: TallySettings, workspace: str
+) -> None:
+    """A task goes from an agent through estimator, assigner and quota to its assignment,
+    its run through the tracker to the quota service and the learner, with every process
+    logged in as itself; every service stays healthy (no consumer refused)."""
+    apps = []
+    for name, (app_module, settings_module, settings_cls) in SERVICES.items():
+        settings = getattr(importlib.import_module(settings_module), settings_cls)(
+            nats_url=secure_bus.url,
+            database_url=stack.database_url,
+            redis_url=stack.redis_url,
+            namespace=secure_bus.namespace,
+            nats_user=name,
+            nats_password=secure_bus.passwords[name],
+        )
+        app = importlib.import_module(app_module).create_app(settings)
+        await app.start()
+        apps.append(app)
+    try:
+        task_id = f"task-{new_id()}"
+        async with secure_bus.client("agent") as agent, secure_bus.client("operator") as operator:
+            async with agent.watch(TaskAssigned, lambda a: a.task_id == task_id) as assigned_q:
+                await agent.publish(
+                    TaskCreated(task_id=task_id, title="Add OAuth login", workspace=workspace)
+                )
+                assigned = await next_item(assigned_q, what="task.assigned")
+            reservation = assigned.reservation.reservation_id
+            async with operator.watch(
+                QuotaSettled, lambda s: s.reservation_id == reservation
+            ) as settled_q:
+                run_id, now = f"run-{new_id()}", utcnow()
+                await agent.publish(
+                    RunStarted(
+                        run_id=run_id,
+                        task_id=task_id,
+                        model=assigned.model,
+                        workspace=workspace,
+                        started_at=now,
+                        reservation_id=reservation,
+                    )
+                )
+                await agent.publish(
+                    RunFinished(
+                        run_id=run_id,
+                        task_id=task_id,
+                        workspace=workspace,
+                        outcome="complete",
+                        success=True,
+                        finished_at=now + timedelta(minutes=30),
+                        event_count=0,
+                        reservation_id=reservation,
+                    )
+                )
+                settled = await next_item(settled_q, what="quota.settled")
+            assert settled.status == "settled"
+            report = await operator.request(
+                LearnerReportRequest(kind="models", workspace=workspace),
+                LearnerReport,
+                step="learner",
+            )
+            assert report is not None
+        for app in apps:
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://tally"
+            ) as http:
+                r = await http.get("/healthz")
+                assert r.status_code == 200, r.text
+        assert secure_bus.violations() == []  # nothing any service needed was refused
+    finally:
+        for app in reversed(apps):
+            await app.stop()
