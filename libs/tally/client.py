@@ -7,7 +7,7 @@ events with dedupe ids, make requests and wait for answers, which nats-py does d
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from tally.errors import PermanentError, StepTimeout, TransientError
 from tally.events import Event
+from tally.logging import redact_url
 from tally.subjects import Catalog
 
 log = structlog.get_logger(__name__)
@@ -45,8 +46,12 @@ class TallyClient:
         namespace: str = "",
         source: str = "client",
         reconnect_attempts: int = 60,
+        options: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[TallyClient]:
         """Connect to NATS at ``url``; the connection is drained on exit.
+
+        ``options`` are further ``nats.connect`` arguments: credentials and TLS, as
+        :meth:`tally.settings.TallySettings.nats_options` gives them.
 
         The first connection is tried twice, 0.2 s apart (a server that is down fails
         fast, in one line); a connection lost later is retried ``reconnect_attempts``
@@ -62,9 +67,9 @@ class TallyClient:
             # nats-py's default logs a traceback per error; one line is enough, and none
             # while connecting (the TransientError below says it).
             if nc.is_connected or nc.is_reconnecting:
-                log.warning("nats_error", url=url, error=str(exc) or type(exc).__name__)
+                log.warning("nats_error", url=redact_url(url), error=str(exc) or type(exc).__name__)
             else:
-                failures[:] = [exc]
+                failures.append(exc)
 
         try:
             # Two quick attempts, so a server that is down is told at once (the defaults
@@ -76,11 +81,14 @@ class TallyClient:
                 max_reconnect_attempts=1,
                 reconnect_time_wait=0.2,  # type: ignore[arg-type]
                 error_cb=on_error,
+                **(options or {}),
             )
         except (OSError, nats.errors.Error, TimeoutError) as exc:
-            cause = failures[-1] if failures else exc
+            # A refused login says so, not the reset of the connection it closed.
+            refused = [f for f in failures if "authorization" in str(f).lower()]
+            cause = (refused or failures or [exc])[-1]
             reason = str(cause) or type(cause).__name__
-            raise TransientError(f"cannot reach NATS at {url}: {reason}") from exc
+            raise TransientError(f"cannot reach NATS at {redact_url(url)}: {reason}") from exc
         nc.options["max_reconnect_attempts"] = reconnect_attempts
         nc.options["reconnect_time_wait"] = 2
         try:

@@ -103,13 +103,20 @@ CHANNELS: tuple[Channel, ...] = (
     Channel(
         S.TASK_CREATED, TaskCreated, (AGENTS, "cli", "sdk", "reporter"), ("estimator", "tracker")
     ),
-    Channel(S.TASK_ESTIMATED, TaskEstimated, ("estimator",), ("assigner", "tracker")),
-    Channel(S.TASK_ASSIGNED, TaskAssigned, ("assigner",), ("tracker", AGENTS, "cli")),
-    Channel(S.TASK_DEFERRED, TaskDeferred, ("assigner",), (AGENTS, "cli")),
-    Channel(S.TASK_STATUS_CHANGED, TaskStatusChanged, (AGENTS, "sdk", "cli"), ("tracker",)),
-    Channel(S.RUN_STARTED, RunStarted, (AGENTS, "sdk"), ("tracker",)),
-    Channel(S.RUN_EVENT, RunEvent, (AGENTS, "sdk"), ("tracker",)),
-    Channel(S.RUN_FINISHED, RunFinished, (AGENTS, "sdk"), ("tracker",)),
+    Channel(
+        S.TASK_ESTIMATED,
+        TaskEstimated,
+        ("estimator",),
+        ("assigner", "tracker", AGENTS, "cli", "reporter"),
+    ),
+    Channel(S.TASK_ASSIGNED, TaskAssigned, ("assigner",), ("tracker", AGENTS, "cli", "reporter")),
+    Channel(S.TASK_DEFERRED, TaskDeferred, ("assigner",), (AGENTS, "cli", "reporter")),
+    Channel(
+        S.TASK_STATUS_CHANGED, TaskStatusChanged, (AGENTS, "sdk", "cli", "reporter"), ("tracker",)
+    ),
+    Channel(S.RUN_STARTED, RunStarted, (AGENTS, "sdk", "reporter"), ("tracker",)),
+    Channel(S.RUN_EVENT, RunEvent, (AGENTS, "sdk", "reporter"), ("tracker",)),
+    Channel(S.RUN_FINISHED, RunFinished, (AGENTS, "sdk", "reporter"), ("tracker",)),
     Channel(
         S.RUN_RECORDED, RunRecorded, ("tracker",), ("learner", "quota", "assigner", "reporter")
     ),
@@ -118,12 +125,19 @@ CHANNELS: tuple[Channel, ...] = (
     Channel(S.LEARNER_SCORES_UPDATED, ScoresUpdated, ("learner",), ("assigner",)),
     Channel(S.LEARNER_CALIBRATION_UPDATED, CalibrationUpdated, ("learner",), ("estimator",)),
     Channel(S.LEARNER_POLICY_UPDATED, PolicyUpdated, ("learner",), ("assigner",)),
-    Channel(S.TASK_ESTIMATE, EstimateRequest, ("cli", AGENTS), ("estimator",), "request", Estimate),
+    Channel(
+        S.TASK_ESTIMATE,
+        EstimateRequest,
+        ("cli", AGENTS, "reporter"),
+        ("estimator",),
+        "request",
+        Estimate,
+    ),
     Channel(S.QUOTA_RESERVE, ReserveRequest, ("assigner",), ("quota",), "request", ReserveReply),
     Channel(
         S.QUOTA_RELEASE, ReleaseRequest, ("assigner", AGENTS), ("quota",), "request", ReleaseReply
     ),
-    Channel(S.QUOTA_USAGE, UsageRequest, ("cli",), ("quota",), "request", UsageReply),
+    Channel(S.QUOTA_USAGE, UsageRequest, ("cli", "reporter"), ("quota",), "request", UsageReply),
     Channel(
         S.ASSIGN_RECOMMEND,
         RecommendRequest,
@@ -132,14 +146,19 @@ CHANNELS: tuple[Channel, ...] = (
         "request",
         RecommendReply,
     ),
-    Channel(S.QUOTA_FREEZE, FreezeRequest, ("cli",), ("quota",), "request", FreezeReply),
+    Channel(S.QUOTA_FREEZE, FreezeRequest, ("cli", "reporter"), ("quota",), "request", FreezeReply),
     Channel(S.QUOTA_REBUILD, RebuildRequest, ("cli",), ("quota",), "request", RebuildReply),
     Channel(
         S.ASSIGN_EXPERIMENT, ExperimentRequest, ("cli",), ("assigner",), "request", ExperimentReply
     ),
     Channel(S.ASSIGN_BATCH, BatchRequest, ("cli",), ("assigner",), "request", BatchReply),
     Channel(
-        S.LEARNER_REPORT, LearnerReportRequest, ("cli",), ("learner",), "request", LearnerReport
+        S.LEARNER_REPORT,
+        LearnerReportRequest,
+        ("cli", "reporter"),
+        ("learner",),
+        "request",
+        LearnerReport,
     ),
     Channel(
         S.HISTORY_IMPORT,

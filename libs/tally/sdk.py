@@ -39,6 +39,7 @@ from tally.events import (
 )
 from tally.events.runs import Outcome
 from tally.events.tasks import TaskStatus
+from tally.settings import nats_options
 
 
 @dataclass(frozen=True)
@@ -286,7 +287,15 @@ async def connect(
     workspace: str = "default",
     namespace: str = "",
     source: str = "sdk",
+    user: str = "",
+    password: str = "",
+    tls_ca: str = "",
 ) -> AsyncIterator[Tally]:
-    """Connect an agent to Tally's bus."""
-    async with TallyClient.connect(url, namespace=namespace, source=source) as client:
+    """Connect an agent to Tally's bus, as ``user`` when the server asks for credentials
+    (the shipped configuration's ``agent`` user), over TLS when ``tls_ca`` names the CA
+    bundle that signed the server's certificate."""
+    options = nats_options(user, password, tls_ca=tls_ca)
+    async with TallyClient.connect(
+        url, namespace=namespace, source=source, options=options
+    ) as client:
         yield Tally(client, workspace)

@@ -21,6 +21,7 @@ from faststream.asgi import AsgiFastStream
 from faststream.asgi.types import ASGIApp
 from faststream.nats import NatsBroker
 from faststream.nats.prometheus import NatsPrometheusMiddleware
+from faststream.security import BaseSecurity, SASLPlaintext
 from nats.aio.client import Client as NATS
 
 from tally import metrics
@@ -45,6 +46,7 @@ class ServiceKit:
         self.registry = metrics.registry_for(name)
         self.broker = NatsBroker(
             settings.nats_url,
+            **_broker_credentials(settings),
             middlewares=[NatsPrometheusMiddleware(registry=self.registry, app_name=name)],
             graceful_timeout=15.0,
             logger=None,
@@ -72,7 +74,7 @@ class ServiceKit:
         self.health.connections["consumers"] = lambda: self._nc
 
     async def _provision(self) -> None:
-        nc = await nats.connect(self.settings.nats_url)
+        nc = await nats.connect(self.settings.nats_url, **self.settings.nats_options())
         try:
             await provision_streams(nc, self.catalog)
         finally:
@@ -108,6 +110,7 @@ class ServiceKit:
             reconnect_time_wait=self.settings.nats_reconnect_wait_s,
             disconnected_cb=disconnected,
             reconnected_cb=reconnected,
+            **self.settings.nats_options(),
         )
 
     async def _stop_consumers(self) -> None:
@@ -186,6 +189,21 @@ class ServiceKit:
         for hook in self._shutdown:
             app.after_shutdown(hook)
         return app
+
+
+def _broker_credentials(settings: ServiceSettings) -> dict[str, Any]:
+    """The service's NATS credentials and TLS in FastStream's terms."""
+    options = settings.nats_options()
+    tls = options.get("tls")
+    security: BaseSecurity | None = None
+    if "user" in options:
+        security = SASLPlaintext(options["user"], options["password"], ssl_context=tls)
+    elif tls is not None:
+        security = BaseSecurity(ssl_context=tls)
+    extra: dict[str, Any] = {"security": security}
+    if "inbox_prefix" in options:
+        extra["inbox_prefix"] = options["inbox_prefix"]
+    return extra
 
 
 class _WithApi(AsgiFastStream):

@@ -26,7 +26,9 @@ R = TypeVar("R", bound=BaseModel)
 
 async def _ask(event: Event, reply: type[R], timeout: float | None = None) -> R:
     s = settings()
-    async with TallyClient.connect(s.nats_url, namespace=s.namespace, source="cli") as client:
+    async with TallyClient.connect(
+        s.nats_url, namespace=s.namespace, options=s.nats_options(), source="cli"
+    ) as client:
         return await client.request(event, reply, step="assigner", timeout=timeout or s.timeout_s)
 
 

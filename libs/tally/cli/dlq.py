@@ -117,7 +117,9 @@ async def read_letters(
     """Up to ``limit`` dead letters (0: all) and whether more match beyond them."""
     s = settings()
     found: list[Letter] = []
-    async with TallyClient.connect(s.nats_url, namespace=s.namespace, source="cli") as client:
+    async with TallyClient.connect(
+        s.nats_url, namespace=s.namespace, options=s.nats_options(), source="cli"
+    ) as client:
         async for item in scan(client, service=service, newest_first=newest_first, before=before):
             if since is not None and item.letter.failed_at < since:
                 continue
@@ -189,7 +191,9 @@ async def replay_letters(ids: list[int], payload: bytes | None) -> list[dict[str
     """
     s = settings()
     out = []
-    async with TallyClient.connect(s.nats_url, namespace=s.namespace, source="cli") as client:
+    async with TallyClient.connect(
+        s.nats_url, namespace=s.namespace, options=s.nats_options(), source="cli"
+    ) as client:
         stream = client.catalog.stream("DLQ")
         for letter_id in ids:
             msg = await _get(client, stream, letter_id)

@@ -103,7 +103,9 @@ async def _first(client: TallyClient, request: EstimateRequest, timeout: float) 
 
 async def _one(request: EstimateRequest, timeout: float) -> Estimate:
     s = settings()
-    async with TallyClient.connect(s.nats_url, namespace=s.namespace, source="cli") as client:
+    async with TallyClient.connect(
+        s.nats_url, namespace=s.namespace, options=s.nats_options(), source="cli"
+    ) as client:
         return await _first(client, request, timeout)
 
 
@@ -113,7 +115,9 @@ async def _many(
     """Estimate every request, printing answers in file order as they become ready."""
     s = settings()
     gate = asyncio.Semaphore(CONCURRENCY)
-    async with TallyClient.connect(s.nats_url, namespace=s.namespace, source="cli") as client:
+    async with TallyClient.connect(
+        s.nats_url, namespace=s.namespace, options=s.nats_options(), source="cli"
+    ) as client:
 
         async def ask(r: EstimateRequest) -> Estimate:
             async with gate:

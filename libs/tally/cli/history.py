@@ -88,7 +88,9 @@ async def _import(
     s = settings()
     stored = 0
     reply = HistoryImportReply(workspace=workspace, imported=0, history_size=0)
-    async with TallyClient.connect(s.nats_url, namespace=s.namespace, source="cli") as client:
+    async with TallyClient.connect(
+        s.nats_url, namespace=s.namespace, options=s.nats_options(), source="cli"
+    ) as client:
         for batch in batches(records):
             request = HistoryImportRequest(workspace=workspace, source="cli", records=tuple(batch))
             try:

@@ -22,7 +22,9 @@ def _ask(kind: ReportKind, workspace: str | None, **fields: Any) -> dict[str, An
     s = settings()
 
     async def go() -> LearnerReport:
-        async with TallyClient.connect(s.nats_url, namespace=s.namespace, source="cli") as c:
+        async with TallyClient.connect(
+            s.nats_url, namespace=s.namespace, options=s.nats_options(), source="cli"
+        ) as c:
             request = LearnerReportRequest(kind=kind, workspace=workspace or s.workspace, **fields)
             return await c.request(request, LearnerReport, step="learner", timeout=s.timeout_s)
 

@@ -18,6 +18,7 @@ from tally.cli import (
     reports,
     runs,
     schema,
+    security,
     tasks,
 )
 
@@ -50,6 +51,8 @@ app.command("assign")(assign.assign)
 assign.experiment.command("show")(learning.experiment_show)
 app.add_typer(assign.experiment, name="experiment")
 app.add_typer(schema.app, name="schema")
+app.add_typer(security.nats, name="nats")
+app.add_typer(security.secrets_app, name="secrets")
 
 if __name__ == "__main__":
     app()

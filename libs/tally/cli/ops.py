@@ -81,7 +81,9 @@ def streams_provision(as_json: bool = JsonOpt) -> None:
     s = settings()
 
     async def main() -> list[str]:
-        async with TallyClient.connect(s.nats_url, namespace=s.namespace) as client:
+        async with TallyClient.connect(
+            s.nats_url, namespace=s.namespace, options=s.nats_options()
+        ) as client:
             return await provision_streams(client.nc, client.catalog)
 
     names = run(main())

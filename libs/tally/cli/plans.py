@@ -224,7 +224,9 @@ def team_critical_path(tasks: Sequence[Mapping[str, Any]]) -> tuple[list[str], f
 async def _publish(events: list[TaskCreated]) -> int:
     s = settings()
     new = 0
-    async with TallyClient.connect(s.nats_url, namespace=s.namespace, source="cli") as client:
+    async with TallyClient.connect(
+        s.nats_url, namespace=s.namespace, options=s.nats_options(), source="cli"
+    ) as client:
         for e in events:
             new += await client.publish(e)
     return new

@@ -74,7 +74,9 @@ def usage_lines(sub: dict[str, Any]) -> list[str]:
 
 async def _ask(event: Event, reply: type[R]) -> R:
     s = settings()
-    async with TallyClient.connect(s.nats_url, namespace=s.namespace, source="cli") as client:
+    async with TallyClient.connect(
+        s.nats_url, namespace=s.namespace, options=s.nats_options(), source="cli"
+    ) as client:
         return await client.request(event, reply, step="quota", timeout=s.timeout_s)
 
 

@@ -79,7 +79,9 @@ def read_run_file(path: Path) -> list[Event]:
 async def _replay(events: list[Event]) -> dict[str, int]:
     s = settings()
     stored = duplicates = 0
-    async with TallyClient.connect(s.nats_url, namespace=s.namespace, source="cli") as client:
+    async with TallyClient.connect(
+        s.nats_url, namespace=s.namespace, options=s.nats_options(), source="cli"
+    ) as client:
         for e in events:
             if await client.publish(e):
                 stored += 1

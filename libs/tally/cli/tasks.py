@@ -68,7 +68,9 @@ async def _create(event: TaskCreated, as_json: bool, timeout: float) -> dict[str
     result (``error``), after the task id: the task exists either way."""
     s = settings()
     result: dict[str, Any] = {"task_id": event.task_id, "event_id": event.event_id}
-    async with TallyClient.connect(s.nats_url, namespace=s.namespace, source="cli") as client:
+    async with TallyClient.connect(
+        s.nats_url, namespace=s.namespace, options=s.nats_options(), source="cli"
+    ) as client:
         same_task = lambda e: e.task_id == event.task_id  # noqa: E731
         async with (
             client.watch(TaskEstimated, same_task) as estimated,
@@ -168,7 +170,9 @@ LANES: tuple[str, ...] = get_args(TaskStatus)
 
 async def _move(event: TaskStatusChanged) -> bool:
     s = settings()
-    async with TallyClient.connect(s.nats_url, namespace=s.namespace, source="cli") as client:
+    async with TallyClient.connect(
+        s.nats_url, namespace=s.namespace, options=s.nats_options(), source="cli"
+    ) as client:
         return await client.publish(event)
 
 
