@@ -444,8 +444,58 @@ def report(
         )
 
 
+#: Dollars per turn when a file counts turns: the geometric mean of the two models'
+#: measured cost per API call in the paired file ($0.029 and $0.138).
+PRICE_PER_TURN = 0.06
+PAIRED_DATA = DEFAULT_DATA.with_name("swebench_pro_paired_gpt5_claude45_cost.csv")
+
+
+def priced(data: Dataset, per_turn: float, prices: Mapping[str, float]) -> dict[str, Any]:
+    """Outcomes in dollars: a turn costs ``prices[model]`` (else ``per_turn``) dollars."""
+    from benchmarks.route_frontier import Played
+
+    rate = {m: (prices.get(m, per_turn) if data.cost_unit == "turns" else 1.0) for m in data.models}
+    return {
+        t: {m: Played(o.success, o.cost * rate[m]) for m, o in per.items()}
+        for t, per in data.outcomes.items()
+    }
+
+
+def show_frontier(path: Path, args: argparse.Namespace) -> None:
+    from benchmarks.route_frontier import frontier
+    from services.assigner.value import load_routing_values
+    from tally.settings import CONFIG_DIR
+
+    data = load(path, args.run_config)
+    prices = yaml.safe_load(args.turn_prices.read_text()) if args.turn_prices else {}
+    outcomes = priced(data, args.price_per_turn, prices or {})
+    default = load_routing_values(CONFIG_DIR / "routing.yaml").default.usd
+    types = Counter(task_type(t) for t in outcomes)
+    print(f"\n{path.name}: {len(outcomes)} tasks of {len(types)} types, {len(data.models)} models")
+    if data.run_config:
+        print(f"  run_config {data.run_config!r}")
+    if data.cost_unit == "turns":
+        print(f"  cost: turns at ${args.price_per_turn} a turn (the file has no cost_usd)")
+    frontier(
+        outcomes,
+        task_type,
+        default_value=default,
+        max_attempts=min(args.max_attempts, len(data.models)),
+        n_orders=args.orders,
+        unit="USD" if data.cost_unit == "USD" else "turns",
+        usd_per_unit=1.0 if data.cost_unit == "USD" else args.price_per_turn,
+    )
+
+
 async def main(args: argparse.Namespace) -> None:
-    data = load(args.data, args.run_config)
+    if not args.bus:
+        for path in args.data or [DEFAULT_DATA, PAIRED_DATA]:
+            if not path.exists():
+                print(f"{path}: not found (public data beside the repository); skipped")
+                continue
+            show_frontier(path, args)
+        return
+    data = load((args.data or [DEFAULT_DATA])[0], args.run_config)
     # A task never goes back to a model that failed it: attempts cannot outnumber models.
     args.max_attempts = min(args.max_attempts, len(data.models))
     order = sorted(data.outcomes)
@@ -465,13 +515,19 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data", type=Path, action="append", help="a CSV (repeatable)")
     parser.add_argument("--models", type=Path, default=None, help="a model registry YAML")
     parser.add_argument("--run-config", default=None, help="rows of this run_config only")
     parser.add_argument("--tasks", type=int, default=0, help="the first N (shuffled); 0: all")
     parser.add_argument("--max-attempts", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=4, help="tasks in flight")
     parser.add_argument("--seed", type=int, default=0, help="task order")
+    parser.add_argument("--orders", type=int, default=5, help="task orders for medians")
+    parser.add_argument("--price-per-turn", type=float, default=PRICE_PER_TURN)
+    parser.add_argument("--turn-prices", type=Path, default=None, help="YAML: model -> $/turn")
+    parser.add_argument(
+        "--bus", action="store_true", help="replay once through the real services instead"
+    )
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))

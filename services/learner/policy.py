@@ -92,19 +92,102 @@ class RoutingPolicy:
         self._logits: dict[Key, dict[str, float]] = {}
         self._evidence: dict[Key, dict[str, Evidence]] = {}
         self._overall: dict[str, Evidence] = {}
+        #: Attempts made after another model failed the task: a harder population.
+        self._retry: dict[Key, dict[str, Evidence]] = {}
+        self._retry_overall: dict[str, Evidence] = {}
 
     def classes(self) -> list[Key]:
         """Every (task type, band) with preferences or evidence, sorted."""
-        return sorted(set(self._logits) | set(self._evidence))
+        return sorted(set(self._logits) | set(self._evidence) | set(self._retry))
 
-    def observe(self, task_type: str, band: str, model: str, reward: float, cost: float) -> None:
-        """Add one run's reward (in [0, 1]) and cost to the evidence, at once."""
+    def observe(
+        self,
+        task_type: str,
+        band: str,
+        model: str,
+        reward: float,
+        cost: float,
+        attempt: int = 1,
+    ) -> None:
+        """Add one run's reward (in [0, 1]) and cost to the evidence, at once.
+
+        A run after another model failed the task (``attempt`` > 1) goes to the evidence
+        of later attempts, kept apart from first attempts.
+        """
         if model not in self.models:
             self.models.append(model)
-        self._evidence.setdefault((task_type, band), {}).setdefault(model, Evidence()).add(
-            reward, cost
+        by_class, overall = (
+            (self._retry, self._retry_overall) if attempt > 1 else (self._evidence, self._overall)
         )
-        self._overall.setdefault(model, Evidence()).add(reward, cost)
+        by_class.setdefault((task_type, band), {}).setdefault(model, Evidence()).add(reward, cost)
+        overall.setdefault(model, Evidence()).add(reward, cost)
+
+    def class_runs(self, task_type: str, band: str) -> float:
+        """Runs of every model in the class, first and later attempts."""
+        key = (task_type, band)
+        return sum(e.runs for t in (self._evidence, self._retry) for e in t.get(key, {}).values())
+
+    def retry_posterior(self, task_type: str, band: str) -> dict[str, tuple[float, float]]:
+        """Per model: Beta posterior ``(alpha, beta)`` of success after another model failed.
+
+        Pooled like :meth:`posterior`, one level further: the workspace's rate after a
+        failure scales each model's first-attempt rate into the prior of its overall
+        rate after a failure, which is the prior of the class's.
+        """
+        first = self.posterior("", "")  # no class: the models' pooled overall figures
+        f_runs = sum(e.runs for e in self._overall.values())
+        f_base = (sum(e.reward for e in self._overall.values()) + 1.0) / (f_runs + 2.0)
+        r_runs = sum(e.runs for e in self._retry_overall.values())
+        r_base = (sum(e.reward for e in self._retry_overall.values()) + f_base) / (r_runs + 1.0)
+        ratio = r_base / f_base if f_base > 0 else 1.0
+        table = self._retry.get((task_type, band), {})
+        out = {}
+        for model in self.models:
+            a, b, _ = first[model]
+            prior = min(1.0, max(0.0, a / (a + b) * ratio)) if a + b > 0 else r_base
+            g = self._retry_overall.get(model, Evidence())
+            mean = (g.reward + BASE_STRENGTH * prior) / (g.runs + BASE_STRENGTH)
+            k = min(self.pool_strength, g.runs + BASE_STRENGTH)
+            e = table.get(model, Evidence())
+            out[model] = (e.reward + k * mean, e.runs - e.reward + k * (1.0 - mean))
+        return out
+
+    def mean_cost(self, task_type: str, band: str) -> dict[str, float | None]:
+        """Per model: the mean cost of its runs in the class, pooled toward its overall
+        mean cost (None for a model with no runs yet: its list price stands in)."""
+        out: dict[str, float | None] = {}
+        key = (task_type, band)
+        for model in self.models:
+            g = [t.get(model, Evidence()) for t in (self._overall, self._retry_overall)]
+            runs, cost = sum(e.runs for e in g), sum(e.cost for e in g)
+            if not runs:
+                out[model] = None
+                continue
+            c = [t.get(key, {}).get(model, Evidence()) for t in (self._evidence, self._retry)]
+            k = min(self.pool_strength, runs)
+            mine = sum(e.runs for e in c)
+            out[model] = (sum(e.cost for e in c) + k * cost / runs) / (mine + k)
+        return out
+
+    def rows(self, task_type: str, band: str) -> dict[str, list[float | None]]:
+        """Per model: ``[alpha, beta, alpha_after_failure, beta_after_failure, mean_cost]``."""
+        first = self.posterior(task_type, band)
+        retry = self.retry_posterior(task_type, band)
+        cost = self.mean_cost(task_type, band)
+        return {
+            m: [
+                round(first[m][0], 4),
+                round(first[m][1], 4),
+                round(retry[m][0], 4),
+                round(retry[m][1], 4),
+                None if cost[m] is None else round(float(cost[m] or 0.0), 6),
+            ]
+            for m in self.models
+        }
+
+    def posteriors(self) -> dict[str, dict[str, list[float | None]]]:
+        """:meth:`rows` per ``"<type>|<band>"``, and ``"*|*"`` for a class not seen yet."""
+        return {f"{t}|{b}": self.rows(t, b) for t, b in [*self.classes(), ("*", "*")]}
 
     def posterior(self, task_type: str, band: str) -> dict[str, tuple[float, float, float]]:
         """Per model: Beta posterior ``(alpha, beta)`` of its reward and its mean cost.
@@ -180,8 +263,15 @@ class RoutingPolicy:
         if total <= 0:  # no draw favoured any model the logits know: fall back on them
             weights = {m: math.exp(v - top) for m, v in table.items()}
             total = sum(weights.values())
-        uniform = self.floor / len(table)
-        return {m: (1.0 - self.floor) * w / total + uniform for m, w in weights.items()}
+        floor = self.exploration(task_type, band)
+        uniform = floor / len(table)
+        return {m: (1.0 - floor) * w / total + uniform for m, w in weights.items()}
+
+    def exploration(self, task_type: str, band: str) -> float:
+        """The exploration share of a class: ``floor`` at first, shrinking as
+        ``floor / sqrt(1 + runs / models)`` as the class's evidence grows."""
+        runs = self.class_runs(task_type, band)
+        return self.floor / math.sqrt(1.0 + runs / max(1, len(self.models)))
 
     def choose(self, task_type: str, band: str, rng: np.random.Generator) -> str:
         """Sample a model from the routing probabilities."""
@@ -249,6 +339,11 @@ class RoutingPolicy:
                 for (tt, band), table in sorted(self._evidence.items())
             ],
             "overall": _plain(self._overall),
+            "retry": [
+                {"task_type": tt, "band": band, "models": _plain(table)}
+                for (tt, band), table in sorted(self._retry.items())
+            ],
+            "retry_overall": _plain(self._retry_overall),
         }
 
     @classmethod
@@ -270,6 +365,11 @@ class RoutingPolicy:
             key = (table["task_type"], table["band"])
             policy._evidence[key] = {m: Evidence(*v) for m, v in table["models"].items()}
         policy._overall = {m: Evidence(*v) for m, v in data.get("overall", {}).items()}
+        # Checkpoints saved before later attempts were kept apart restore with none.
+        for table in data.get("retry", []):
+            key = (table["task_type"], table["band"])
+            policy._retry[key] = {m: Evidence(*v) for m, v in table["models"].items()}
+        policy._retry_overall = {m: Evidence(*v) for m, v in data.get("retry_overall", {}).items()}
         return policy
 
 
