@@ -34,7 +34,7 @@ import statistics
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ import yaml
 from sqlalchemy import func, select
 
 from tally.db import create_engine
-from tally.db.tables import learner_runs
+from tally.db.tables import assigner_tasks, learner_runs
 from tally.events import PolicyUpdated, TaskAssigned, TaskCreated, TaskDeferred
 from tally.registry import load_models
 from tally.sandbox import sandbox
@@ -230,12 +230,32 @@ class Replay:
         )
 
 
+async def next_assignment(
+    queue: asyncio.Queue[TaskAssigned | TaskDeferred],
+    tally_id: str,
+    declined: Callable[[str], Awaitable[bool]],
+    *,
+    first: bool,
+    timeout_s: float = 60.0,
+) -> TaskAssigned | TaskDeferred | None:
+    """The task's next assignment; None once the assigner declined to escalate it."""
+    deadline = time.perf_counter() + timeout_s
+    while time.perf_counter() < deadline:
+        try:
+            return await asyncio.wait_for(queue.get(), 0.5)
+        except TimeoutError:
+            if not first and await declined(tally_id):
+                return None
+    raise RuntimeError(f"{tally_id}: no assignment within {timeout_s:.0f} s")
+
+
 async def run_task(
     sdk: Tally,
     replay: Replay,
     queues: dict[str, asyncio.Queue[TaskAssigned | TaskDeferred]],
     original_id: str,
     tally_id: str,
+    declined: Callable[[str], Awaitable[bool]],
 ) -> None:
     """Create one task, then play each assignment's recorded outcome until done."""
     queue = queues[tally_id]
@@ -250,7 +270,9 @@ async def run_task(
     )
     replay.cost[tally_id], replay.solved[tally_id], replay.attempts[tally_id] = 0.0, False, []
     for attempt in range(1, replay.max_attempts + 1):
-        got = await asyncio.wait_for(queue.get(), 60)
+        got = await next_assignment(queue, tally_id, declined, first=attempt == 1)
+        if got is None:
+            return  # the assigner judged no untried model worth another attempt
         if isinstance(got, TaskDeferred):
             raise RuntimeError(f"{tally_id} deferred: {got.reason}")
         if got.attempt != attempt:
@@ -351,9 +373,17 @@ async def replay_all(
             try:
                 pending = iter(order)
 
+                async def declined(task_id: str) -> bool:
+                    t = assigner_tasks.c
+                    async with engine.connect() as conn:
+                        status = await conn.scalar(
+                            select(t.status).where(t.namespace == ns, t.task_id == task_id)
+                        )
+                    return bool(status == "exhausted")
+
                 async def worker() -> None:
                     for original in pending:
-                        await run_task(sdk, replay, queues, original, ids[original])
+                        await run_task(sdk, replay, queues, original, ids[original], declined)
 
                 await asyncio.gather(*(worker() for _ in range(concurrency)))
             finally:
@@ -385,6 +415,16 @@ async def recorded(engine: Any, runs: int, timeout_s: float = 60.0) -> float:
                         learner_runs.c.workspace == WORKSPACE
                     )
                 )
+                unknown = await conn.scalar(
+                    select(func.count())
+                    .select_from(learner_runs)
+                    .where(
+                        learner_runs.c.workspace == WORKSPACE,
+                        (learner_runs.c.band == "unknown")
+                        | (learner_runs.c.task_type == "unknown"),
+                    )
+                )
+                print(f"runs learned: {have}, filed under an unknown type or band: {unknown}")
                 return int(total) / 1_000_000
         await asyncio.sleep(0.2)
 
@@ -496,6 +536,20 @@ async def main(args: argparse.Namespace) -> None:
             show_frontier(path, args)
         return
     data = load((args.data or [DEFAULT_DATA])[0], args.run_config)
+    if data.cost_unit == "turns":  # priced like the frontier's, so the value of a solve fits
+        prices = yaml.safe_load(args.turn_prices.read_text()) if args.turn_prices else {}
+        outcomes = priced(data, args.price_per_turn, prices or {})
+        data = Dataset(
+            {
+                t: {m: Outcome(p.success, p.usd) for m, p in per.items()}
+                for t, per in outcomes.items()
+            },
+            data.models,
+            "USD",
+            data.run_config,
+            data.dropped,
+        )
+        print(f"turns priced at ${args.price_per_turn} a turn")
     # A task never goes back to a model that failed it: attempts cannot outnumber models.
     args.max_attempts = min(args.max_attempts, len(data.models))
     order = sorted(data.outcomes)
