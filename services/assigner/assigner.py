@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import structlog
 
-from services.assigner.escalation import escalation_order
+from services.assigner.escalation import escalation_order, priced
 from services.assigner.experiments import arm_label, experiment_for, pick_arm
 from services.assigner.repo import AssignmentRepo
 from services.assigner.selection import (
@@ -20,7 +20,6 @@ from services.assigner.selection import (
     LearnedScore,
     RoutingTable,
     candidates,
-    expected_values,
     rank,
     route_seed,
 )
@@ -216,6 +215,7 @@ class Assigner:
         note = ""
         if policy_led and (escalate_from or failed_models):
             note = f"policy after {escalate_from} failed attempt {attempt - 1}; "
+            ranked = self.worth_trying(e, ranked, attempt)
         elif escalate_from or failed_models:
             failed = self.registry.get(escalate_from) if escalate_from else None
             capability = (
@@ -386,29 +386,34 @@ class Assigner:
             state.estimated, a.attempt + 1, failed_models=failed, escalate_from=a.model
         )
 
+    def worth_trying(
+        self, e: TaskEstimated, ranked: Sequence[Candidate], attempt: int
+    ) -> list[Candidate]:
+        """After a failure, only the candidates with a positive expected value: quota
+        refusing the best never sends the task to a model not worth the attempt."""
+        policy = self.policies.get(e.workspace)
+        post = policy.posterior(e.estimate) if policy is not None else None
+        if post is None:
+            return list(ranked)
+        value = self.values.for_workspace(e.workspace)
+        ev = priced(ranked, post, value_usd=value, task_id=e.task_id, attempt=attempt)
+        return [c for c in ranked if ev[c.model.name] > 0]
+
     async def escalation_value(
         self, e: TaskEstimated, failed: Sequence[str], attempt: int
     ) -> float | None:
-        """The best untried model's expected value in dollars (the same draw the next
+        """The best untried model's expected value in dollars (the draw the next
         assignment makes), or None when the learned policy does not price this task."""
         strategy, _ = await self.strategy_for(e)
         policy = self.policies.get(e.workspace)
         post = policy.posterior(e.estimate) if strategy == "learned" and policy else None
         if post is None:
             return None
-        untried = [
-            c for c in candidates(self.registry.models(), e.estimate) if c.model.name not in failed
-        ]
-        if not untried:
-            return 0.0
-        ev = expected_values(
-            untried,
-            post,
-            value_usd=self.values.for_workspace(e.workspace),
-            after_failure=True,
-            seed=route_seed(e.task_id, attempt),
-        )
-        return max(ev.values())
+        models = [m for m in self.registry.models() if m.name not in failed]
+        untried = candidates(models, e.estimate)
+        value = self.values.for_workspace(e.workspace)
+        ev = priced(untried, post, value_usd=value, task_id=e.task_id, attempt=attempt)
+        return max(ev.values(), default=0.0)
 
     async def recommend(self, r: RecommendRequest) -> RecommendReply:
         """The model :meth:`assign` would try first, the runner-up and why; reserves nothing."""
