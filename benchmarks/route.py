@@ -1,22 +1,28 @@
-"""Learned routing: replay recorded per-task outcomes through Tally, from a cold start.
+"""Learned routing on recorded per-task outcomes: the cost-quality frontier, and a live replay.
 
-Every task of a CSV of outcomes (columns ``task_id, model, success`` and ``cost_usd`` or
-``turns``; the task type is what precedes ``__`` in the task id) goes through the real
-bus with the services running in-process on a throwaway database and namespace: it is
-created (``task.created``), estimated by the estimator, assigned by the assigner with the
+By default (``make bench-route``), for each data file (both public files beside the
+repository unless ``--data`` names others), :mod:`benchmarks.route_frontier` prints Tally's
+figures at several values of a solve -- its learner's and assigner's own code replayed in
+process from a cold start, over 5 task orders (medians, with the spread) -- next to the
+best single model, the cheapest, the oracle (the cheapest model that solves each task),
+the best fixed order of two models chosen in hindsight and an online Beta-posterior
+bandit, with spend per task over the first and second half of the stream. A CSV needs
+``task_id, model, success`` and ``cost_usd`` or ``turns`` (the task type is what precedes
+``__`` in the task id); turns become dollars at ``--price-per-turn`` (or per model, from a
+``--turn-prices`` YAML of model -> dollars a turn). The default value of a solve is
+``deploy/config/routing.yaml``'s.
+
+With ``--bus``, one order of one file goes through the real bus with the services running
+in-process on a throwaway database and namespace: every task is created
+(``task.created``), estimated by the estimator, assigned by the assigner with the
 ``learned`` strategy; the recorded outcome of the model it got comes back through the
 agents' SDK as ``run.started``, a ``worker_call`` carrying the recorded cost, and
 ``run.finished``; the tracker records the run, the learner learns from it and publishes
-its routing policy, and the assigner escalates a failure to another model while attempts
-remain. Nothing is known in advance: every model starts equal.
+its routing policy, and the assigner escalates a failure while an untried model is worth
+it. It prints how many runs the learner filed under an unknown task type or band.
 
-Printed next to Tally's figures, on the same tasks: the best single model (most tasks
-solved in one attempt each), the cheapest model, and the oracle (the cheapest model that
-solves each task; tasks no model solves cost it nothing). "per cost vs best" is tasks
-solved per unit of cost as a share of the best single model's.
-
-Run: ``uv run python benchmarks/route.py [--data CSV] [--models models.yaml] [--tasks N]``
-(``make bench-route DATA=… MODELS=…``). Servers from ``TALLY_NATS_URL``,
+Run: ``uv run python benchmarks/route.py [--data CSV ...] [--bus] [--models models.yaml]
+[--tasks N]`` (``make bench-route DATA=… MODELS=…``). Servers from ``TALLY_NATS_URL``,
 ``TALLY_DATABASE_URL``, ``TALLY_REDIS_URL``; everything made for the run is removed at
 the end.
 """
