@@ -79,7 +79,9 @@ async def test_a_generated_client_creates_a_task_and_reads_its_assignment(
 
             async def assigned() -> Any:
                 view = await show.asyncio(task_id, client=client)
-                if isinstance(view, models.TaskView) and view.assignments:
+                # The assignment (assigner) and the task row (tracker) are written by
+                # different consumers: wait for both.
+                if isinstance(view, models.TaskView) and view.assignments and view.workspace:
                     return view
                 return None
 
