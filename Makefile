@@ -55,8 +55,8 @@ bench-estimate: setup ## Points and hours against history baselines (public data
 	$(PY) python benchmarks/estimate.py
 	$(ENSURE) && $(PY) python benchmarks/estimate_service.py
 
-bench-route: setup ## Learned routing vs best single model, cheapest, oracle (DATA=x.csv MODELS=x.yaml)
-	$(ENSURE) && $(PY) python benchmarks/route.py $(if $(DATA),--data $(DATA)) $(if $(MODELS),--models $(MODELS))
+bench-route: setup ## Routing frontier vs best single, cheapest, oracle, fixed pairs, a bandit (DATA=x.csv; BUS=1: live replay)
+	$(ENSURE) && $(PY) python benchmarks/route.py $(if $(DATA),--data $(DATA)) $(if $(MODELS),--models $(MODELS)) $(if $(BUS),--bus)
 
 chaos: setup ## Fault drills: kill -9, NATS/Postgres/Redis faults, fuzzing; prints the table (~10 min; DRILLS="a e")
 	$(ENSURE) && $(PY) python -m tests.chaos $(DRILLS)

@@ -1,22 +1,28 @@
-"""Learned routing: replay recorded per-task outcomes through Tally, from a cold start.
+"""Learned routing on recorded per-task outcomes: the cost-quality frontier, and a live replay.
 
-Every task of a CSV of outcomes (columns ``task_id, model, success`` and ``cost_usd`` or
-``turns``; the task type is what precedes ``__`` in the task id) goes through the real
-bus with the services running in-process on a throwaway database and namespace: it is
-created (``task.created``), estimated by the estimator, assigned by the assigner with the
+By default (``make bench-route``), for each data file (both public files beside the
+repository unless ``--data`` names others), :mod:`benchmarks.route_frontier` prints Tally's
+figures at several values of a solve -- its learner's and assigner's own code replayed in
+process from a cold start, over 5 task orders (medians, with the spread) -- next to the
+best single model, the cheapest, the oracle (the cheapest model that solves each task),
+the best fixed order of two models chosen in hindsight and an online Beta-posterior
+bandit, with spend per task over the first and second half of the stream. A CSV needs
+``task_id, model, success`` and ``cost_usd`` or ``turns`` (the task type is what precedes
+``__`` in the task id); turns become dollars at ``--price-per-turn`` (or per model, from a
+``--turn-prices`` YAML of model -> dollars a turn). The default value of a solve is
+``deploy/config/routing.yaml``'s.
+
+With ``--bus``, one order of one file goes through the real bus with the services running
+in-process on a throwaway database and namespace: every task is created
+(``task.created``), estimated by the estimator, assigned by the assigner with the
 ``learned`` strategy; the recorded outcome of the model it got comes back through the
 agents' SDK as ``run.started``, a ``worker_call`` carrying the recorded cost, and
 ``run.finished``; the tracker records the run, the learner learns from it and publishes
-its routing policy, and the assigner escalates a failure to another model while attempts
-remain. Nothing is known in advance: every model starts equal.
+its routing policy, and the assigner escalates a failure while an untried model is worth
+it. It prints how many runs the learner filed under an unknown task type or band.
 
-Printed next to Tally's figures, on the same tasks: the best single model (most tasks
-solved in one attempt each), the cheapest model, and the oracle (the cheapest model that
-solves each task; tasks no model solves cost it nothing). "per cost vs best" is tasks
-solved per unit of cost as a share of the best single model's.
-
-Run: ``uv run python benchmarks/route.py [--data CSV] [--models models.yaml] [--tasks N]``
-(``make bench-route DATA=… MODELS=…``). Servers from ``TALLY_NATS_URL``,
+Run: ``uv run python benchmarks/route.py [--data CSV ...] [--bus] [--models models.yaml]
+[--tasks N]`` (``make bench-route DATA=… MODELS=…``). Servers from ``TALLY_NATS_URL``,
 ``TALLY_DATABASE_URL``, ``TALLY_REDIS_URL``; everything made for the run is removed at
 the end.
 """
@@ -34,7 +40,7 @@ import statistics
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +50,7 @@ import yaml
 from sqlalchemy import func, select
 
 from tally.db import create_engine
-from tally.db.tables import learner_runs
+from tally.db.tables import assigner_tasks, learner_runs
 from tally.events import PolicyUpdated, TaskAssigned, TaskCreated, TaskDeferred
 from tally.registry import load_models
 from tally.sandbox import sandbox
@@ -230,12 +236,32 @@ class Replay:
         )
 
 
+async def next_assignment(
+    queue: asyncio.Queue[TaskAssigned | TaskDeferred],
+    tally_id: str,
+    declined: Callable[[str], Awaitable[bool]],
+    *,
+    first: bool,
+    timeout_s: float = 60.0,
+) -> TaskAssigned | TaskDeferred | None:
+    """The task's next assignment; None once the assigner declined to escalate it."""
+    deadline = time.perf_counter() + timeout_s
+    while time.perf_counter() < deadline:
+        try:
+            return await asyncio.wait_for(queue.get(), 0.5)
+        except TimeoutError:
+            if not first and await declined(tally_id):
+                return None
+    raise RuntimeError(f"{tally_id}: no assignment within {timeout_s:.0f} s")
+
+
 async def run_task(
     sdk: Tally,
     replay: Replay,
     queues: dict[str, asyncio.Queue[TaskAssigned | TaskDeferred]],
     original_id: str,
     tally_id: str,
+    declined: Callable[[str], Awaitable[bool]],
 ) -> None:
     """Create one task, then play each assignment's recorded outcome until done."""
     queue = queues[tally_id]
@@ -250,7 +276,9 @@ async def run_task(
     )
     replay.cost[tally_id], replay.solved[tally_id], replay.attempts[tally_id] = 0.0, False, []
     for attempt in range(1, replay.max_attempts + 1):
-        got = await asyncio.wait_for(queue.get(), 60)
+        got = await next_assignment(queue, tally_id, declined, first=attempt == 1)
+        if got is None:
+            return  # the assigner judged no untried model worth another attempt
         if isinstance(got, TaskDeferred):
             raise RuntimeError(f"{tally_id} deferred: {got.reason}")
         if got.attempt != attempt:
@@ -351,9 +379,17 @@ async def replay_all(
             try:
                 pending = iter(order)
 
+                async def declined(task_id: str) -> bool:
+                    t = assigner_tasks.c
+                    async with engine.connect() as conn:
+                        status = await conn.scalar(
+                            select(t.status).where(t.namespace == ns, t.task_id == task_id)
+                        )
+                    return bool(status == "exhausted")
+
                 async def worker() -> None:
                     for original in pending:
-                        await run_task(sdk, replay, queues, original, ids[original])
+                        await run_task(sdk, replay, queues, original, ids[original], declined)
 
                 await asyncio.gather(*(worker() for _ in range(concurrency)))
             finally:
@@ -385,6 +421,16 @@ async def recorded(engine: Any, runs: int, timeout_s: float = 60.0) -> float:
                         learner_runs.c.workspace == WORKSPACE
                     )
                 )
+                unknown = await conn.scalar(
+                    select(func.count())
+                    .select_from(learner_runs)
+                    .where(
+                        learner_runs.c.workspace == WORKSPACE,
+                        (learner_runs.c.band == "unknown")
+                        | (learner_runs.c.task_type == "unknown"),
+                    )
+                )
+                print(f"runs learned: {have}, filed under an unknown type or band: {unknown}")
                 return int(total) / 1_000_000
         await asyncio.sleep(0.2)
 
@@ -444,8 +490,72 @@ def report(
         )
 
 
+#: Dollars per turn when a file counts turns: the geometric mean of the two models'
+#: measured cost per API call in the paired file ($0.029 and $0.138).
+PRICE_PER_TURN = 0.06
+PAIRED_DATA = DEFAULT_DATA.with_name("swebench_pro_paired_gpt5_claude45_cost.csv")
+
+
+def priced(data: Dataset, per_turn: float, prices: Mapping[str, float]) -> dict[str, Any]:
+    """Outcomes in dollars: a turn costs ``prices[model]`` (else ``per_turn``) dollars."""
+    from benchmarks.route_frontier import Played
+
+    rate = {m: (prices.get(m, per_turn) if data.cost_unit == "turns" else 1.0) for m in data.models}
+    return {
+        t: {m: Played(o.success, o.cost * rate[m]) for m, o in per.items()}
+        for t, per in data.outcomes.items()
+    }
+
+
+def show_frontier(path: Path, args: argparse.Namespace) -> None:
+    from benchmarks.route_frontier import frontier
+    from services.assigner.value import load_routing_values
+    from tally.settings import CONFIG_DIR
+
+    data = load(path, args.run_config)
+    prices = yaml.safe_load(args.turn_prices.read_text()) if args.turn_prices else {}
+    outcomes = priced(data, args.price_per_turn, prices or {})
+    default = load_routing_values(CONFIG_DIR / "routing.yaml").default.usd
+    types = Counter(task_type(t) for t in outcomes)
+    print(f"\n{path.name}: {len(outcomes)} tasks of {len(types)} types, {len(data.models)} models")
+    if data.run_config:
+        print(f"  run_config {data.run_config!r}")
+    if data.cost_unit == "turns":
+        print(f"  cost: turns at ${args.price_per_turn} a turn (the file has no cost_usd)")
+    frontier(
+        outcomes,
+        task_type,
+        default_value=default,
+        max_attempts=min(args.max_attempts, len(data.models)),
+        n_orders=args.orders,
+        unit="USD" if data.cost_unit == "USD" else "turns",
+        usd_per_unit=1.0 if data.cost_unit == "USD" else args.price_per_turn,
+    )
+
+
 async def main(args: argparse.Namespace) -> None:
-    data = load(args.data, args.run_config)
+    if not args.bus:
+        for path in args.data or [DEFAULT_DATA, PAIRED_DATA]:
+            if not path.exists():
+                print(f"{path}: not found (public data beside the repository); skipped")
+                continue
+            show_frontier(path, args)
+        return
+    data = load((args.data or [DEFAULT_DATA])[0], args.run_config)
+    if data.cost_unit == "turns":  # priced like the frontier's, so the value of a solve fits
+        prices = yaml.safe_load(args.turn_prices.read_text()) if args.turn_prices else {}
+        outcomes = priced(data, args.price_per_turn, prices or {})
+        data = Dataset(
+            {
+                t: {m: Outcome(p.success, p.usd) for m, p in per.items()}
+                for t, per in outcomes.items()
+            },
+            data.models,
+            "USD",
+            data.run_config,
+            data.dropped,
+        )
+        print(f"turns priced at ${args.price_per_turn} a turn")
     # A task never goes back to a model that failed it: attempts cannot outnumber models.
     args.max_attempts = min(args.max_attempts, len(data.models))
     order = sorted(data.outcomes)
@@ -465,13 +575,19 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data", type=Path, action="append", help="a CSV (repeatable)")
     parser.add_argument("--models", type=Path, default=None, help="a model registry YAML")
     parser.add_argument("--run-config", default=None, help="rows of this run_config only")
     parser.add_argument("--tasks", type=int, default=0, help="the first N (shuffled); 0: all")
     parser.add_argument("--max-attempts", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=4, help="tasks in flight")
     parser.add_argument("--seed", type=int, default=0, help="task order")
+    parser.add_argument("--orders", type=int, default=5, help="task orders for medians")
+    parser.add_argument("--price-per-turn", type=float, default=PRICE_PER_TURN)
+    parser.add_argument("--turn-prices", type=Path, default=None, help="YAML: model -> $/turn")
+    parser.add_argument(
+        "--bus", action="store_true", help="replay once through the real services instead"
+    )
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))

@@ -176,6 +176,18 @@ ASSIGNMENTS = _counter(
 DEFERRALS = _counter(
     "tally_deferrals_total", "Tasks deferred for lack of quota", ["reason"], "assigner"
 )
+ESCALATIONS_DECLINED = _counter(
+    "tally_escalations_declined_total",
+    "Failed tasks not escalated: no untried model's expected value was positive",
+    [],
+    "assigner",
+)
+UNFILED_RUNS = _counter(
+    "tally_learner_unfiled_runs_total",
+    "Runs learned under an unknown task type or band (no estimate found for the task)",
+    [],
+    "learner",
+)
 RESERVATIONS = _counter(
     "tally_quota_reservations_total",
     "Quota reservations by result",

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import structlog
 
-from services.assigner.escalation import escalation_order
+from services.assigner.escalation import escalation_order, priced
 from services.assigner.experiments import arm_label, experiment_for, pick_arm
 from services.assigner.repo import AssignmentRepo
 from services.assigner.selection import (
@@ -19,10 +19,12 @@ from services.assigner.selection import (
     Candidate,
     LearnedScore,
     RoutingTable,
+    candidates,
     rank,
     route_seed,
 )
 from services.assigner.settings import AssignerSettings
+from services.assigner.value import RoutingValues, load_routing_values
 from tally import metrics
 from tally.bus import Bus
 from tally.errors import PermanentError, TransientError
@@ -63,8 +65,11 @@ class Assigner:
         repo: AssignmentRepo,
         registry: ModelRegistry,
         settings: AssignerSettings,
+        values: RoutingValues | None = None,
     ) -> None:
         self.bus = bus
+        #: What a solved task is worth per workspace (``routing.yaml``).
+        self.values = values if values is not None else load_routing_values(settings.routing_path)
         self.repo = repo
         self.registry = registry
         self.settings = settings
@@ -80,14 +85,20 @@ class Assigner:
         held = self.policies.get(e.workspace)
         if held is not None and held.version >= e.version:
             return False
-        self.policies[e.workspace] = RoutingTable(e.version, e.probabilities, e.models)
+        self.policies[e.workspace] = RoutingTable(
+            e.version, e.probabilities, e.models, e.posteriors
+        )
         log.info("policy_adopted", workspace=e.workspace, version=e.version)
         return True
 
     def follows_policy(self, strategy: str, workspace: str, estimate: Estimate) -> bool:
         """Whether the learned policy (not the score ranking) orders this task."""
         policy = self.policies.get(workspace)
-        return strategy == "learned" and policy is not None and policy.table(estimate) is not None
+        return (
+            strategy == "learned"
+            and policy is not None
+            and (policy.posterior(estimate) is not None or policy.table(estimate) is not None)
+        )
 
     async def prepaid(self) -> frozenset[str]:
         """Subscriptions paid for in advance, as the quota service knows them (cached 60 s)."""
@@ -143,6 +154,8 @@ class Assigner:
             scores=self.scores,
             policy=self.policies.get(workspace),
             seed=seed,
+            value_usd=self.values.for_workspace(workspace),
+            after_failure=bool(exclude),
         )
 
     async def strategy_for(self, e: TaskEstimated) -> tuple[str, str | None]:
@@ -202,6 +215,7 @@ class Assigner:
         note = ""
         if policy_led and (escalate_from or failed_models):
             note = f"policy after {escalate_from} failed attempt {attempt - 1}; "
+            ranked = self.worth_trying(e, ranked, attempt)
         elif escalate_from or failed_models:
             failed = self.registry.get(escalate_from) if escalate_from else None
             capability = (
@@ -349,6 +363,19 @@ class Assigner:
             )
             log.info("escalation_exhausted", task_id=e.task_id, attempts=a.attempt)
             return None
+        worth = await self.escalation_value(state.estimated, failed, a.attempt + 1)
+        if worth is not None and worth <= 0:
+            await self.repo.set_task(
+                state.estimated,
+                "exhausted",
+                a.attempt,
+                failed_models=failed,
+                reason=f"no untried model is worth another attempt (best expected value"
+                f" ${worth:.2f} at ${self.values.for_workspace(e.workspace):.2f} a solve)",
+            )
+            metrics.ESCALATIONS_DECLINED.of("assigner").inc()
+            log.info("escalation_not_worth_it", task_id=e.task_id, expected_value=worth)
+            return None
         if e.reservation_id and await self.repo.reservation_settled(e.reservation_id) is False:
             raise TransientError(
                 f"reservation {e.reservation_id} not settled yet",
@@ -358,6 +385,35 @@ class Assigner:
         return await self.assign(
             state.estimated, a.attempt + 1, failed_models=failed, escalate_from=a.model
         )
+
+    def worth_trying(
+        self, e: TaskEstimated, ranked: Sequence[Candidate], attempt: int
+    ) -> list[Candidate]:
+        """After a failure, only the candidates with a positive expected value: quota
+        refusing the best never sends the task to a model not worth the attempt."""
+        policy = self.policies.get(e.workspace)
+        post = policy.posterior(e.estimate) if policy is not None else None
+        if post is None:
+            return list(ranked)
+        value = self.values.for_workspace(e.workspace)
+        ev = priced(ranked, post, value_usd=value, task_id=e.task_id, attempt=attempt)
+        return [c for c in ranked if ev[c.model.name] > 0]
+
+    async def escalation_value(
+        self, e: TaskEstimated, failed: Sequence[str], attempt: int
+    ) -> float | None:
+        """The best untried model's expected value in dollars (the draw the next
+        assignment makes), or None when the learned policy does not price this task."""
+        strategy, _ = await self.strategy_for(e)
+        policy = self.policies.get(e.workspace)
+        post = policy.posterior(e.estimate) if strategy == "learned" and policy else None
+        if post is None:
+            return None
+        models = [m for m in self.registry.models() if m.name not in failed]
+        untried = candidates(models, e.estimate)
+        value = self.values.for_workspace(e.workspace)
+        ev = priced(untried, post, value_usd=value, task_id=e.task_id, attempt=attempt)
+        return max(ev.values(), default=0.0)
 
     async def recommend(self, r: RecommendRequest) -> RecommendReply:
         """The model :meth:`assign` would try first, the runner-up and why; reserves nothing."""

@@ -8,13 +8,16 @@ stronger passes the filters, the rest follow in the strategy's order.
 Under the ``learned`` strategy with a routing policy for the task's class, the assigner
 leaves the failed models out before the policy draws, and keeps the policy's order: the
 policy has measured which models succeed where, which the registry's tiers only guess.
+With the policy's posteriors, escalation is priced: only untried models whose expected
+value (value of a solve x drawn chance of success after a failure - cost) is positive
+are tried, and none at all when the best is not.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
-from services.assigner.selection import Candidate
+from services.assigner.selection import Candidate, expected_values, route_seed
 from tally.registry import TIER_ORDER, ModelSpec
 
 
@@ -47,3 +50,22 @@ def escalation_order(
     stronger.sort(key=lambda c: (-TIER_ORDER.index(c.model.tier), position[c.model.name]))
     rest = [c for c in fresh if c not in stronger]
     return stronger + rest
+
+
+def priced(
+    untried: Sequence[Candidate],
+    posterior: Mapping[str, Sequence[float | None]],
+    *,
+    value_usd: float,
+    task_id: str,
+    attempt: int,
+) -> dict[str, float]:
+    """Each untried candidate's expected value for ``attempt``, in dollars: the same draws
+    the ``learned`` strategy ranks that attempt by."""
+    return expected_values(
+        untried,
+        posterior,
+        value_usd=value_usd,
+        after_failure=True,
+        seed=route_seed(task_id, attempt),
+    )

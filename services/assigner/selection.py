@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from tally.events import Estimate
 from tally.registry import ModelSpec
@@ -56,10 +58,48 @@ class RoutingTable:
     version: int
     probabilities: Mapping[str, Mapping[str, float]]
     models: tuple[str, ...] = ()
+    #: ``"<task_type>|<band>"`` (or ``"*|*"``) → model → ``[alpha, beta, alpha after a
+    #: failure, beta after a failure, mean cost or None]`` (see ``PolicyUpdated``).
+    posteriors: Mapping[str, Mapping[str, Sequence[float | None]]] = field(default_factory=dict)
 
     def table(self, estimate: Estimate) -> Mapping[str, float] | None:
         """The probabilities for the estimate's task class, or None if it has none yet."""
         return self.probabilities.get(f"{estimate.task_type}|{estimate.band}") or None
+
+    def posterior(self, estimate: Estimate) -> Mapping[str, Sequence[float | None]] | None:
+        """The posteriors of the estimate's class, else of an unseen class; None without."""
+        key = f"{estimate.task_type}|{estimate.band}"
+        return self.posteriors.get(key) or self.posteriors.get("*|*") or None
+
+
+def expected_values(
+    cands: Sequence[Candidate],
+    posterior: Mapping[str, Sequence[float | None]],
+    *,
+    value_usd: float,
+    after_failure: bool,
+    seed: int,
+) -> dict[str, float]:
+    """Per candidate: ``value_usd * p - cost``, with ``p`` drawn from its Beta posterior.
+
+    ``p`` is the chance of success at a first attempt, or after another model failed
+    when ``after_failure``; ``cost`` is the cost measured per attempt, or the candidate's
+    list-price estimate before it has runs. One draw per model, seeded (replicas and
+    redeliveries agree): Thompson sampling, so an uncertain model is sometimes tried and
+    a well-measured one is judged by what it does.
+    """
+    rng = np.random.default_rng(seed)
+    out = {}
+    for c in sorted(cands, key=lambda c: c.model.name):
+        row = posterior.get(c.model.name)
+        if row is None:  # a model the policy has not met: a uniform prior, list price
+            alpha, beta, cost = 1.0, 1.0, None
+        else:
+            a, b = (row[2], row[3]) if after_failure else (row[0], row[1])
+            alpha, beta, cost = float(a or 0.0), float(b or 0.0), row[4]
+        p = float(rng.beta(max(alpha, 1e-6), max(beta, 1e-6)))
+        out[c.model.name] = value_usd * p - (c.expected_cost if cost is None else float(cost))
+    return out
 
 
 def route_seed(task_id: str, attempt: int) -> int:
@@ -170,9 +210,15 @@ def learned(
     policy: RoutingTable | None = None,
     seed: int = 0,
     weights: tuple[float, float, float] = (0.4, 0.3, 0.3),
+    value_usd: float | None = None,
+    after_failure: bool = False,
     **_: object,
 ) -> list[Candidate]:
     """Follow the learner's routing policy; without one, rank by the learner's scores.
+
+    With the policy's posteriors and the value of a solve (``value_usd``), candidates
+    rank by expected value net of expected cost (:func:`expected_values`; after a
+    failure, by the posterior of success after a failure).
 
     When the policy has a table for the task's class (task type and band), the first
     candidate is drawn from its probabilities restricted to the candidates (``seed``
@@ -181,6 +227,12 @@ def learned(
     registry capability in place of quality, at the median velocity and their expected
     cost, so new models still get tried.
     """
+    post = policy.posterior(estimate) if policy is not None else None
+    if post is not None and cands and value_usd is not None:
+        ev = expected_values(
+            cands, post, value_usd=value_usd, after_failure=after_failure, seed=seed
+        )
+        return sorted(cands, key=lambda c: (-ev[c.model.name], c.model.name))
     table = policy.table(estimate) if policy is not None else None
     if table is not None and cands:
         by_name = {c.model.name: c for c in cands}

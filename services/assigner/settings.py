@@ -12,11 +12,15 @@ class AssignerSettings(ServiceSettings):
 
     http_port: int = 8102
     models_path: Path = CONFIG_DIR / "models.yaml"
+    #: What a solved task is worth per workspace (the learned routing's exchange rate).
+    routing_path: Path = CONFIG_DIR / "routing.yaml"
     strategy: str = "maximize_value"
     #: How long a reservation is held before the quota service releases it unused.
     reservation_ttl_s: int = 4 * 3600
     quota_timeout_s: float = 2.0
-    #: Runs of a task (the first plus escalations) before the assigner gives up on it.
+    #: Runs of a task (the first plus escalations) before the assigner gives up on it: a
+    #: safety cap. Under the learned policy escalation stops sooner, once no untried
+    #: model's expected value (value of a solve x chance of success - cost) is positive.
     max_attempts: int = 3
     #: How often deferred tasks are retried without a quota-freed notice, and how many
     #: one round may retry (bounded work however long the backlog grows).

@@ -116,8 +116,21 @@ class Learner:
 
     # -- recorded runs --------------------------------------------------------------------
     async def record(self, e: RunRecorded) -> bool:
-        """Learn from one recorded run; False if it was already learned (a redelivery)."""
+        """Learn from one recorded run; False if it was already learned (a redelivery).
+
+        The run is filed under the task type and band the estimator recorded: the class
+        the assigner routes by, whatever the tracker knew when it totalled the run (its
+        band comes from ``task.estimated``, which may reach it after ``run.finished``).
+        """
+        estimated = await self.repo.estimated_class(e.task_id)
+        if estimated is not None:
+            e = e.model_copy(
+                update={"task_type": estimated[0] or e.task_type, "band": estimated[1] or e.band}
+            )
         outcome = outcome_of(e)
+        if UNKNOWN in (outcome.task_type, outcome.band):
+            metrics.UNFILED_RUNS.of("learner").inc()
+            log.warning("run_filed_under_unknown", run_id=e.run_id, task_id=e.task_id)
         reward = self.rewards.for_context(task_type=outcome.task_type)(signals_of(e))
         log_row = {
             "run_id": e.run_id,
@@ -248,6 +261,7 @@ class Learner:
                 version=trainer.version,
                 probabilities=trainer.probabilities(),
                 models=tuple(trainer.policy.models),
+                posteriors=trainer.posteriors(),
             )
         )
 

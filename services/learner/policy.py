@@ -23,12 +23,14 @@ import math
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import numpy as np
 
+from services.learner.checkpoints import Checkpoint, Checkpointer, credit
 from services.learner.rewards import group_advantages
+
+__all__ = ["Checkpoint", "Checkpointer", "Evidence", "RoutingPolicy", "credit"]
 
 Key = tuple[str, str]  #: (task_type, band)
 #: Posterior draws per Thompson share: enough for shares within about ±0.02.
@@ -92,19 +94,102 @@ class RoutingPolicy:
         self._logits: dict[Key, dict[str, float]] = {}
         self._evidence: dict[Key, dict[str, Evidence]] = {}
         self._overall: dict[str, Evidence] = {}
+        #: Attempts made after another model failed the task: a harder population.
+        self._retry: dict[Key, dict[str, Evidence]] = {}
+        self._retry_overall: dict[str, Evidence] = {}
 
     def classes(self) -> list[Key]:
         """Every (task type, band) with preferences or evidence, sorted."""
-        return sorted(set(self._logits) | set(self._evidence))
+        return sorted(set(self._logits) | set(self._evidence) | set(self._retry))
 
-    def observe(self, task_type: str, band: str, model: str, reward: float, cost: float) -> None:
-        """Add one run's reward (in [0, 1]) and cost to the evidence, at once."""
+    def observe(
+        self,
+        task_type: str,
+        band: str,
+        model: str,
+        reward: float,
+        cost: float,
+        attempt: int = 1,
+    ) -> None:
+        """Add one run's reward (in [0, 1]) and cost to the evidence, at once.
+
+        A run after another model failed the task (``attempt`` > 1) goes to the evidence
+        of later attempts, kept apart from first attempts.
+        """
         if model not in self.models:
             self.models.append(model)
-        self._evidence.setdefault((task_type, band), {}).setdefault(model, Evidence()).add(
-            reward, cost
+        by_class, overall = (
+            (self._retry, self._retry_overall) if attempt > 1 else (self._evidence, self._overall)
         )
-        self._overall.setdefault(model, Evidence()).add(reward, cost)
+        by_class.setdefault((task_type, band), {}).setdefault(model, Evidence()).add(reward, cost)
+        overall.setdefault(model, Evidence()).add(reward, cost)
+
+    def class_runs(self, task_type: str, band: str) -> float:
+        """Runs of every model in the class, first and later attempts."""
+        key = (task_type, band)
+        return sum(e.runs for t in (self._evidence, self._retry) for e in t.get(key, {}).values())
+
+    def retry_posterior(self, task_type: str, band: str) -> dict[str, tuple[float, float]]:
+        """Per model: Beta posterior ``(alpha, beta)`` of success after another model failed.
+
+        Pooled like :meth:`posterior`, one level further: the workspace's rate after a
+        failure scales each model's first-attempt rate into the prior of its overall
+        rate after a failure, which is the prior of the class's.
+        """
+        first = self.posterior("", "")  # no class: the models' pooled overall figures
+        f_runs = sum(e.runs for e in self._overall.values())
+        f_base = (sum(e.reward for e in self._overall.values()) + 1.0) / (f_runs + 2.0)
+        r_runs = sum(e.runs for e in self._retry_overall.values())
+        r_base = (sum(e.reward for e in self._retry_overall.values()) + f_base) / (r_runs + 1.0)
+        ratio = r_base / f_base if f_base > 0 else 1.0
+        table = self._retry.get((task_type, band), {})
+        out = {}
+        for model in self.models:
+            a, b, _ = first[model]
+            prior = min(1.0, max(0.0, a / (a + b) * ratio)) if a + b > 0 else r_base
+            g = self._retry_overall.get(model, Evidence())
+            mean = (g.reward + BASE_STRENGTH * prior) / (g.runs + BASE_STRENGTH)
+            k = min(self.pool_strength, g.runs + BASE_STRENGTH)
+            e = table.get(model, Evidence())
+            out[model] = (e.reward + k * mean, e.runs - e.reward + k * (1.0 - mean))
+        return out
+
+    def mean_cost(self, task_type: str, band: str) -> dict[str, float | None]:
+        """Per model: the mean cost of its runs in the class, pooled toward its overall
+        mean cost (None for a model with no runs yet: its list price stands in)."""
+        out: dict[str, float | None] = {}
+        key = (task_type, band)
+        for model in self.models:
+            g = [t.get(model, Evidence()) for t in (self._overall, self._retry_overall)]
+            runs, cost = sum(e.runs for e in g), sum(e.cost for e in g)
+            if not runs:
+                out[model] = None
+                continue
+            c = [t.get(key, {}).get(model, Evidence()) for t in (self._evidence, self._retry)]
+            k = min(self.pool_strength, runs)
+            mine = sum(e.runs for e in c)
+            out[model] = (sum(e.cost for e in c) + k * cost / runs) / (mine + k)
+        return out
+
+    def rows(self, task_type: str, band: str) -> dict[str, list[float | None]]:
+        """Per model: ``[alpha, beta, alpha_after_failure, beta_after_failure, mean_cost]``."""
+        first = self.posterior(task_type, band)
+        retry = self.retry_posterior(task_type, band)
+        cost = self.mean_cost(task_type, band)
+        return {
+            m: [
+                round(first[m][0], 4),
+                round(first[m][1], 4),
+                round(retry[m][0], 4),
+                round(retry[m][1], 4),
+                None if cost[m] is None else round(float(cost[m] or 0.0), 6),
+            ]
+            for m in self.models
+        }
+
+    def posteriors(self) -> dict[str, dict[str, list[float | None]]]:
+        """:meth:`rows` per ``"<type>|<band>"``, and ``"*|*"`` for a class not seen yet."""
+        return {f"{t}|{b}": self.rows(t, b) for t, b in [*self.classes(), ("*", "*")]}
 
     def posterior(self, task_type: str, band: str) -> dict[str, tuple[float, float, float]]:
         """Per model: Beta posterior ``(alpha, beta)`` of its reward and its mean cost.
@@ -180,8 +265,15 @@ class RoutingPolicy:
         if total <= 0:  # no draw favoured any model the logits know: fall back on them
             weights = {m: math.exp(v - top) for m, v in table.items()}
             total = sum(weights.values())
-        uniform = self.floor / len(table)
-        return {m: (1.0 - self.floor) * w / total + uniform for m, w in weights.items()}
+        floor = self.exploration(task_type, band)
+        uniform = floor / len(table)
+        return {m: (1.0 - floor) * w / total + uniform for m, w in weights.items()}
+
+    def exploration(self, task_type: str, band: str) -> float:
+        """The exploration share of a class: ``floor`` at first, shrinking as
+        ``floor / sqrt(1 + runs / models)`` as the class's evidence grows."""
+        runs = self.class_runs(task_type, band)
+        return self.floor / math.sqrt(1.0 + runs / max(1, len(self.models)))
 
     def choose(self, task_type: str, band: str, rng: np.random.Generator) -> str:
         """Sample a model from the routing probabilities."""
@@ -249,6 +341,11 @@ class RoutingPolicy:
                 for (tt, band), table in sorted(self._evidence.items())
             ],
             "overall": _plain(self._overall),
+            "retry": [
+                {"task_type": tt, "band": band, "models": _plain(table)}
+                for (tt, band), table in sorted(self._retry.items())
+            ],
+            "retry_overall": _plain(self._retry_overall),
         }
 
     @classmethod
@@ -270,82 +367,13 @@ class RoutingPolicy:
             key = (table["task_type"], table["band"])
             policy._evidence[key] = {m: Evidence(*v) for m, v in table["models"].items()}
         policy._overall = {m: Evidence(*v) for m, v in data.get("overall", {}).items()}
+        # Checkpoints saved before later attempts were kept apart restore with none.
+        for table in data.get("retry", []):
+            key = (table["task_type"], table["band"])
+            policy._retry[key] = {m: Evidence(*v) for m, v in table["models"].items()}
+        policy._retry_overall = {m: Evidence(*v) for m, v in data.get("retry_overall", {}).items()}
         return policy
 
 
 def _plain(table: Mapping[str, Evidence]) -> dict[str, list[float]]:
     return {m: [e.runs, e.reward, e.cost] for m, e in sorted(table.items())}
-
-
-def credit(attempt_rewards: Sequence[float], gamma: float = 0.9) -> list[float]:
-    """Discounted return per attempt of an escalated task, clipped into [0, 1].
-
-    Attempt ``i`` earns ``r_i + gamma * G_{i+1}``: an early attempt that failed but whose
-    work a later attempt finished receives a discounted share of that later reward.
-
-    Example:
-        >>> credit([0.0, 0.0, 1.0], gamma=0.5)
-        [0.25, 0.5, 1.0]
-    """
-    if not 0.0 <= gamma <= 1.0:
-        raise ValueError(f"gamma must be within [0, 1], got {gamma}")
-    returns: list[float] = []
-    following = 0.0
-    for reward in reversed(attempt_rewards):
-        following = min(1.0, max(0.0, reward + gamma * following))
-        returns.append(following)
-    return returns[::-1]
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """A saved policy: its id, when it was saved, and its evaluation score if known."""
-
-    id: str
-    created_at: datetime
-    score: float | None = None  #: held-out evaluation score, higher is better
-
-
-@dataclass(frozen=True)
-class Checkpointer:
-    """Which checkpoints to keep and which to resume from (pure decisions, no storage).
-
-    ``protect_latest`` also keeps the newest checkpoint when it is not among the best, so
-    a restarted learner resumes where it stopped rather than from an older state.
-    """
-
-    keep: int = 5
-    protect_latest: bool = True
-
-    def retain(
-        self, checkpoints: Iterable[Checkpoint], keep: int | None = None
-    ) -> list[Checkpoint]:
-        """The checkpoints to keep: the best ``keep`` by score (newer wins ties), best first.
-
-        Unevaluated checkpoints rank below every evaluated one.
-        """
-        limit = self.keep if keep is None else keep
-        if limit < 1:
-            raise ValueError(f"keep must be at least 1, got {limit}")
-        items = list(checkpoints)
-        ranked = sorted(
-            items,
-            key=lambda c: (c.score is not None, c.score or 0.0, c.created_at),
-            reverse=True,
-        )
-        kept = ranked[:limit]
-        latest = self.resume_from(items)
-        if self.protect_latest and latest is not None and latest not in kept:
-            kept.append(latest)
-        return kept
-
-    def pruned(self, checkpoints: Iterable[Checkpoint]) -> list[Checkpoint]:
-        """The checkpoints :meth:`retain` would drop."""
-        items = list(checkpoints)
-        kept = {c.id for c in self.retain(items)}
-        return [c for c in items if c.id not in kept]
-
-    @staticmethod
-    def resume_from(checkpoints: Iterable[Checkpoint]) -> Checkpoint | None:
-        """The newest checkpoint, or None when there is none."""
-        return max(checkpoints, key=lambda c: c.created_at, default=None)

@@ -150,6 +150,18 @@ class LearnerRepo(PolicyStore):
             await save_state(conn, key[0], state)
             return Recorded(score, run, state, updated)
 
+    async def estimated_class(self, task_id: str) -> tuple[str | None, str | None] | None:
+        """The task type and band the estimator recorded for a task (None: no estimate)."""
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(estimates.c.estimate["task_type"].as_string(), estimates.c.band).where(
+                        estimates.c.task_id == task_id
+                    )
+                )
+            ).first()
+        return (row[0], row[1]) if row is not None else None
+
     @staticmethod
     async def _score(
         conn: AsyncConnection, workspace: str, model: str, task_type: str, band: str

@@ -44,14 +44,18 @@ def clip_unit(value: float) -> float:
 def shaped_reward(signals: RunSignals, config: ShapingConfig | None = None) -> float:
     """Outcome reward (success 1, failure 0) plus shaping terms, clipped into [0, 1].
 
+    Shaping only grades successes: a failed run earns 0 whatever tools it used.
+
     Example:
         >>> shaped_reward(RunSignals(success=False, tool_calls=2))
-        0.1
+        0.0
         >>> shaped_reward(RunSignals(success=True, steps=30))
         0.9
     """
     cfg = config or ShapingConfig()
-    reward = 1.0 if signals.success else 0.0
+    if not signals.success:
+        return 0.0  # a failure earns nothing, however busy it was
+    reward = 1.0
     if signals.tool_calls > 0:
         reward += cfg.tool_use_bonus
     if signals.verification_passed:

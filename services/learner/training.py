@@ -5,8 +5,9 @@ Runs arrive one at a time. Each adds to the policy's evidence at once; a
 band) until a group is full, then applies one group-relative update. The same trainer
 replays a workspace's whole history for the daily recomputation, with multi-step credit
 across a task's attempts.
-Held-out tasks (a fixed hash share of task ids) are never trained on: they measure the
-policy against the baseline of sending everything to the single best model.
+Held-out tasks (a fixed hash share of task ids) never move the preferences: they measure
+the policy against the baseline of sending everything to the single best model. Their
+runs still count as evidence, which is what routing decides by.
 """
 
 from __future__ import annotations
@@ -72,10 +73,13 @@ class PolicyTrainer:
         """
         if run.model not in self.policy.models:
             self.policy.models.append(run.model)
+        # Evidence (what routing decides by) learns from every run at once; preferences
+        # wait for a full group and leave the held-out tasks to judge them.
+        self.policy.observe(
+            run.task_type, run.band, run.model, run.reward, run.cost_usd, run.attempt
+        )
         if is_held_out(run.task_id, self.held_out_share):
             return None
-        # Evidence learns from every run at once; preferences wait for a full group.
-        self.policy.observe(run.task_type, run.band, run.model, run.reward, run.cost_usd)
         key = (run.task_type, run.band)
         group = self.pending.setdefault(key, [])
         group.append(run)
@@ -86,6 +90,10 @@ class PolicyTrainer:
         return self.policy.update(
             run.task_type, run.band, [(r.model, r.reward, r.cost_usd) for r in group]
         )
+
+    def posteriors(self) -> dict[str, dict[str, list[float | None]]]:
+        """The policy's posteriors per class (see :meth:`RoutingPolicy.posteriors`)."""
+        return self.policy.posteriors()
 
     def probabilities(self) -> dict[str, dict[str, float]]:
         """Routing probabilities of every class the policy knows, by ``"<type>|<band>"``."""

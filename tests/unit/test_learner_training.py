@@ -49,12 +49,15 @@ def test_policy_updates_once_a_group_is_full_and_favours_the_cheap_winner() -> N
     assert probs["cheap"] > 0.8 > 0.2 > probs["pricey"]
 
 
-def test_held_out_tasks_never_train_the_policy() -> None:
+def test_held_out_tasks_count_as_evidence_but_never_move_preferences() -> None:
     trainer = PolicyTrainer(RoutingPolicy(["a", "b"]), group_size=2)
     for i, task in enumerate(trained_ids(6, held=True)):
         assert trainer.observe(run(task, "a" if i % 2 else "b", float(i % 2), 0.1, i)) is None
     assert trainer.version == 0
-    assert trainer.probabilities() == {}  # no class was ever updated
+    assert trainer.policy.logits("feature", "medium") == {"a": 0.0, "b": 0.0}
+    # ... yet routing learns from every run: "a" solved its three, "b" none.
+    post = trainer.posteriors()["feature|medium"]
+    assert post["a"][0] > post["b"][0]
 
 
 def test_unknown_model_joins_the_policy() -> None:

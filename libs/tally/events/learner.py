@@ -94,3 +94,8 @@ class PolicyUpdated(Event):
     probabilities: dict[str, dict[str, float]] = Field(default_factory=dict)
     #: Models a new (task type, band) starts with, all equally likely.
     models: tuple[str, ...] = ()
+    #: Per ``"<task_type>|<band>"`` (``"*|*"``: a class not seen yet), per model:
+    #: ``[alpha, beta, alpha_after_failure, beta_after_failure, mean_cost_usd]`` -- Beta
+    #: posteriors of success at a first attempt and after another model failed, and the
+    #: measured cost per attempt (null: no runs yet). Empty from older learners.
+    posteriors: dict[str, dict[str, list[float | None]]] = Field(default_factory=dict)
