@@ -21,3 +21,13 @@ class ReporterSettings(ServiceSettings):
     otlp_max_bytes: int = 8 * 1024 * 1024
     #: The longest an API request waits for another service's answer on the bus.
     api_max_wait_s: float = 30.0
+    #: A token that acts as an operator's admin token (workspace ``*``), never stored: set
+    #: it to create the first tokens (``tally token create``), then unset it.
+    bootstrap_token: str | None = None
+    #: Per API token: requests a second on average, and the largest burst.
+    rate_limit_per_s: float = 20.0
+    rate_limit_burst: int = 100
+    #: The largest request body the API reads (the OTLP receiver has ``otlp_max_bytes``).
+    max_body_bytes: int = 1024 * 1024
+    #: Ask ``/metrics`` for a token with ``reports:read`` (off: keep the port private).
+    metrics_token_required: bool = False
