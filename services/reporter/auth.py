@@ -295,7 +295,7 @@ def document_scopes(api: FastAPI, routers: Sequence[APIRouter]) -> None:
         for route in routes:
             if (scope := scope_of(route)) is None:
                 continue
-            for method in route.methods:
+            for method in route.methods or ():
                 operation = schema["paths"][route.path_format][method.lower()]
                 operation["security"] = [{SCHEME: [scope]}]
                 operation["x-scope"] = scope

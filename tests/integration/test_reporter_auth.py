@@ -7,6 +7,8 @@ of workspace A against workspace B's data it answers nothing of B (404, 403 or e
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -14,11 +16,14 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 from sqlalchemy import insert, select, update
+from typer.testing import CliRunner
 
+from tally.cli.main import app as cli
 from tally.db.tables import api_tokens, model_scores, runs, tasks
 from tally.events import TaskCreated, TaskStatusChanged, new_id, utcnow
 from tests.integration.builders import bare_run
 from tests.integration.conftest import ADMIN, eventually
+from tests.integration.test_reporter_contract import serving
 
 if TYPE_CHECKING:
     from faststream.asgi import AsgiFastStream
@@ -280,3 +285,36 @@ async def test_metrics_can_require_a_token(harness: Harness) -> None:
         assert (await http.get("/metrics")).status_code == 401
         assert (await http.get("/metrics", headers=ADMIN)).status_code == 200
         assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_tally_token_creates_lists_and_revokes_with_an_admin_token(
+    harness: Harness, workspace: str
+) -> None:
+    app = await harness.start("reporter")
+    runner = CliRunner()
+
+    def tally(*args: str, token: str | None) -> Any:
+        env = {"TALLY_REPORTER_URL": base_url, "TALLY_API_TOKEN": token or ""}
+        return runner.invoke(cli, list(args), env=env)
+
+    async with serving(app) as base_url:
+        anonymous = await asyncio.to_thread(tally, "token", "list", token=None)
+        assert anonymous.exit_code == 1 and "TALLY_API_TOKEN" in anonymous.output
+        admin = ADMIN["Authorization"][7:]
+        made = await asyncio.to_thread(
+            tally, "token", "create", "--name", "ci", "--workspace", workspace,
+            "--scope", "runs:read", "--json", token=admin,
+        )  # fmt: skip
+        assert made.exit_code == 0, made.output
+        created = json.loads(made.output)
+        listed = await asyncio.to_thread(tally, "token", "list", "--json", token=admin)
+        rows = {t["token_id"]: t for t in json.loads(listed.output)}
+        assert rows[created["token_id"]]["scopes"] == ["runs:read"]
+        assert created["token"] not in listed.output
+        # The new token is not an admin: it cannot list tokens.
+        weak = await asyncio.to_thread(tally, "token", "list", token=created["token"])
+        assert weak.exit_code == 1 and "admin" in weak.output
+        gone = await asyncio.to_thread(
+            tally, "token", "revoke", created["token_id"], "--json", token=admin
+        )
+        assert json.loads(gone.output)["revoked_at"] is not None

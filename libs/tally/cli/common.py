@@ -121,10 +121,9 @@ def reporter_get(path: str, params: Mapping[str, str | None] | None = None) -> A
 
 
 def auth_headers(s: CliSettings) -> dict[str, str]:
-    """The ``Authorization`` header of ``TALLY_API_TOKEN`` (none when it is not set)."""
-    if s.api_token is None:
-        return {}
-    return {"Authorization": f"Bearer {s.api_token.get_secret_value()}"}
+    """The ``Authorization`` header of ``TALLY_API_TOKEN`` (none when it is unset or empty)."""
+    token = s.api_token.get_secret_value().strip() if s.api_token else ""
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def reporter_call(method: str, path: str, body: Any = None) -> Any:

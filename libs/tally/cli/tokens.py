@@ -89,7 +89,11 @@ def listing(as_json: bool = JsonOpt) -> None:
 @app.command()
 def revoke(
     token_id: Annotated[str, typer.Argument(help="The token's id (tally token list).")],
+    as_json: bool = JsonOpt,
 ) -> None:
     """Revoke a token: the reporter answers it 401 from now on."""
     gone = reporter_call("DELETE", f"/auth/tokens/{token_id}")
+    if as_json:
+        emit_json(gone)
+        return
     console.print(f"revoked {gone['token_id']} ({gone['name']}) at {gone['revoked_at']}")
