@@ -192,6 +192,12 @@ async def test_every_endpoint_needs_a_token_its_scope_and_hides_other_workspaces
                     leaks.append(f"{method} {url} {params}: {got.status_code} {got.text[:300]}")
     assert not wrong, "\n".join(wrong)
     assert not leaks, "workspace A saw workspace B:\n" + "\n".join(leaks)
+    # Counts carry no ids: A (which has no data) counts none of B's.
+    async with client(reporter, token_a) as as_a:
+        stats = (await as_a.get("/dashboard/stats")).json()
+        assert (stats["workspace"], stats["tasks_created"], stats["runs_finished"]) == (a, 0, 0)
+        lanes = (await as_a.get("/lanes")).json()["lanes"]
+        assert all(lane["wip"] == 0 and lane["count"] == 0 for lane in lanes.values())
 
     # B's task was not moved, B's token not revoked, no task was created in B by A.
     async with client(reporter) as http:
