@@ -9,6 +9,7 @@ from faststream.asgi import AsgiFastStream
 from services.reporter import handlers
 from services.reporter.api import create_api
 from services.reporter.auth import TokenStore, guarded, raw_authorizer
+from services.reporter.idp import JwtVerifier
 from services.reporter.ingest import otlp_route
 from services.reporter.live import LiveHub, nats_feed
 from services.reporter.orphans import orphan_gauge
@@ -41,7 +42,16 @@ def create_app(settings: ReporterSettings | None = None) -> AsgiFastStream:
         workspace_attribute=settings.otlp_workspace_attribute,
         default_workspace=settings.workspace,
     )
-    tokens = TokenStore(engine, settings.bootstrap_token)
+    idp = None
+    if settings.jwt_issuer and settings.jwt_audience and settings.jwt_jwks_url:
+        idp = JwtVerifier(
+            settings.jwt_issuer,
+            settings.jwt_audience,
+            settings.jwt_jwks_url,
+            workspace_claim=settings.jwt_workspace_claim,
+            scope_claim=settings.jwt_scope_claim,
+        )
+    tokens = TokenStore(engine, settings.bootstrap_token, idp)
     limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
     traces = otlp_route(
         kit.bus.publish,

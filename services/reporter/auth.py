@@ -21,7 +21,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Depends, FastAPI, Security
 from fastapi.routing import APIRoute
@@ -113,17 +113,30 @@ class Principal:
             raise ApiError(403, "operator_only", f"{what} needs an operator (workspace *) token")
 
 
+class JwtCheck(Protocol):
+    """An identity provider's JWTs (:class:`services.reporter.idp.JwtVerifier`)."""
+
+    def looks_like_jwt(self, token: str) -> bool: ...
+
+    async def principal(self, token: str) -> Principal | None: ...
+
+
 class TokenStore:
     """The ``api_tokens`` table (the reporter is its only writer), and the bootstrap token."""
 
-    def __init__(self, engine: AsyncEngine, bootstrap: str | None = None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, bootstrap: str | None = None, idp: JwtCheck | None = None
+    ) -> None:
         self.engine = engine
         self._bootstrap = bootstrap or None
+        self._idp = idp
 
     async def authenticate(self, token: str) -> Principal | None:
         """The live token's caller (its ``last_used_at`` brought up to date), else None."""
         if self._bootstrap and hmac.compare_digest(token.encode(), self._bootstrap.encode()):
             return Principal("bootstrap", "bootstrap", OPERATOR, frozenset({"admin"}))
+        if self._idp is not None and self._idp.looks_like_jwt(token):
+            return await self._idp.principal(token)
         now = utcnow()
         live = select(api_tokens).where(
             api_tokens.c.token_hash == hash_token(token),

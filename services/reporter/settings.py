@@ -1,5 +1,8 @@
 """Reporter settings (``TALLY_REPORTER_*``)."""
 
+from typing import Self
+
+from pydantic import model_validator
 from pydantic_settings import SettingsConfigDict
 
 from tally.settings import ServiceSettings
@@ -29,5 +32,22 @@ class ReporterSettings(ServiceSettings):
     rate_limit_burst: int = 100
     #: The largest request body the API reads (the OTLP receiver has ``otlp_max_bytes``).
     max_body_bytes: int = 1024 * 1024
+    #: Optional: JWTs of an external identity provider (see services/reporter/idp.py),
+    #: accepted when all three are set.
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_workspace_claim: str = "tally_workspace"
+    jwt_scope_claim: str = "scope"
     #: Ask ``/metrics`` for a token with ``reports:read`` (off: keep the port private).
     metrics_token_required: bool = False
+
+    @model_validator(mode="after")
+    def _jwt_whole(self) -> Self:
+        given = [self.jwt_issuer, self.jwt_audience, self.jwt_jwks_url]
+        if any(given) and not all(given):
+            raise ValueError(
+                "jwt_issuer, jwt_audience and jwt_jwks_url: set all three (or none) to accept "
+                "an identity provider's JWTs"
+            )
+        return self
