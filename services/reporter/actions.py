@@ -19,6 +19,7 @@ from fastapi import APIRouter, Body, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, computed_field, model_validator
 
+from services.reporter.auth import Principal, QuotaAdmin, ReportsRead, TasksWrite
 from services.reporter.errors import BUS_ERRORS, ApiError, not_found
 from services.reporter.params import Id, Params, Workspace
 from services.reporter.taskview import TaskRepo, task_url
@@ -197,6 +198,12 @@ class WaitParams(Params):
     )
 
 
+def _workspace(who: Principal, body: EstimateBody) -> str:
+    """The body's workspace as the token allows it (a bound token's own when left out)."""
+    named = body.workspace if "workspace" in body.model_fields_set else None
+    return who.workspace_for(named) or body.workspace
+
+
 def actions_router(clients: ClientFactory, tasks: TaskRepo, *, max_wait_s: float) -> APIRouter:
     """The command endpoints, each sending on the bus through ``clients()``."""
     router = APIRouter(responses=BUS_ERRORS)
@@ -226,15 +233,26 @@ def actions_router(clients: ClientFactory, tasks: TaskRepo, *, max_wait_s: float
         responses={202: {"model": TaskAccepted, "description": "Published; still in progress."}},
         tags=["tasks"],
     )
-    async def create(body: Annotated[NewTask, Body()], q: Annotated[WaitParams, Query()]) -> Any:
+    async def create(
+        body: Annotated[NewTask, Body()],
+        q: Annotated[WaitParams, Query()],
+        who: TasksWrite,
+    ) -> Any:
         """Create a task (``task.created``): 201 with its estimate and assignment when they
-        come within ``wait`` seconds, else 202 with what came and the URL to poll."""
+        come within ``wait`` seconds, else 202 with what came and the URL to poll.
+
+        A token bound to a workspace creates tasks there (``workspace`` may be left out)."""
+        workspace = _workspace(who, body)
+        if body.task_id is not None and not who.operator:
+            known = await tasks.status(body.task_id)
+            if known is not None and not who.owns(known.workspace):
+                raise not_found("task_id", f"task {body.task_id} belongs to another workspace")
         fields = body.model_dump(
             exclude={"task_id", "idempotency_key", "workspace"}, exclude_unset=True
         )
         event = task_created(
             source="api",
-            workspace=body.workspace,
+            workspace=workspace,
             task_id=body.task_id,
             idempotency_key=body.idempotency_key,
             **fields,
@@ -261,9 +279,10 @@ def actions_router(clients: ClientFactory, tasks: TaskRepo, *, max_wait_s: float
         )
 
     @router.post("/estimate", response_model=Estimate, tags=["tasks"])
-    async def estimate(body: Annotated[EstimateBody, Body()]) -> Estimate:
+    async def estimate(body: Annotated[EstimateBody, Body()], who: TasksWrite) -> Estimate:
         """Estimate a task without creating it (``task.estimate``, as ``tally estimate``)."""
-        request = EstimateRequest(source="api", **body.model_dump(exclude_unset=True))
+        fields = {**body.model_dump(exclude_unset=True), "workspace": _workspace(who, body)}
+        request = EstimateRequest(source="api", **fields)
         return await ask(
             "estimator",
             None,
@@ -276,15 +295,19 @@ def actions_router(clients: ClientFactory, tasks: TaskRepo, *, max_wait_s: float
     async def move(
         task_id: Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")],
         body: Annotated[StatusBody, Body()],
+        who: TasksWrite,
     ) -> StatusAccepted:
         """Move a task to another lane (``task.status_changed``); the tracker records it."""
         known = await tasks.status(task_id)
+        if known is not None and not who.owns(known.workspace):
+            raise not_found("task_id", f"task {task_id} not found")
+        unknown_in = "default" if who.operator else who.workspace
         fields = body.model_dump(exclude_unset=True, exclude={"to_status", "from_status"})
         event = status_changed(
             task_id=task_id,
             to_status=body.to_status,
             from_status=body.from_status or (known.status if known else None),
-            workspace=known.workspace if known else "default",
+            workspace=known.workspace if known else unknown_in,
             source="api",
             **fields,
         )
@@ -299,8 +322,11 @@ def actions_router(clients: ClientFactory, tasks: TaskRepo, *, max_wait_s: float
         )
 
     @router.get("/quota", response_model=QuotaReport, tags=["quota"])
-    async def quota(q: Annotated[Params, Query()]) -> QuotaReport:
-        """Each subscription's use and remaining allowance, today and this month."""
+    async def quota(q: Annotated[Params, Query()], who: ReportsRead) -> QuotaReport:
+        """Each subscription's use and remaining allowance, today and this month.
+
+        Subscriptions are shared by every workspace: operator tokens only."""
+        who.operator_only("the subscriptions' use")
         reply = await ask(
             "quota",
             None,
@@ -324,8 +350,12 @@ def actions_router(clients: ClientFactory, tasks: TaskRepo, *, max_wait_s: float
             str, Path(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
         ],
         action: Literal["freeze", "unfreeze"],
+        who: QuotaAdmin,
     ) -> FreezeReply:
-        """Freeze (refuse every new reservation) or unfreeze a subscription."""
+        """Freeze (refuse every new reservation) or unfreeze a subscription.
+
+        Subscriptions are shared by every workspace: operator tokens only."""
+        who.operator_only("freezing a subscription")
         request = FreezeRequest(subscription=subscription, frozen=action == "freeze", source="api")
         return await ask(
             "quota",
@@ -337,10 +367,15 @@ def actions_router(clients: ClientFactory, tasks: TaskRepo, *, max_wait_s: float
     async def experiment(
         name: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")],
         q: Annotated[WorkspaceParams, Query()],
+        who: ReportsRead,
     ) -> ExperimentAnalysis:
         """Welch's t-test per metric between the arms, and the held-out evaluation."""
+        workspace = who.workspace_for(q.workspace if "workspace" in q.model_fields_set else None)
         request = LearnerReportRequest(
-            kind="experiment", experiment=name, workspace=q.workspace, source="api"
+            kind="experiment",
+            experiment=name,
+            workspace=workspace or q.workspace,
+            source="api",
         )
         report = await ask(
             "learner",

@@ -8,10 +8,13 @@ from faststream.asgi import AsgiFastStream
 
 from services.reporter import handlers
 from services.reporter.api import create_api
+from services.reporter.auth import TokenStore, guarded, raw_authorizer
+from services.reporter.idp import JwtVerifier
 from services.reporter.ingest import otlp_route
 from services.reporter.live import LiveHub, nats_feed
 from services.reporter.orphans import orphan_gauge
 from services.reporter.otlp import Options
+from services.reporter.ratelimit import RateLimiter
 from services.reporter.repo import ReportRepo
 from services.reporter.settings import ReporterSettings
 from tally import metrics
@@ -39,11 +42,30 @@ def create_app(settings: ReporterSettings | None = None) -> AsgiFastStream:
         workspace_attribute=settings.otlp_workspace_attribute,
         default_workspace=settings.workspace,
     )
-    traces = otlp_route(kit.bus.publish, otlp, max_bytes=settings.otlp_max_bytes)
+    idp = None
+    if settings.jwt_issuer and settings.jwt_audience and settings.jwt_jwks_url:
+        idp = JwtVerifier(
+            settings.jwt_issuer,
+            settings.jwt_audience,
+            settings.jwt_jwks_url,
+            workspace_claim=settings.jwt_workspace_claim,
+            scope_claim=settings.jwt_scope_claim,
+        )
+    tokens = TokenStore(engine, settings.bootstrap_token, idp)
+    limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+    traces = otlp_route(
+        kit.bus.publish,
+        otlp,
+        max_bytes=settings.otlp_max_bytes,
+        authorize=raw_authorizer(tokens, limiter, "tasks:write"),
+    )
     api = create_api(
         ReportRepo(engine),
         live,
         lambda: TallyClient(kit.broker.connection, kit.catalog, source="api"),
+        tokens,
+        limiter=limiter,
+        max_body_bytes=settings.max_body_bytes,
         namespace=settings.namespace,
         orphan_after=orphan_after,
         max_wait_s=settings.api_max_wait_s,
@@ -52,6 +74,12 @@ def create_app(settings: ReporterSettings | None = None) -> AsgiFastStream:
     api.state.live = live
     api.add_middleware(metrics.TimedHttp)
     app: AsgiFastStream = kit.app(api=api)
+    if settings.metrics_token_required:
+        guard = raw_authorizer(tokens, limiter, "reports:read")
+        app.routes = [
+            (path, guarded(handler, guard) if path == "/metrics" else handler)
+            for path, handler in app.routes
+        ]
     # Before the broker disconnects: open streams end and the subscription is dropped.
     app.on_shutdown(live.close)
     return app

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
+from services.reporter.auth import RunsRead
 from services.reporter.errors import not_found
 from services.reporter.kpi import RunKpi, compare, compute_kpi
 from services.reporter.params import Id, Params
@@ -160,8 +161,14 @@ def compare_router(repo: ReportRepo) -> APIRouter:
     router = APIRouter(tags=["runs"])
 
     @router.get("/compare", response_model=Comparison)
-    async def show(q: Annotated[CompareParams, Query()]) -> Comparison:
+    async def show(
+        q: Annotated[CompareParams, Query()],
+        who: RunsRead,
+    ) -> Comparison:
         """Two runs' KPI reports side by side, display rows and every numeric difference."""
+        if not who.operator:
+            for field, run_id in (("a", q.a), ("b", q.b)):
+                who.hide_unless_owned(await repo.run_workspace(run_id), field, f"run {run_id}")
         a = await run_report(repo, q.a)
         b = await run_report(repo, q.b)
         if a is None or b is None:

@@ -5,7 +5,9 @@ is a stable word a program can branch on, ``message`` is for people and starts w
 field's name when one is at fault, ``field`` names that query parameter, path parameter
 or body field (``null`` when none is). Bad query and path parameters are 400, a request
 body that fails validation 422, an unknown path or resource 404, a wrong method 405, a
-service that did not answer on the bus 504, and an unexpected failure 500.
+service that did not answer on the bus 504, and an unexpected failure 500. No valid token
+is 401, a token without the endpoint's scope 403, a body over the size limit 413 and a
+spent rate limit 429.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.field = status, code, message, field
+        #: Extra response headers (``WWW-Authenticate`` on a 401, say).
+        self.headers: dict[str, str] = {}
 
 
 def bad_parameter(field: str, message: str) -> ApiError:
@@ -64,8 +68,15 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
 #: What every endpoint may answer besides success, for the OpenAPI document.
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "A bad query or path parameter (named)."},
-    404: {"model": ErrorBody, "description": "No such resource."},
+    401: {
+        "model": ErrorBody,
+        "description": "No API token, or an unknown, expired or revoked one.",
+    },
+    403: {"model": ErrorBody, "description": "The token lacks this endpoint's scope."},
+    404: {"model": ErrorBody, "description": "No such resource (or not in the token's workspace)."},
+    413: {"model": ErrorBody, "description": "The request body is over the size limit."},
     422: {"model": ErrorBody, "description": "The request body failed validation."},
+    429: {"model": ErrorBody, "description": "The token's rate limit is spent (Retry-After)."},
     500: {"model": ErrorBody, "description": "An unexpected failure (logged)."},
 }
 #: Also for endpoints that ask another service over the bus.
@@ -111,7 +122,9 @@ def install(app: FastAPI) -> None:
 
     async def api_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
-        return error_response(exc.status, exc.code, exc.message, exc.field)
+        response = error_response(exc.status, exc.code, exc.message, exc.field)
+        response.headers.update(exc.headers)
+        return response
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)

@@ -29,13 +29,15 @@ from sqlalchemy import Column, ColumnElement, Table, func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.responses import Response
 
+from services.reporter.auth import ExportRows
 from services.reporter.errors import bad_parameter
 from services.reporter.params import Params, parse_since
 from tally.db.tables import runs, task_status_events, tasks, token_usage
 from tally.moneyview import with_money
 
 DEFAULT_LIMIT = 500
-MAX_LIMIT = 5000
+#: The most rows one request answers; more come page by page (``cursor``).
+MAX_LIMIT = 10_000
 FORMATS = ("json", "csv")
 #: Query parameters every kind takes besides its filters.
 PAGING = ("since", "until", "limit", "cursor", "format")
@@ -246,7 +248,12 @@ class ExportParams(Params):
     run_id: _Value = None
     since: _Value = Field(None, description="From: 7d, 12h, 2w or an ISO date/time.")
     until: _Value = Field(None, description="Before: 7d, 12h, 2w or an ISO date/time.")
-    limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="Rows in a page.")
+    limit: int = Field(
+        DEFAULT_LIMIT,
+        ge=1,
+        le=MAX_LIMIT,
+        description=f"Rows in a page: at most {MAX_LIMIT:,} per request; page on with `cursor`.",
+    )
     cursor: _Value = Field(None, description="next_cursor of the previous page.")
     format: Literal["json", "csv"] = "json"
 
@@ -271,6 +278,7 @@ def export_router(engine: AsyncEngine) -> APIRouter:
     async def export(
         kind: Annotated[Literal["runs", "tasks", "token_usage", "status_events"], Path()],
         q: Annotated[ExportParams, Query()],
+        who: ExportRows,
     ) -> Response | ExportPage:
         """Rows of one of the tracker's tables, filtered, oldest first, in keyset pages.
 
@@ -278,6 +286,8 @@ def export_router(engine: AsyncEngine) -> APIRouter:
         ``X-Next-Cursor`` header (absent on the last page).
         """
         given = {k: str(v) for k, v in q.model_dump(exclude_unset=True).items() if v is not None}
+        if (workspace := who.workspace_for(q.workspace)) is not None:
+            given["workspace"] = workspace
         try:
             query = parse_query(kind, given, datetime.now(UTC))
         except ValueError as exc:

@@ -22,6 +22,7 @@ from sqlalchemy import select, union
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.reporter.auth import ReportsRead
 from services.reporter.lanes import (
     BLOCKED,
     LANE_OF_STATUS,
@@ -167,11 +168,15 @@ def lanes_router(engine: AsyncEngine) -> APIRouter:
     router = APIRouter(tags=["tasks"])
 
     @router.get("/lanes", response_model=LanesReport)
-    async def show(q: Annotated[LanesParams, Query()]) -> dict[str, Any]:
+    async def show(
+        q: Annotated[LanesParams, Query()],
+        who: ReportsRead,
+    ) -> dict[str, Any]:
         """Cycle time per lane (work, review, QA, blocked), WIP, and an ETA per open task."""
         now = datetime.now(UTC)
         since = window_start("since", q.since, now, future_ok=False)
-        events, titles = await flow_events(engine, since, q.workspace)
-        return {"workspace": q.workspace, **lanes_view(events, titles, since, now)}
+        workspace = who.workspace_for(q.workspace)
+        events, titles = await flow_events(engine, since, workspace)
+        return {"workspace": workspace, **lanes_view(events, titles, since, now)}
 
     return router

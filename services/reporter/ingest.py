@@ -8,8 +8,11 @@ attribute ``tally.workspace``, else the ``X-Tally-Workspace`` header, else the d
 Answers follow the OTLP/HTTP specification: 200 with an ``ExportTraceServiceResponse`` in
 the request's encoding (a partial success counts and explains spans that were refused);
 400 with a ``google.rpc.Status`` naming the field when the request cannot be read; 413 when
-it is too large; 415 for another content type; 503 when the bus does not take the events
-(the exporter retries, and the retry changes nothing).
+it is too large; 415 for another content type; 401 without a live API token (``Authorization:
+Bearer``, scope ``tasks:write``), 403 when the token lacks the scope or the spans name a
+workspace other than the token's (a bound token's spans default to its workspace); 503
+when the bus does not take the events (the exporter retries, and the retry changes
+nothing).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from services.reporter.auth import Authorizer, Refusal
 from services.reporter.otlp import JSON, Options, OtlpError, decode, media_type, to_events
 from tally import metrics
 from tally.errors import TallyError
@@ -33,10 +37,16 @@ log = structlog.get_logger(__name__)
 WORKSPACE_HEADER = "x-tally-workspace"
 #: google.rpc.Code INVALID_ARGUMENT and UNAVAILABLE
 _INVALID, _UNAVAILABLE = 3, 14
+#: google.rpc.Code for 401, 403 and 429 answers
+_CODES = {401: 16, 403: 7, 429: 8}
 
 
 def otlp_route(
-    publish: Callable[[Event], Awaitable[bool]], options: Options, *, max_bytes: int
+    publish: Callable[[Event], Awaitable[bool]],
+    options: Options,
+    *,
+    max_bytes: int,
+    authorize: Authorizer,
 ) -> Route:
     """The OTLP/HTTP trace receiver, publishing through ``publish``."""
 
@@ -45,6 +55,12 @@ def otlp_route(
             kind = media_type(request.headers.get("content-type"))
         except OtlpError as exc:
             return _status(JSON, 415, _INVALID, str(exc))
+        who = await authorize(request.headers.get("authorization"))
+        if isinstance(who, Refusal):
+            answer = _status(kind, who.status, _CODES[who.status], who.message)
+            if who.status == 401:
+                answer.headers["WWW-Authenticate"] = "Bearer"
+            return answer
         try:
             body = await _read(request, max_bytes)
             export = decode(
@@ -54,7 +70,12 @@ def otlp_route(
             return _status(kind, 413, _INVALID, f"body: over {max_bytes} bytes")
         except OtlpError as exc:
             return _status(kind, 400, _INVALID, str(exc))
-        ingest = to_events(export, options, request.headers.get(WORKSPACE_HEADER))
+        header = request.headers.get(WORKSPACE_HEADER)
+        ingest = to_events(export, options, header or (None if who.operator else who.workspace))
+        foreign = sorted({e.workspace for e in ingest.events if not who.owns(e.workspace)})
+        if foreign:
+            message = f"{options.workspace_attribute}: not the token's workspace: {foreign}"
+            return _status(kind, 403, _CODES[403], message)
         try:
             for event in ingest.events:
                 await publish(event)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, computed_field
 from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.reporter.auth import ReportsRead
 from services.reporter.params import Params, Since, Workspace, window_start
 from tally.db.tables import (
     assigner_tasks,
@@ -242,7 +243,7 @@ def insights_router(engine: AsyncEngine, namespace: str) -> APIRouter:
     router = APIRouter()
 
     @router.get("/models/performance", response_model=ModelsReport, tags=["learning"])
-    async def models(q: Annotated[ModelParams, Query()]) -> ModelsReport:
+    async def models(q: Annotated[ModelParams, Query()], who: ReportsRead) -> ModelsReport:
         """Learned performance per model, task type and complexity band."""
         stmt = select(model_scores).order_by(
             model_scores.c.workspace,
@@ -250,8 +251,8 @@ def insights_router(engine: AsyncEngine, namespace: str) -> APIRouter:
             model_scores.c.task_type,
             model_scores.c.band,
         )
-        if q.workspace:
-            stmt = stmt.where(model_scores.c.workspace == q.workspace)
+        if workspace := who.workspace_for(q.workspace):
+            stmt = stmt.where(model_scores.c.workspace == workspace)
         if q.model:
             stmt = stmt.where(model_scores.c.model == q.model)
         async with engine.connect() as conn:
@@ -259,15 +260,20 @@ def insights_router(engine: AsyncEngine, namespace: str) -> APIRouter:
         return ModelsReport(models=[performance(r) for r in rows])
 
     @router.get("/dashboard/stats", response_model=DashboardStats, tags=["dashboard"])
-    async def stats(q: Annotated[WindowParams, Query()]) -> DashboardStats:
+    async def stats(q: Annotated[WindowParams, Query()], who: ReportsRead) -> DashboardStats:
         """Tasks created, assigned, deferred and finished, success rate, spend and tokens."""
         now = datetime.now(UTC)
         since = window_start("since", q.since, now)
-        return await dashboard(engine, since, now, q.workspace, namespace)
+        return await dashboard(engine, since, now, who.workspace_for(q.workspace), namespace)
 
     @router.get("/experiments", response_model=ExperimentsReport, tags=["learning"])
-    async def experiment_list(q: Annotated[ExperimentParams, Query()]) -> ExperimentsReport:
-        """The A/B experiments the assigner runs (``tally experiment create``)."""
+    async def experiment_list(
+        q: Annotated[ExperimentParams, Query()], who: ReportsRead
+    ) -> ExperimentsReport:
+        """The A/B experiments the assigner runs (``tally experiment create``).
+
+        Experiments are installation-wide (they have no workspace): operator tokens only."""
+        who.operator_only("the experiments list")
         stmt = (
             select(experiments)
             .where(experiments.c.namespace == namespace)

@@ -20,6 +20,7 @@ from fastapi import APIRouter, Query
 from pydantic import Field
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 
+from services.reporter.auth import ReportsRead
 from services.reporter.params import Params
 from tally.subjects import Catalog
 
@@ -166,7 +167,7 @@ def live_router(hub: LiveHub, heartbeat_s: float = HEARTBEAT_S) -> APIRouter:
         response_class=Response,
         responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}}},
     )
-    async def page() -> HTMLResponse:
+    async def page(who: ReportsRead) -> HTMLResponse:
         """The live dashboard (one HTML page reading ``/live/events``)."""
         return HTMLResponse(PAGE)
 
@@ -175,8 +176,11 @@ def live_router(hub: LiveHub, heartbeat_s: float = HEARTBEAT_S) -> APIRouter:
         response_class=Response,
         responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
     )
-    async def events(q: Annotated[LiveParams, Query()]) -> StreamingResponse:
-        """Server-Sent Events: one per ``metrics.*`` message (``runs``: a recorded run)."""
+    async def events(q: Annotated[LiveParams, Query()], who: ReportsRead) -> StreamingResponse:
+        """Server-Sent Events: one per ``metrics.*`` message (``runs``: a recorded run).
+
+        The stream carries every workspace's metrics: operator tokens only."""
+        who.operator_only("the live stream")
         return StreamingResponse(
             event_stream(hub, q.limit, heartbeat_s),
             media_type="text/event-stream",

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.reporter.auth import ReportsRead
 from services.reporter.errors import bad_parameter, not_found
 from services.reporter.forecast import (
     DependencyError,
@@ -181,9 +182,10 @@ def plan_router(engine: AsyncEngine) -> APIRouter:
     async def show(
         plan_id: Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")],
         q: Annotated[PlanParams, Query()],
+        who: ReportsRead,
     ) -> dict[str, Any]:
         """A plan: Tally's estimates beside the team's, critical path, completion forecast."""
-        rows = await plan_rows(engine, plan_id, q.workspace)
+        rows = await plan_rows(engine, plan_id, who.workspace_for(q.workspace))
         if not rows:
             raise not_found("plan_id", f"plan {plan_id} not found")
         try:

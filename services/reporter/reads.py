@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, computed_field
 
+from services.reporter.auth import Principal, ReportsRead, RunsRead
 from services.reporter.compare import RunReportBody, run_report
 from services.reporter.errors import not_found
 from services.reporter.orphans import RunState, run_state
@@ -66,20 +67,28 @@ class TokenParams(Params):
     workspace: Workspace | None = None
 
 
+async def visible_run(repo: ReportRepo, who: Principal, run_id: str, field: str) -> None:
+    """404 for a run of another workspace than the caller's (as for an unknown run)."""
+    if not who.operator:
+        who.hide_unless_owned(await repo.run_workspace(run_id), field, f"run {run_id}")
+
+
 def reads_router(repo: ReportRepo, orphan_after: timedelta) -> APIRouter:
     router = APIRouter(tags=["runs"])
 
     @router.get("/runs/{run_id}/kpi", response_model=RunReportBody)
-    async def run_kpi(run_id: RunId) -> RunReportBody:
+    async def run_kpi(run_id: RunId, who: RunsRead) -> RunReportBody:
         """The run's 10-line KPI summary and its ``kpi.json``."""
+        await visible_run(repo, who, run_id, "run_id")
         report = await run_report(repo, run_id)
         if report is None:
             raise not_found("run_id", f"run {run_id} not found")
         return report.body()
 
     @router.get("/runs/{run_id}", response_model=RunView)
-    async def run_show(run_id: RunId) -> RunView:
+    async def run_show(run_id: RunId, who: RunsRead) -> RunView:
         """The run and its timeline, oldest event first."""
+        await visible_run(repo, who, run_id, "run_id")
         run = await repo.run(run_id)
         timeline = await repo.timeline(run_id)
         if run is None and not timeline:
@@ -93,14 +102,18 @@ def reads_router(repo: ReportRepo, orphan_after: timedelta) -> APIRouter:
         )
 
     @router.get("/tokens", response_model=TokenReport, tags=["tokens"])
-    async def tokens(q: Annotated[TokenParams, Query()]) -> TokenReport:
+    async def tokens(
+        q: Annotated[TokenParams, Query()],
+        who: ReportsRead,
+    ) -> TokenReport:
         """Token use since ``since``, grouped by ``by``: tokens by kind, cost and call time."""
         since = window_start("since", q.since, datetime.now(UTC))
-        rows = await repo.token_report(since=since, by=q.by, workspace=q.workspace)
+        workspace = who.workspace_for(q.workspace)
+        rows = await repo.token_report(since=since, by=q.by, workspace=workspace)
         return TokenReport(
             since=since,
             by=q.by,
-            workspace=q.workspace,
+            workspace=workspace,
             rows=[TokenRow(**{k: v for k, v in r.items() if k != "cost_usd"}) for r in rows],
         )
 

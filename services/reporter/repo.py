@@ -25,6 +25,20 @@ class ReportRepo:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
+    async def run_workspace(self, run_id: str) -> str | None:
+        """The workspace of the run (from its row, else its first event); None if unknown."""
+        async with self.engine.connect() as conn:
+            found = (
+                await conn.execute(select(runs.c.workspace).where(runs.c.run_id == run_id))
+            ).scalar()
+            if found is None:
+                found = (
+                    await conn.execute(
+                        select(run_events.c.workspace).where(run_events.c.run_id == run_id).limit(1)
+                    )
+                ).scalar()
+        return found
+
     async def run(self, run_id: str) -> dict[str, Any] | None:
         async with self.engine.connect() as conn:
             row = (await conn.execute(select(runs).where(runs.c.run_id == run_id))).first()

@@ -1,5 +1,8 @@
 """Reporter settings (``TALLY_REPORTER_*``)."""
 
+from typing import Self
+
+from pydantic import model_validator
 from pydantic_settings import SettingsConfigDict
 
 from tally.settings import ServiceSettings
@@ -21,3 +24,30 @@ class ReporterSettings(ServiceSettings):
     otlp_max_bytes: int = 8 * 1024 * 1024
     #: The longest an API request waits for another service's answer on the bus.
     api_max_wait_s: float = 30.0
+    #: A token that acts as an operator's admin token (workspace ``*``), never stored: set
+    #: it to create the first tokens (``tally token create``), then unset it.
+    bootstrap_token: str | None = None
+    #: Per API token: requests a second on average, and the largest burst.
+    rate_limit_per_s: float = 20.0
+    rate_limit_burst: int = 100
+    #: The largest request body the API reads (the OTLP receiver has ``otlp_max_bytes``).
+    max_body_bytes: int = 1024 * 1024
+    #: Optional: JWTs of an external identity provider (see services/reporter/idp.py),
+    #: accepted when all three are set.
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_workspace_claim: str = "tally_workspace"
+    jwt_scope_claim: str = "scope"
+    #: Ask ``/metrics`` for a token with ``reports:read`` (off: keep the port private).
+    metrics_token_required: bool = False
+
+    @model_validator(mode="after")
+    def _jwt_whole(self) -> Self:
+        given = [self.jwt_issuer, self.jwt_audience, self.jwt_jwks_url]
+        if any(given) and not all(given):
+            raise ValueError(
+                "jwt_issuer, jwt_audience and jwt_jwks_url: set all three (or none) to accept "
+                "an identity provider's JWTs"
+            )
+        return self

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.reporter.auth import RunsRead
 from services.reporter.errors import not_found
 from tally.db.tables import (
     assigner_tasks,
@@ -207,10 +208,11 @@ def task_router(repo: TaskRepo) -> APIRouter:
     @router.get("/tasks/{task_id}", response_model=TaskView)
     async def show(
         task_id: Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")],
+        who: RunsRead,
     ) -> TaskView:
         """A task with its estimate, assignment(s), attempts, runs and status history."""
         view = await repo.view(task_id)
-        if view is None:
+        if view is None or not who.owns(view.workspace):
             raise not_found("task_id", f"task {task_id} not found")
         return view
 

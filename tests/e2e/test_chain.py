@@ -32,6 +32,10 @@ ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
 
+#: The reporter's bootstrap token in this test (an operator's admin token, never stored).
+BOOTSTRAP = "tly_e2e-bootstrap-" + os.urandom(8).hex()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -94,6 +98,7 @@ async def running(
         "TALLY_NAMESPACE": stack.namespace,
         "TALLY_REPORTER_URL": f"http://127.0.0.1:{ports['reporter']}",
         "TALLY_LOG_LEVEL": "WARNING",
+        "TALLY_REPORTER_BOOTSTRAP_TOKEN": BOOTSTRAP,
         **{f"TALLY_{name.upper()}_HTTP_PORT": str(port) for name, port in ports.items()},
     }
     log = open(tmp_path_factory.mktemp("e2e") / "tally-up.log", "w")  # noqa: SIM115
@@ -120,6 +125,10 @@ async def running(
                         return False
 
                 await eventually(healthy, timeout=30, what=f"{name} /healthz")
+        # The first admin token, made as docs/security.md says: with the bootstrap token.
+        t.env["TALLY_API_TOKEN"] = BOOTSTRAP
+        made = t.cli("token", "create", "--name", "e2e", "--workspace", "*", "--scope", "admin")
+        t.env["TALLY_API_TOKEN"] = made.stdout.strip().splitlines()[-1]
         yield t
     finally:
         proc.terminate()
@@ -239,7 +248,12 @@ async def test_task_to_report(running: Tally) -> None:
 
     # 6. The reporter summarises the run, and so does `tally report`.
     async with httpx.AsyncClient() as http:
-        body = (await http.get(f"{running.reporter_url}/runs/{run_id}/kpi")).json()
+        body = (
+            await http.get(
+                f"{running.reporter_url}/runs/{run_id}/kpi",
+                headers={"Authorization": f"Bearer {running.env['TALLY_API_TOKEN']}"},
+            )
+        ).json()
     assert len(body["summary"]) == 10
     assert body["kpi"]["worker_calls"] == 1
     report = running.cli("report", run_id)

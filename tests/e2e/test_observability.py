@@ -39,6 +39,11 @@ ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
 
+#: The reporter's bootstrap token in this test (an operator's admin token, never stored).
+BOOTSTRAP = "tly_e2e-bootstrap-" + os.urandom(8).hex()
+AUTH = {"Authorization": f"Bearer {BOOTSTRAP}"}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -114,6 +119,8 @@ async def up(stack: TallySettings, tmp_path_factory: pytest.TempPathFactory) -> 
         "TALLY_NAMESPACE": stack.namespace,
         "TALLY_REPORTER_URL": f"http://127.0.0.1:{ports['reporter']}",
         "TALLY_LOG_LEVEL": "WARNING",
+        "TALLY_REPORTER_BOOTSTRAP_TOKEN": BOOTSTRAP,
+        "TALLY_API_TOKEN": BOOTSTRAP,
         **{f"TALLY_{name.upper()}_HTTP_PORT": str(port) for name, port in ports.items()},
     }
     log = open(tmp_path_factory.mktemp("e2e") / "tally-up.log", "w")  # noqa: SIM115
@@ -258,7 +265,7 @@ async def test_spans_from_the_opentelemetry_sdk_become_a_run_with_its_tokens_onc
     workspace = f"ws-{new_id()[:8]}"
     endpoint = f"{up.reporter_url}/v1/traces"
     memory = InMemorySpanExporter()
-    exporter = OTLPSpanExporter(endpoint=endpoint, timeout=10)
+    exporter = OTLPSpanExporter(endpoint=endpoint, timeout=10, headers=AUTH)
     await asyncio.to_thread(_agent_spans, exporter, memory, workspace)
     spans = memory.get_finished_spans()
     root = next(s for s in spans if s.parent is None)
@@ -302,7 +309,9 @@ async def test_spans_from_the_opentelemetry_sdk_become_a_run_with_its_tokens_onc
     output_counted = await up.scraped("tally_tokens_total", kind="output", workspace=workspace)
 
     # The exporter sends the same spans again (gzipped this time): nothing changes.
-    again = OTLPSpanExporter(endpoint=endpoint, timeout=10, compression=Compression.Gzip)
+    again = OTLPSpanExporter(
+        endpoint=endpoint, timeout=10, compression=Compression.Gzip, headers=AUTH
+    )
     assert await asyncio.to_thread(again.export, spans) == SpanExportResult.SUCCESS
     # Then another run: once the tracker recorded it, it had the copies before it too.
     s = up.settings
@@ -324,7 +333,7 @@ async def test_spans_from_the_opentelemetry_sdk_become_a_run_with_its_tokens_onc
     # A request that is not OTLP is refused, naming what is wrong.
     async with httpx.AsyncClient() as http:
         bad = await http.post(
-            endpoint, content=b"{not json", headers={"content-type": "application/json"}
+            endpoint, content=b"{not json", headers={"content-type": "application/json", **AUTH}
         )
         assert bad.status_code == 400 and "body" in bad.json()["message"]
         wrong = await http.post(endpoint, content=b"x", headers={"content-type": "text/plain"})

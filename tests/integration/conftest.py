@@ -28,6 +28,11 @@ from tally.subjects import Catalog
 
 T = TypeVar("T")
 
+#: The reporter's bootstrap token in tests: an operator's admin token (workspace ``*``).
+ADMIN_TOKEN = "tly_test-operator-admin-token"
+#: Headers that send it.
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
 #: Service name -> (module with ``create_app``, module with the settings class, class name).
 SERVICES: dict[str, tuple[str, str, str]] = {
     name: (f"services.{name}.app", f"services.{name}.settings", f"{name.title()}Settings")
@@ -74,6 +79,10 @@ class Harness:
         ``overrides`` are settings fields of that service (e.g. ``history_check_interval_s=0``).
         """
         app_module, settings_module, settings_cls = SERVICES[service]
+        if service == "reporter":
+            overrides.setdefault("bootstrap_token", ADMIN_TOKEN)
+            # Tests send bursts; the rate limit has its own test.
+            overrides.setdefault("rate_limit_burst", 100_000)
         settings = getattr(importlib.import_module(settings_module), settings_cls)(
             nats_url=self.settings.nats_url,
             database_url=self.settings.database_url,

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tally.db.tables import run_events, runs, tasks
+from tests.integration.conftest import ADMIN
 
 if TYPE_CHECKING:
     from tests.integration.conftest import Harness
@@ -70,7 +71,7 @@ async def test_the_node_example_publishes_a_task_and_a_run(harness: Harness) -> 
     assert run.totals["tokens"]["output_tokens"] == 300
     # What `tally report RUN` prints: the reporter's 10-line summary of the Node run.
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=reporter), base_url="http://t"
+        transport=httpx.ASGITransport(app=reporter), base_url="http://t", headers=ADMIN
     ) as http:
         kpi = await http.get(f"/runs/{ids['run_id']}/kpi")
     assert kpi.status_code == 200, kpi.text

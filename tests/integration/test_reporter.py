@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from tally.db.tables import runs
 from tally.events import RunEvent, RunFinished, RunRecorded, RunStarted, new_id
+from tests.integration.conftest import ADMIN
 
 if TYPE_CHECKING:
     from tests.integration.conftest import Harness
@@ -111,7 +112,7 @@ async def test_a_recorded_run_has_a_ten_line_kpi_summary(harness: Harness, works
     assert update["run_id"] == run_id and update["tokens"] == 7_300
 
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=reporter), base_url="http://t"
+        transport=httpx.ASGITransport(app=reporter), base_url="http://t", headers=ADMIN
     ) as http:
         response = await http.get(f"/runs/{run_id}/kpi")
         missing = await http.get(f"/runs/run-{new_id()}/kpi")

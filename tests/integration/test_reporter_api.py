@@ -16,7 +16,7 @@ from sqlalchemy import insert
 
 from tally.db.tables import experiments, model_scores
 from tally.events import TaskCreated, TaskStatusChanged, new_id
-from tests.integration.conftest import eventually
+from tests.integration.conftest import ADMIN, eventually
 
 if TYPE_CHECKING:
     from faststream.asgi import AsgiFastStream
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 
 def client(app: AsgiFastStream) -> httpx.AsyncClient:
     return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://t", timeout=30
+        transport=httpx.ASGITransport(app=app), base_url="http://t", headers=ADMIN, timeout=30
     )
 
 

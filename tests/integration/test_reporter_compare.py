@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from tally.db.tables import runs
 from tally.events import Event, RunEvent, RunFinished, RunStarted, new_id
+from tests.integration.conftest import ADMIN
 
 if TYPE_CHECKING:
     from tests.integration.conftest import Harness
@@ -98,7 +99,7 @@ async def test_two_recorded_runs_compare_side_by_side_and_export(
         )
 
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=reporter), base_url="http://t"
+        transport=httpx.ASGITransport(app=reporter), base_url="http://t", headers=ADMIN
     ) as http:
         compared = await http.get("/compare", params={"a": slow, "b": fast})
         single = await http.get(f"/runs/{fast}/kpi")

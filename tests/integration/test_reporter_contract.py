@@ -26,6 +26,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from tests.integration.conftest import ADMIN
+
 if TYPE_CHECKING:
     from schemathesis import APIOperation, Case
 
@@ -65,11 +67,21 @@ def fuzz(operation: APIOperation, base_url: str) -> list[str]:
     )
     @given(case=operation.as_strategy())
     def run(case: Case) -> None:
-        response = case.call(base_url=base_url, timeout=30)
+        response = case.call(base_url=base_url, headers=ADMIN, timeout=30)
+        check(case, response)
+        if not anonymous:  # once per operation: without a token, a documented 401
+            anonymous.append(case.call(base_url=base_url, timeout=30))
+            check(case, anonymous[0])
+            if anonymous[0].status_code != 401:
+                failures.append(f"{case.as_curl_command()} without a token: not 401")
+
+    def check(case: Case, response: Any) -> None:
         try:
             case.validate_response(response, checks=CHECKS)
         except (Exception, BaseExceptionGroup) as exc:  # every failure, with its request
             failures.append(f"{case.as_curl_command()}\n  -> {response.status_code}: {exc}")
+
+    anonymous: list[Any] = []
 
     run()
     return failures

@@ -14,6 +14,7 @@ from sqlalchemy import insert
 
 from services.reporter.export import encode_cursor
 from tally.db.tables import runs, task_status_events, tasks, token_usage
+from tests.integration.conftest import ADMIN
 
 if TYPE_CHECKING:
     from tests.integration.conftest import Harness
@@ -57,7 +58,7 @@ def in_order(rows: list[dict[str, Any]]) -> list[str]:
 async def http(harness: Harness) -> AsyncIterator[httpx.AsyncClient]:
     reporter = await harness.start("reporter")
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=reporter), base_url="http://t"
+        transport=httpx.ASGITransport(app=reporter), base_url="http://t", headers=ADMIN
     ) as client:
         yield client
 
@@ -211,7 +212,7 @@ async def test_bad_requests_are_refused_naming_the_parameter(
     runs_cursor = encode_cursor("runs", T0, f"{workspace}-r1")
     cases = {
         "/export/token_usage?limit=0": "limit",
-        "/export/token_usage?limit=5001": "limit",
+        "/export/token_usage?limit=10001": "limit",
         "/export/token_usage?limit=ten": "limit",
         "/export/bogus": "kind",
         "/export/token_usage?outcome=complete": "outcome",
@@ -229,5 +230,5 @@ async def test_bad_requests_are_refused_naming_the_parameter(
         error = resp.json()["error"]
         assert error["field"] == name and error["message"].startswith(f"{name}:"), (path, error)
     # The largest page is allowed.
-    ok = await http.get("/export/token_usage", params={"limit": 5000, "workspace": workspace})
+    ok = await http.get("/export/token_usage", params={"limit": 10_000, "workspace": workspace})
     assert ok.status_code == 200 and len(ok.json()["rows"]) == 3

@@ -10,6 +10,7 @@ import pytest
 from starlette.types import ASGIApp
 
 from tally.events import TaskCreated, TaskStatusChanged, new_id
+from tests.integration.conftest import ADMIN
 
 if TYPE_CHECKING:
     from tests.integration.conftest import Harness
@@ -40,7 +41,7 @@ def moves(workspace: str, task_id: str, *steps: tuple[str, float]) -> list[TaskS
 
 async def get(app: ASGIApp, params: dict[str, str]) -> httpx.Response:
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://t"
+        transport=httpx.ASGITransport(app=app), base_url="http://t", headers=ADMIN
     ) as http:
         return await http.get("/lanes", params=params)
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
+from tests.integration.conftest import ADMIN_TOKEN
 from tests.integration.test_reporter_contract import serving
 
 if TYPE_CHECKING:
@@ -67,7 +68,9 @@ async def test_a_generated_client_creates_a_task_and_reads_its_assignment(
         create = importlib.import_module("tally_api.api.tasks.create_tasks_post")
         show = importlib.import_module("tally_api.api.tasks.show_tasks_task_id_get")
         models = importlib.import_module("tally_api.models")
-        client = api.Client(base_url=base_url, timeout=httpx.Timeout(60.0))
+        client = api.AuthenticatedClient(
+            base_url=base_url, token=ADMIN_TOKEN, timeout=httpx.Timeout(60.0)
+        )
         async with client:
             accepted = await create.asyncio(
                 client=client,

@@ -13,6 +13,7 @@ import pytest
 from services.reporter.live import LiveHub
 from tally.events import new_id
 from tests.integration.builders import bare_run
+from tests.integration.conftest import ADMIN
 
 if TYPE_CHECKING:
     from faststream.asgi import AsgiFastStream
@@ -28,7 +29,10 @@ RESPONSE_TIMEOUT_S = 30.0
 
 def client(app: AsgiFastStream) -> httpx.AsyncClient:
     return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://t", timeout=RESPONSE_TIMEOUT_S
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://t",
+        headers=ADMIN,
+        timeout=RESPONSE_TIMEOUT_S,
     )
 
 

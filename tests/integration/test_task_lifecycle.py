@@ -15,6 +15,7 @@ import tally
 from tally.cli.main import app as cli
 from tally.db.tables import tasks
 from tally.events import TaskCreated, TaskStatusChanged, new_id
+from tests.integration.conftest import ADMIN
 
 if TYPE_CHECKING:
     from tests.integration.conftest import Harness
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 async def lanes(reporter: Any, workspace: str) -> dict[str, Any]:
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=reporter), base_url="http://t"
+        transport=httpx.ASGITransport(app=reporter), base_url="http://t", headers=ADMIN
     ) as http:
         response = await http.get("/lanes", params={"workspace": workspace, "since": "1d"})
     assert response.status_code == 200, response.text

@@ -30,6 +30,7 @@ from tally.events import (
     new_id,
 )
 from tally.settings import CONFIG_DIR
+from tests.integration.conftest import ADMIN
 
 if TYPE_CHECKING:
     from tests.integration.conftest import Harness
@@ -257,7 +258,7 @@ async def test_reports_show_exact_money_never_a_float_artefact(
     assert (recorded.cost_micros, recorded.cost_usd) == (58_500, 0.0585)
 
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=reporter), base_url="http://t"
+        transport=httpx.ASGITransport(app=reporter), base_url="http://t", headers=ADMIN
     ) as http:
         kpi = (await http.get(f"/runs/{run_id}/kpi")).json()
         tokens = (

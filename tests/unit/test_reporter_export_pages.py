@@ -83,7 +83,7 @@ def test_parameters_are_checked_and_empty_ones_ignored() -> None:
         ("tasks", {"outcome": "complete"}, "outcome"),
         ("token_usage", {"status": "completed"}, "status"),
         ("runs", {"limit": "-1"}, "limit"),
-        ("runs", {"limit": "5001"}, "limit"),
+        ("runs", {"limit": "10001"}, "limit"),
         ("runs", {"until": "tomorrow"}, "until"),
         ("runs", {"format": "xlsx"}, "format"),
     ],

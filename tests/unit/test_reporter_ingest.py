@@ -11,11 +11,26 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from starlette.applications import Starlette
 
+from services.reporter.auth import OPERATOR, Principal, raw_authorizer
 from services.reporter.ingest import otlp_route
 from services.reporter.otlp import PROTOBUF, Options
+from services.reporter.ratelimit import RateLimiter
 from tally.events import Event
 
-PB = {"content-type": PROTOBUF}
+PB = {"content-type": PROTOBUF, "authorization": "Bearer operator"}
+
+
+class Tokens:
+    """Three callers: an operator, a writer bound to workspace ``a`` and a reader of ``a``."""
+
+    callers = {
+        "operator": Principal("t1", "op", OPERATOR, frozenset({"tasks:write"})),
+        "writer-a": Principal("t2", "writer", "a", frozenset({"tasks:write"})),
+        "reader-a": Principal("t3", "reader", "a", frozenset({"runs:read"})),
+    }
+
+    async def authenticate(self, token: str) -> Principal | None:
+        return self.callers.get(token)
 
 
 def export(*, output_tokens: int = 5) -> bytes:
@@ -48,7 +63,8 @@ def client(
         published.append(event)
         return True
 
-    app = Starlette(routes=[otlp_route(publish, Options(), max_bytes=max_bytes)])
+    check = raw_authorizer(Tokens(), RateLimiter(rate=0, burst=1), "tasks:write")  # type: ignore[arg-type]
+    app = Starlette(routes=[otlp_route(publish, Options(), max_bytes=max_bytes, authorize=check)])
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://r")
 
 
@@ -67,6 +83,34 @@ async def test_an_export_is_published_and_answered_in_protobuf() -> None:
     kinds = [type(e).__name__ for e in published]
     assert kinds == ["RunEvent", "RunStarted", "RunFinished"] * 2
     assert [e.event_id for e in published[:3]] == [e.event_id for e in published[3:]]
+
+
+async def test_traces_need_a_token_with_tasks_write_and_its_workspace() -> None:
+    published: list[Event] = []
+    plain = {"content-type": PROTOBUF}
+    async with client(published) as http:
+        anonymous = await http.post("/v1/traces", content=export(), headers=plain)
+        unknown = await http.post(
+            "/v1/traces", content=export(), headers={**plain, "authorization": "Bearer nope"}
+        )
+        reader = await http.post(
+            "/v1/traces", content=export(), headers={**plain, "authorization": "Bearer reader-a"}
+        )
+        other = await http.post(
+            "/v1/traces",
+            content=export(),
+            headers={**plain, "authorization": "Bearer writer-a", "x-tally-workspace": "b"},
+        )
+        assert not published
+        own = await http.post(
+            "/v1/traces", content=export(), headers={**plain, "authorization": "Bearer writer-a"}
+        )
+    assert anonymous.status_code == unknown.status_code == 401
+    assert anonymous.headers["www-authenticate"] == "Bearer"
+    assert reader.status_code == 403 and other.status_code == 403
+    # The OTLP error shape: a google.rpc.Status (PERMISSION_DENIED), not the API's JSON.
+    assert other.content.startswith(b"\x08\x07\x12") and b"tally.workspace" in other.content
+    assert own.status_code == 200 and {e.workspace for e in published} == {"a"}
 
 
 async def test_a_refused_span_is_a_partial_success() -> None:

@@ -9,7 +9,7 @@ from collections.abc import Coroutine, Mapping
 from typing import Any, NoReturn, TypeVar
 
 import typer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 from rich.console import Console
 from rich.measure import Measurement
@@ -63,6 +63,8 @@ class CliSettings(TallySettings):
     model_config = SettingsConfigDict(env_prefix="TALLY_", extra="ignore", populate_by_name=True)
 
     reporter_url: str = Field("http://127.0.0.1:8106")
+    #: The reporter API token (``TALLY_API_TOKEN``), sent as ``Authorization: Bearer``.
+    api_token: SecretStr | None = None
     timeout_s: float = 10.0
 
 
@@ -108,7 +110,9 @@ def reporter_get(path: str, params: Mapping[str, str | None] | None = None) -> A
     s = settings()
     given = {k: v for k, v in (params or {}).items() if v is not None}
     try:
-        resp = httpx.get(f"{s.reporter_url}{path}", params=given, timeout=s.timeout_s)
+        resp = httpx.get(
+            f"{s.reporter_url}{path}", params=given, headers=auth_headers(s), timeout=s.timeout_s
+        )
     except httpx.HTTPError as exc:
         fail(f"reporter did not answer at {s.reporter_url}: {exc}")
     if resp.status_code != 200:
@@ -116,9 +120,39 @@ def reporter_get(path: str, params: Mapping[str, str | None] | None = None) -> A
     return resp.json()
 
 
+def auth_headers(s: CliSettings) -> dict[str, str]:
+    """The ``Authorization`` header of ``TALLY_API_TOKEN`` (none when it is unset or empty)."""
+    token = s.api_token.get_secret_value().strip() if s.api_token else ""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def reporter_call(method: str, path: str, body: Any = None) -> Any:
+    """Send ``method path`` (with a JSON ``body``) to the reporter; its JSON answer.
+
+    A failure is a clear CLI error: 401 says to set ``TALLY_API_TOKEN``.
+    """
+    import httpx
+
+    s = settings()
+    try:
+        resp = httpx.request(
+            method,
+            f"{s.reporter_url}{path}",
+            json=body,
+            headers=auth_headers(s),
+            timeout=s.timeout_s,
+        )
+    except httpx.HTTPError as exc:
+        fail(f"reporter did not answer at {s.reporter_url}: {exc}")
+    if resp.status_code >= 300:
+        fail(error_message(resp), code=EXIT_BAD_INPUT if resp.status_code in (400, 422) else 1)
+    return resp.json()
+
+
 def error_message(resp: Any) -> str:
     """What a reporter's error answer says (``{"error": {"code", "message", "field"}}``)."""
+    hint = " (set TALLY_API_TOKEN to an API token)" if resp.status_code == 401 else ""
     try:
-        return str(resp.json()["error"]["message"])
+        return str(resp.json()["error"]["message"]) + hint
     except (ValueError, KeyError, TypeError):
         return f"reporter answered {resp.status_code}: {resp.text[:200]}"

@@ -19,6 +19,7 @@ import typer
 from tally.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
+    auth_headers,
     console,
     emit_json,
     error_message,
@@ -118,7 +119,7 @@ def reporter_client() -> httpx.Client:
     import httpx  # on use: it is slow to import, and most commands never need it
 
     s = settings()
-    return httpx.Client(base_url=s.reporter_url, timeout=s.timeout_s)
+    return httpx.Client(base_url=s.reporter_url, headers=auth_headers(s), timeout=s.timeout_s)
 
 
 def export_pages(

@@ -20,12 +20,13 @@ from tally.cli import (
     schema,
     security,
     tasks,
+    tokens,
 )
 
 app = typer.Typer(
     help="Tally: estimates, model assignment under quota, run records and reports for "
     "AI-agent work. Connection settings come from TALLY_NATS_URL, TALLY_DATABASE_URL, "
-    "TALLY_REDIS_URL and TALLY_REPORTER_URL.",
+    "TALLY_REDIS_URL and TALLY_REPORTER_URL; TALLY_API_TOKEN is the reporter API's token.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -53,6 +54,7 @@ app.add_typer(assign.experiment, name="experiment")
 app.add_typer(schema.app, name="schema")
 app.add_typer(security.nats, name="nats")
 app.add_typer(security.secrets_app, name="secrets")
+app.add_typer(tokens.app, name="token")
 
 if __name__ == "__main__":
     app()

@@ -390,3 +390,20 @@ learning_reports = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     comment="writer: learner",
 )
+
+#: API tokens of the reporter's HTTP API: only a SHA-256 of each token is kept (the token
+#: itself is shown once, when created). ``workspace`` is ``*`` for an operator's token.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("token_id", String(32), primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("workspace", String(64), nullable=False),
+    Column("scopes", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("last_used_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+    comment="writer: reporter",
+)
