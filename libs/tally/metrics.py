@@ -259,6 +259,13 @@ ORPHAN_RUNS = _gauge(
     [],
     "reporter",
 )
+QUOTA_SETTLED_FROM_LEDGER = _counter(
+    "tally_quota_settled_from_ledger_total",
+    "Runs settled in the ledger only, because Redis no longer held their reservation "
+    "(counters are short until `tally quota rebuild`)",
+    ["subscription"],
+    "quota",
+)
 QUOTA_FALLBACK_PRICED = _counter(
     "tally_quota_fallback_priced_total",
     "Settlements whose unpriced tokens were charged at the subscription's fallback price",

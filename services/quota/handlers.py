@@ -219,6 +219,41 @@ def register_admin(
         return reply
 
 
+async def _settle_from_ledger(store: QuotaStore, ledger: QuotaLedger, e: RunRecorded) -> None:
+    """Record a run whose reservation Redis no longer knows (its data was lost, or the
+    finished reservation's tombstone expired): the ledger keeps the usage, so the next
+    ``tally quota rebuild`` counts it, and the gap is loud until then. A reservation the
+    ledger never saw either is refused with the reason (dead-lettered).
+
+    Raises:
+        PermanentError: neither Redis nor the ledger knows the reservation.
+    """
+    rid = e.reservation_id or ""
+    reserved = await ledger.reserved(rid)
+    if reserved is None:
+        raise PermanentError(f"reservation {rid} is unknown to quota (not in Redis nor the ledger)")
+    subscription, windows = reserved
+    micros = e.micros + store.fallback_micros(subscription, e.unpriced_tokens)
+    metrics.QUOTA_SETTLED_FROM_LEDGER.labels(subscription).inc()
+    log.warning(
+        "settled_from_ledger",
+        reservation_id=rid,
+        subscription=subscription,
+        tokens=e.tokens.total,
+        hint="Redis no longer holds this reservation: run `tally quota rebuild`",
+    )
+    await ledger.append(
+        "resettle",
+        rid,
+        subscription,
+        e.tokens.total,
+        micros,
+        e.finished_at,
+        windows=windows,
+        key=f"resettle:{rid}:{e.tokens.total}:{micros}",
+    )
+
+
 def register(
     bus: Bus,
     store: QuotaStore,
@@ -315,7 +350,7 @@ def register(
             unpriced=e.unpriced_tokens,
         )
         if res.subscription is None:
-            log.info("settle_unknown_reservation", reservation_id=e.reservation_id)
+            await _settle_from_ledger(store, ledger, e)
             return
         # A run totalled again (late events) settles again, its actuals cumulative: the
         # ledger keeps one row per cumulative figure, and a rebuild takes the largest.

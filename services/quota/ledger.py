@@ -105,6 +105,18 @@ class QuotaLedger:
             self._writer = asyncio.create_task(self._write_pending(), name="quota-ledger")
         await done
 
+    async def reserved(self, reservation_id: str) -> tuple[str, tuple[str, str]] | None:
+        """The subscription and ``(d:…, m:…)`` windows of a reservation's reserve row."""
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(LEDGER.c.subscription, LEDGER.c.day, LEDGER.c.month).where(
+                        LEDGER.c.op_key == f"reserve:{reservation_id}"
+                    )
+                )
+            ).first()
+        return (row.subscription, (f"d:{row.day}", f"m:{row.month}")) if row else None
+
     async def holds_settle(self, reservation_id: str, tokens: int, resettle_key: str) -> bool:
         """Whether the ledger already has a reservation's settle with ``tokens`` actual
         tokens, or the resettle row keyed ``resettle_key``."""

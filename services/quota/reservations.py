@@ -299,6 +299,10 @@ class QuotaStore:
             )
         raise RuntimeError(f"reservation {reservation_id!r} kept changing during settle")
 
+    def fallback_micros(self, subscription: str, unpriced: TokenTotals) -> int:
+        """What ``unpriced`` tokens cost at ``subscription``'s fallback price."""
+        return fallback_micros(self._fallback, subscription, unpriced)
+
     async def release(self, reservation_id: str) -> ReleaseResult:
         """Gives a live reservation back unused; repeating it (or after settle) is a no-op."""
         return await self._finish(reservation_id, "released", self._clock())

@@ -17,6 +17,7 @@ import yaml
 from sqlalchemy import select
 from typer.testing import CliRunner, Result
 
+from tally import metrics
 from tally.cli.quota import app as quota_cli
 from tally.db.tables import quota_ledger
 from tally.events import (
@@ -236,3 +237,56 @@ async def test_expired_reservations_are_swept_into_the_ledger(
     rows = await h.eventually(expired, what="an expire row in the ledger")
     assert [tuple(r) for r in rows] == [("expire", 400)]
     assert (await day(h, team))["reserved_tokens"] == 0
+
+
+def recorded_run(reservation_id: str, tokens: int) -> RunRecorded:
+    now = utcnow()
+    return RunRecorded(
+        run_id=f"run-{new_id()}",
+        task_id=f"task-{new_id()}",
+        reservation_id=reservation_id,
+        outcome="complete",
+        success=True,
+        started_at=now - timedelta(minutes=5),
+        finished_at=now,
+        actual_hours=0.1,
+        tokens=TokenTotals(input_tokens=tokens),
+    )
+
+
+async def test_a_run_whose_reservation_redis_lost_is_ledgered_and_counted_after_a_rebuild(
+    harness: Harness, subscriptions: Path, team: str
+) -> None:
+    """Not dropped with an info line: the ledger keeps the usage, a metric and a warning
+    say the counters are short, and a rebuild counts it."""
+    h = harness
+    await h.start("quota", subscriptions_path=subscriptions)
+    held = await reserve(h, team, 500)
+    await flush_redis(h)
+    before = metrics.QUOTA_SETTLED_FROM_LEDGER.labels(team)._value.get()
+    await h.client.publish(recorded_run(held.reservation_id, 300))
+
+    async def ledgered() -> Any:
+        rows = await h.rows(
+            select(quota_ledger.c.op, quota_ledger.c.tokens).where(
+                quota_ledger.c.reservation_id == held.reservation_id,
+                quota_ledger.c.op == "resettle",
+            )
+        )
+        return rows or None
+
+    assert await h.eventually(ledgered, what="the settle in the ledger") == [("resettle", 300)]
+    assert metrics.QUOTA_SETTLED_FROM_LEDGER.labels(team)._value.get() == before + 1
+    assert (await cli(h, "rebuild")).exit_code == 0
+    assert (await day(h, team))["used_tokens"] == 300
+
+
+async def test_a_run_naming_a_reservation_quota_never_made_is_dead_lettered(
+    harness: Harness, subscriptions: Path, team: str
+) -> None:
+    h = harness
+    await h.start("quota", subscriptions_path=subscriptions)
+    async with h.dead_letters("quota") as letters:
+        await h.client.publish(recorded_run(f"res-forged-{new_id()}", 500))
+        letter = await h.next_item(letters, what="the dead letter")
+    assert "unknown to quota" in letter.error
