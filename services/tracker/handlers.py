@@ -115,7 +115,8 @@ def register(bus: Bus, repo: TrackerRepo, registry: ModelRegistry, *, settle_wai
             await _dead_letter_conflicts(bus, [known[i] for i in sorted(differing)])
         # Runs recorded before these events arrived are totalled again: late events
         # (a redelivery after a crash) must reach the totals, the quota and the learner.
-        for run in await repo.recorded_runs({e.run_id for e in kept}):
+        recorded = await repo.any_recorded(e.run_id for e in kept)
+        for run in await repo.recorded_runs(recorded):
             metrics.RUNS_RETOTALLED.of("tracker").inc()
             await bus.publish(await _record(repo, rows.finish_of(run), run))
 

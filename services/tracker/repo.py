@@ -265,6 +265,20 @@ class TrackerRepo:
             ).first()
         return dict(row._mapping) if row else None
 
+    async def any_recorded(self, run_ids: Iterable[str]) -> list[str]:
+        """Which of ``run_ids`` have recorded totals: one round trip on a COPY connection,
+        asked after every batch of events (almost always: none)."""
+        ids = list(set(run_ids))
+        if not ids:
+            return []
+        pool = await self._copy_connections()
+        async with pool.acquire() as conn:
+            found = await conn.fetch(
+                "SELECT run_id FROM runs WHERE run_id = ANY($1::varchar[]) AND totals IS NOT NULL",
+                ids,
+            )
+        return [r["run_id"] for r in found]
+
     async def recorded_runs(self, run_ids: Iterable[str]) -> list[dict[str, Any]]:
         """The runs among ``run_ids`` whose totals were already recorded."""
         ids = list(set(run_ids))
