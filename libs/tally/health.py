@@ -114,11 +114,28 @@ class Health:
         self.connections: dict[str, Callable[[], _Connection | None]] = {}
         self.consumers: list[_Consumer] = []
         self.tasks: list[Supervised] = []
+        #: servers the service cannot work without (Postgres, Redis): a probe raises if down
+        self.servers: dict[str, Callable[[], Awaitable[object]]] = {}
         #: set once the service has started its consumers (readiness)
         self.started = False
 
-    def report(self) -> dict[str, Any]:
+    async def probe_servers(self, timeout_s: float = 2.0) -> dict[str, bool]:
+        """Whether each server answers a trivial request within ``timeout_s``."""
+
+        async def answers(probe: Callable[[], Awaitable[object]]) -> bool:
+            try:
+                await asyncio.wait_for(probe(), timeout_s)
+            except Exception:  # any failure to answer is "down": the report says which
+                return False
+            return True
+
+        names = list(self.servers)
+        results = await asyncio.gather(*(answers(self.servers[n]) for n in names))
+        return dict(zip(names, results, strict=True))
+
+    def report(self, servers: dict[str, bool] | None = None) -> dict[str, Any]:
         """Every part's state and ``ok``: true only if every part is up."""
+        servers = servers or {}
         nats = {}
         for name, get_conn in self.connections.items():
             conn = get_conn()
@@ -130,15 +147,22 @@ class Health:
             and all(nats.values())
             and all(c["ok"] for c in consumers)
             and all(t["ok"] for t in tasks)
+            and all(servers.values())
         )
-        return {"ok": ok, "nats": nats, "consumers": consumers, "tasks": tasks}
+        return {
+            "ok": ok,
+            "nats": nats,
+            "servers": servers,
+            "consumers": consumers,
+            "tasks": tasks,
+        }
 
     def liveness(self) -> GetHandler:
         """``/healthz``: 200 and the report while all is well, 503 and the report if not."""
 
         @get(include_in_schema=False)
         async def healthz(scope: Scope) -> AsgiResponse:
-            report = self.report()
+            report = self.report(await self.probe_servers())
             return AsgiResponse(json.dumps(report).encode(), 200 if report["ok"] else 503, _JSON)
 
         return healthz

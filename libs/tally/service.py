@@ -120,6 +120,11 @@ class ServiceKit:
         if self._nc:
             await self._nc.close()
 
+    def probe(self, name: str, check: Callable[[], Awaitable[object]]) -> None:
+        """Make ``/healthz`` ask a server the service needs (``check`` raises if it is
+        down): while it does not answer, health is red and names it."""
+        self.health.servers[name] = check
+
     def supervise(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
         """Run ``run()`` in the background once consumers are running, started again with
         back-off if it crashes, and part of ``/healthz`` (sweepers, daily jobs)."""

@@ -10,7 +10,7 @@ from services.assigner.deferred import DeferredRetrier
 from services.assigner.planner import BatchPlanner, register_batch
 from services.assigner.repo import AssignmentRepo
 from services.assigner.settings import AssignerSettings
-from tally.db import create_engine
+from tally.db import create_engine, ping
 from tally.registry import ModelRegistry
 from tally.service import ServiceKit
 
@@ -19,6 +19,7 @@ def create_app(settings: AssignerSettings | None = None) -> AsgiFastStream:
     settings = settings or AssignerSettings()
     kit = ServiceKit("assigner", settings)
     engine = create_engine(settings.database_url)
+    kit.probe("postgres", ping(engine))
     repo = AssignmentRepo(engine, settings.namespace)
     assigner = Assigner(kit.bus, repo, ModelRegistry(settings.models_path), settings)
     retrier = DeferredRetrier(

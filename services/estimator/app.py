@@ -8,7 +8,7 @@ from services.estimator import handlers
 from services.estimator.repo import EstimatorRepo
 from services.estimator.scoring import load_scoring_config
 from services.estimator.settings import EstimatorSettings
-from tally.db import create_engine
+from tally.db import create_engine, ping
 from tally.service import ServiceKit
 
 
@@ -16,6 +16,7 @@ def create_app(settings: EstimatorSettings | None = None) -> AsgiFastStream:
     settings = settings or EstimatorSettings()
     kit = ServiceKit("estimator", settings)
     engine = create_engine(settings.database_url)
+    kit.probe("postgres", ping(engine))
     estimator = handlers.Estimator(
         EstimatorRepo(engine),
         load_scoring_config(settings.scoring_path),

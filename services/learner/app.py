@@ -10,7 +10,7 @@ from services.learner.learner import Learner
 from services.learner.repo import LearnerRepo
 from services.learner.rewards import RewardSelection, default_registry
 from services.learner.settings import LearnerSettings
-from tally.db import create_engine
+from tally.db import create_engine, ping
 from tally.errors import ConfigError
 from tally.registry import load_models
 from tally.service import ServiceKit
@@ -20,6 +20,7 @@ def create_app(settings: LearnerSettings | None = None) -> AsgiFastStream:
     settings = settings or LearnerSettings()
     kit = ServiceKit("learner", settings)
     engine = create_engine(settings.database_url)
+    kit.probe("postgres", ping(engine))
     try:
         models = [m.name for m in load_models(settings.models_path)]
     except (ConfigError, OSError):

@@ -16,7 +16,7 @@ from services.quota.reservations import QuotaStore, utc_now
 from services.quota.settings import QuotaSettings
 from services.quota.subscriptions import load_subscriptions
 from services.quota.switches import FreezeSwitches
-from tally.db import create_engine
+from tally.db import create_engine, ping
 from tally.redis import connect_redis
 from tally.registry import load_models
 from tally.service import ServiceKit
@@ -37,6 +37,8 @@ def create_app(
     kit = ServiceKit("quota", settings)
     engine = create_engine(settings.database_url)
     redis = connect_redis(settings.redis_url)
+    kit.probe("postgres", ping(engine))
+    kit.probe("redis", redis.ping)
     subscriptions = load_subscriptions(settings.subscriptions_path)
     store = QuotaStore(
         redis,

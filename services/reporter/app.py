@@ -19,7 +19,7 @@ from services.reporter.repo import ReportRepo
 from services.reporter.settings import ReporterSettings
 from tally import metrics
 from tally.client import TallyClient
-from tally.db import create_engine
+from tally.db import create_engine, ping
 from tally.events import utcnow
 from tally.service import ServiceKit
 
@@ -28,6 +28,7 @@ def create_app(settings: ReporterSettings | None = None) -> AsgiFastStream:
     settings = settings or ReporterSettings()
     kit = ServiceKit("reporter", settings)
     engine = create_engine(settings.database_url)
+    kit.probe("postgres", ping(engine))
     handlers.register(kit.bus)
     kit.on_shutdown(engine.dispose)
     # The live page's one subscription to metrics.>, on the broker's connection.

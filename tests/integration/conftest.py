@@ -84,11 +84,13 @@ class Harness:
             # Tests send bursts; the rate limit has its own test.
             overrides.setdefault("rate_limit_burst", 100_000)
         settings = getattr(importlib.import_module(settings_module), settings_cls)(
-            nats_url=self.settings.nats_url,
-            database_url=self.settings.database_url,
-            redis_url=self.settings.redis_url,
-            namespace=self.settings.namespace,
-            **overrides,
+            **{
+                "nats_url": self.settings.nats_url,
+                "database_url": self.settings.database_url,
+                "redis_url": self.settings.redis_url,
+                "namespace": self.settings.namespace,
+                **overrides,  # a test may point a service at a server of its own
+            }
         )
         app: AsgiFastStream = importlib.import_module(app_module).create_app(settings)
         await app.start()

@@ -396,3 +396,24 @@ async def test_a_status_change_reusing_a_known_event_id_is_a_dead_lettered_confl
         )
     )
     assert kept == "in_progress"
+
+
+async def test_health_turns_red_while_a_server_the_service_needs_is_down(
+    harness: Harness, tmp_path: Path, subscriptions: Path
+) -> None:
+    """Quota's /healthz names Redis while it is down, and is green again when it is back."""
+    from tests.chaos.fleet import PrivateRedis
+
+    redis = PrivateRedis(tmp_path)
+    await redis.start()
+    try:
+        app = await harness.start("quota", redis_url=redis.url, subscriptions_path=subscriptions)
+        status, report = await health(app)
+        assert status == 200 and report["servers"] == {"postgres": True, "redis": True}
+        redis.stop()
+        report = await harness.eventually(lambda: _report_if(app, 503), what="a red /healthz")
+        assert report["servers"] == {"postgres": True, "redis": False}
+        await redis.start()
+        await harness.eventually(lambda: _report_if(app, 200), what="/healthz green again")
+    finally:
+        redis.stop()
