@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
 
 class _Strict(BaseModel):
@@ -112,8 +112,16 @@ class PointsConfig(_Strict):
     """How a workspace's points model is fitted and checked against its history median.
 
     Chosen once on the middle 20% of the public story-point projects (never their test
-    20%); each workspace then chooses only its shrinkage weight, inside its own history.
+    20%); each workspace then checks, inside its own history, that the text mixture beats
+    its history median, and uses the median where it does not.
     """
+
+    #: Nearest past tasks whose points vote in the mixture.
+    neighbours: PositiveInt = 20
+    #: Share of the nearest tasks' votes in the mixture.
+    neighbour_share: float = Field(default=0.4, ge=0.0, le=1.0)
+    #: Share of the logistic regression's probabilities; the rest is the history's.
+    classifier_share: float = Field(default=0.3, ge=0.0, le=1.0)
 
     #: Inverse L2 strength of the logistic regression over point values.
     regularisation: PositiveFloat = 0.3
@@ -123,15 +131,22 @@ class PointsConfig(_Strict):
     max_features: PositiveInt = 20000
     #: Below this many past tasks the history median is used, untested.
     min_history: PositiveInt = 40
-    #: Newest share of history estimated out of sample (rolling origin) to choose the weight.
+    #: Newest share of history estimated out of sample (rolling origin) to check the mixture.
     validation_share: float = Field(default=0.5, gt=0.0, lt=1.0)
     #: Rolling-origin blocks in that share.
     folds: PositiveInt = 4
-    #: Grid step of the text model's weight in the mixture (0 = the history median).
-    weight_step: float = Field(default=0.1, gt=0.0, le=1.0)
     #: Nearest past tasks cited as evidence.
     evidence: PositiveInt = 5
     cold_start: ColdStartPriors = Field(default_factory=ColdStartPriors)
+
+    @model_validator(mode="after")
+    def _shares_fit(self) -> PointsConfig:
+        if self.neighbour_share + self.classifier_share > 1.0:
+            raise ValueError(
+                "points.neighbour_share + points.classifier_share must be at most 1 "
+                f"(got {self.neighbour_share} + {self.classifier_share})"
+            )
+        return self
 
 
 class VelocityConfig(_Strict):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 
 from services.estimator.estimator import estimate
 from services.estimator.hours import Duration
 from services.estimator.points import HistoricalTask
 from services.estimator.points_model import PointsModel
-from services.estimator.scoring import ScoringConfig
+from services.estimator.scoring import PointsConfig, ScoringConfig
 from services.estimator.tokens import TokenCalibration
 from services.estimator.workspace import build_workspace
 from tally.events import TaskSpec
@@ -128,3 +129,20 @@ def test_history_order_decides_the_model_not_ids(dated: bool) -> None:
     b = build_workspace(renamed, (), CONFIG)
     assert a.points is not None and b.points is not None
     assert a.points.fit == b.points.fit
+
+
+def test_the_nearest_past_tasks_vote_with_their_points() -> None:
+    """The votes are the share of the k most similar past tasks holding each value."""
+    from services.estimator.points_model import _nearest, _neighbour_votes
+
+    sims = np.array([[0.9, 0.1, 0.8, 0.0], [0.0, 0.5, 0.1, 0.7]])
+    nearest = _nearest(sims, 2)
+    assert nearest.tolist() == [[0, 2], [3, 1]]
+    codes = np.array([0, 1, 2, 2])  # past tasks' point values, as indices of the scale
+    votes = _neighbour_votes(nearest, codes, 3)
+    assert votes.tolist() == [[0.5, 0.0, 0.5], [0.0, 0.5, 0.5]]
+
+
+def test_shares_that_leave_nothing_for_the_history_are_refused_by_name() -> None:
+    with pytest.raises(ValueError, match=r"neighbour_share \+ points\.classifier_share"):
+        PointsConfig(neighbour_share=0.8, classifier_share=0.3)
