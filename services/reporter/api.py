@@ -1,5 +1,8 @@
 """The reporter's HTTP API: FastAPI, OpenAPI 3.1 at ``/openapi.json``, docs at ``/docs``.
 
+The docs page's script and style are served by the reporter itself (``fastapi-offline``
+ships Swagger UI), so it works where the browser cannot reach a CDN.
+
 Every endpoint has pydantic models for what it takes and answers, refuses query
 parameters it does not know (naming them), and answers every error in one JSON shape
 (:mod:`services.reporter.errors`). Reads come from Postgres; commands go onto the bus.
@@ -19,6 +22,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from fastapi import Depends, FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.routing import BaseRoute
 
 from services.reporter import errors
@@ -68,13 +72,14 @@ def create_api(
         max_wait_s: the longest any request waits for an answer from the bus.
         raw_routes: plain Starlette routes served beside the typed ones.
     """
-    api = FastAPI(
+    api = FastAPIOffline(
         title=TITLE,
         version=VERSION,
         summary="Runs, KPIs, tokens, lanes, plans and export; tasks, estimates and quota.",
         openapi_url="/openapi.json",
         docs_url="/docs",
         redoc_url=None,
+        static_url="/docs/assets",
         responses=errors.ERRORS,
         dependencies=[Depends(known_parameters_only)],
     )

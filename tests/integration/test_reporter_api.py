@@ -6,6 +6,7 @@ next, and the API reads the result back from their tables.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -72,11 +73,19 @@ async def test_every_error_has_one_json_shape_naming_the_field(harness: Harness)
 
         spec = await http.get("/openapi.json")
         docs = await http.get("/docs")
+        # The docs page loads its script and style from the reporter itself (no CDN: it
+        # works on a network without internet access).
+        assets = re.findall(r'(?:src|href)="([^"]+)"', docs.text)
+        fetched = [await http.get(a) for a in assets]
     assert spec.status_code == 200 and spec.json()["openapi"].startswith("3.1")
     paths = spec.json()["paths"]
     for path in ("/tasks", "/tasks/{task_id}", "/estimate", "/quota", "/dashboard/stats"):
         assert path in paths
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    assert assets and all(a.startswith("/") for a in assets), assets
+    assert all(r.status_code == 200 and r.content for r in fetched), [
+        (a, r.status_code) for a, r in zip(assets, fetched, strict=True)
+    ]
 
 
 async def test_a_program_creates_a_task_reads_it_and_moves_it(
