@@ -25,14 +25,14 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
-from sqlalchemy import Column, ColumnElement, Table, func, or_, select, tuple_
+from sqlalchemy import Column, ColumnElement, Table, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.responses import Response
 
 from services.reporter.auth import ExportRows
 from services.reporter.errors import bad_parameter
 from services.reporter.params import Params, parse_since
-from tally.db.tables import runs, task_status_events, tasks, token_usage
+from tally.db.tables import RUN_TIME, runs, task_status_events, tasks, token_usage
 from tally.moneyview import with_money
 
 DEFAULT_LIMIT = 500
@@ -76,7 +76,7 @@ KINDS: dict[str, ExportKind] = {
     "runs": ExportKind(
         runs,
         # A run's row always has a creation time, even the rare one without a start.
-        func.coalesce(runs.c.started_at, runs.c.created_at),
+        RUN_TIME,
         runs.c.run_id,
         _columns(runs, "workspace", "model", "outcome", "task_id", "run_id"),
     ),
