@@ -19,7 +19,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 from sqlalchemy import select, union
-from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.reporter.auth import ReportsRead
@@ -93,21 +92,17 @@ async def flow_events(
 ) -> tuple[list[StatusEvent], dict[str, str | None]]:
     """Status events of the tasks that moved since ``since`` or are still open, and titles.
 
-    A task is open when its latest transition (latest ``changed_at``, then ``event_id``,
-    as the tracker decides) is to a lane or ``blocked``. Events come oldest first.
+    A task is open when its status, which the tracker keeps at its latest transition
+    (latest ``changed_at``, then ``event_id``), is a lane or ``blocked``; both sets are
+    found through indexes. A task the tracker holds no row for (its ``task.created`` never
+    came) is seen through its moves inside the window only. Events come oldest first.
     """
     ev = task_status_events
     scope = [ev.c.workspace == workspace] if workspace else []
-    latest = (
-        select(ev.c.task_id, ev.c.to_status)
-        .where(*scope)
-        .ext(distinct_on(ev.c.task_id))
-        .order_by(ev.c.task_id, ev.c.changed_at.desc(), ev.c.event_id.desc())
-        .subquery()
-    )
+    open_scope = [tasks.c.workspace == workspace] if workspace else []
     relevant = union(
         select(ev.c.task_id).where(ev.c.changed_at >= since, *scope),
-        select(latest.c.task_id).where(latest.c.to_status.in_(OPEN_STATUSES)),
+        select(tasks.c.task_id).where(tasks.c.status.in_(OPEN_STATUSES), *open_scope),
     )
     query = (
         select(ev.c.task_id, ev.c.from_status, ev.c.to_status, ev.c.changed_at, tasks.c.title)

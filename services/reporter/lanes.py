@@ -8,6 +8,7 @@ re-entry into a lane adds to that lane's time.
 
 from __future__ import annotations
 
+import bisect
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -157,6 +158,16 @@ class TaskEta:
     overdue: bool  #: already longer in lane than any finished task was
 
 
+def _median_above(ordered: Sequence[float], floor: float) -> float | None:
+    """The median of the values of sorted ``ordered`` above ``floor`` (None if none is)."""
+    first = bisect.bisect_right(ordered, floor)
+    n = len(ordered) - first
+    if n == 0:
+        return None
+    mid = first + n // 2
+    return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
 def _current_lane(stints: Sequence[_Stint]) -> tuple[str | None, bool]:
     """The lane a task is in now (the one it was in before a block) and whether blocked."""
     last = stints[-1].status
@@ -223,24 +234,32 @@ def lane_etas(
             current[task] = (lane, blocked, _entered(task_stints, lane))
     start = first_seen if since is None else max(first_seen, since)
     window = max(_hours(now - start), 1e-9)
+    # Each lane's samples sorted and its median taken once; the tasks ahead of one are
+    # counted by bisecting the lane's sorted entry times (no loop over every pair).
+    ordered = {lane: sorted(samples[lane]) for lane in LANES}
+    medians = {lane: statistics.median(v) if v else None for lane, v in ordered.items()}
+    queued: dict[str, list[datetime]] = {lane: [] for lane in LANES}
+    for lane, blocked, entered in current.values():
+        if not blocked:
+            queued[lane].append(entered)
+    for entries in queued.values():
+        entries.sort()
     etas: dict[str, TaskEta] = {}
     for task, (lane, blocked, entered) in current.items():
         spent = _durations(stints[task], now).get(lane, 0.0)
-        ahead = 0
-        for other_lane, other_blocked, other_entered in current.values():
-            if other_lane == lane and not other_blocked and other_entered < entered:
-                ahead += 1
+        ahead = bisect.bisect_left(queued[lane], entered)
         rate = exits[lane] / window
         queue = 0.0 if ahead == 0 else (ahead / rate if rate > 0 else None)
-        longer = [h for h in samples[lane] if h > spent]
-        conditional = statistics.median(longer) - spent if longer else None
-        overdue = bool(samples[lane]) and not longer
+        conditional = _median_above(ordered[lane], spent)
+        if conditional is not None:
+            conditional -= spent
+        overdue = bool(ordered[lane]) and conditional is None
         if overdue:
             conditional = 0.0
         # Without finished tasks in this lane there is nothing to measure from: no ETA.
         remaining = None if conditional is None else max(conditional, queue or 0.0)
         later = LANES[LANES.index(lane) + 1 :]
-        downstream = sum(statistics.median(samples[ln]) for ln in later if samples[ln])
+        downstream = sum(m for ln in later if (m := medians[ln]) is not None)
         eta = None if remaining is None else remaining + downstream
         etas[task] = TaskEta(
             task_id=task,
