@@ -214,10 +214,8 @@ def lane_etas(
     stints = _stints(events)
     samples: dict[str, list[float]] = {lane: list((history or {}).get(lane, ())) for lane in LANES}
     exits = dict.fromkeys(LANES, 0)
-    current: dict[str, tuple[str, bool, datetime]] = {}
     first_seen = min((s[0].start for s in stints.values()), default=now)
-    for task, task_stints in stints.items():
-        lane, blocked = _current_lane(task_stints)
+    for task_stints in stints.values():
         previous: str | None = None  # lane before any block: leaving a lane via a block counts
         for stint in task_stints:
             if stint.status == BLOCKED:
@@ -230,13 +228,41 @@ def lane_etas(
         for visited, (hours, left) in _finished(task_stints).items():
             if visited in samples and (since is None or left >= since):
                 samples[visited].append(hours)
+    start = first_seen if since is None else max(first_seen, since)
+    measured = LaneHistory(
+        {lane: sorted(v) for lane, v in samples.items()}, exits, max(_hours(now - start), 1e-9)
+    )
+    return etas_in_flight(stints, now, measured)
+
+
+@dataclass(frozen=True)
+class LaneHistory:
+    """What ETAs are measured from: per lane, the finished durations (hours, sorted) and
+    how many tasks left it, over a window of ``window_hours``."""
+
+    samples: Mapping[str, Sequence[float]]
+    exits: Mapping[str, int]
+    window_hours: float
+
+
+def etas_in_flight(
+    events: Iterable[StatusEvent] | Mapping[str, Sequence[_Stint]],
+    now: datetime,
+    measured: LaneHistory,
+) -> dict[str, TaskEta]:
+    """ETAs of the tasks in a lane (or blocked inside one) among ``events``, from history
+    measured beforehand (see :func:`lane_etas` for how each is computed).
+
+    Each lane's median is taken once, and the tasks ahead of one are counted by bisecting
+    the lane's sorted entry times (no loop over every pair of tasks).
+    """
+    stints = events if isinstance(events, Mapping) else _stints(events)
+    current: dict[str, tuple[str, bool, datetime]] = {}
+    for task, task_stints in stints.items():
+        lane, blocked = _current_lane(task_stints)
         if lane is not None:
             current[task] = (lane, blocked, _entered(task_stints, lane))
-    start = first_seen if since is None else max(first_seen, since)
-    window = max(_hours(now - start), 1e-9)
-    # Each lane's samples sorted and its median taken once; the tasks ahead of one are
-    # counted by bisecting the lane's sorted entry times (no loop over every pair).
-    ordered = {lane: sorted(samples[lane]) for lane in LANES}
+    ordered = {lane: measured.samples.get(lane, ()) for lane in LANES}
     medians = {lane: statistics.median(v) if v else None for lane, v in ordered.items()}
     queued: dict[str, list[datetime]] = {lane: [] for lane in LANES}
     for lane, blocked, entered in current.values():
@@ -248,7 +274,7 @@ def lane_etas(
     for task, (lane, blocked, entered) in current.items():
         spent = _durations(stints[task], now).get(lane, 0.0)
         ahead = bisect.bisect_left(queued[lane], entered)
-        rate = exits[lane] / window
+        rate = measured.exits.get(lane, 0) / measured.window_hours
         queue = 0.0 if ahead == 0 else (ahead / rate if rate > 0 else None)
         conditional = _median_above(ordered[lane], spent)
         if conditional is not None:
