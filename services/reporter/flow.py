@@ -31,6 +31,7 @@ from services.reporter.lanes import (
     lane_stats,
     work_in_progress,
 )
+from services.reporter.memo import Recent
 from services.reporter.params import Params, Since, Workspace, window_start
 from tally.db.tables import task_status_events, tasks
 
@@ -247,9 +248,14 @@ class LanesParams(Params):
     workspace: Workspace | None = None
 
 
-def lanes_router(engine: AsyncEngine) -> APIRouter:
-    """The ``/lanes`` route: ``?since=30d`` (window start) and ``?workspace=W``."""
+def lanes_router(engine: AsyncEngine, fresh_for_s: float = 0.0) -> APIRouter:
+    """The ``/lanes`` route: ``?since=30d`` (window start) and ``?workspace=W``.
+
+    The same question asked again within ``fresh_for_s`` seconds gets the same answer
+    (its ``now`` says when it was computed), and questions asked at once share one.
+    """
     router = APIRouter(tags=["tasks"])
+    recent: Recent[dict[str, Any]] = Recent(fresh_for_s)
 
     @router.get("/lanes", response_model=LanesReport)
     async def show(
@@ -257,10 +263,15 @@ def lanes_router(engine: AsyncEngine) -> APIRouter:
         who: ReportsRead,
     ) -> dict[str, Any]:
         """Cycle time per lane (work, review, QA, blocked), WIP, and an ETA per open task."""
-        now = datetime.now(UTC)
-        since = window_start("since", q.since, now, future_ok=False)
+        window_start("since", q.since, datetime.now(UTC), future_ok=False)  # 400 if bad
         workspace = who.workspace_for(q.workspace)
-        flow = await read_flow(engine, since, workspace)
-        return {"workspace": workspace, **lanes_view(flow, since, now)}
+
+        async def compute() -> dict[str, Any]:
+            now = datetime.now(UTC)
+            since = window_start("since", q.since, now, future_ok=False)
+            flow = await read_flow(engine, since, workspace)
+            return {"workspace": workspace, **lanes_view(flow, since, now)}
+
+        return await recent.get((workspace, q.since), compute)
 
     return router
