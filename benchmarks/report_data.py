@@ -61,8 +61,9 @@ def detail(kind: str, j: int, model: str, phase: str) -> dict[str, Any]:
 class Load:
     """Rows of every table, generated task by task (deterministic for a seed)."""
 
-    def __init__(self, runs: int, now: datetime, seed: int = 7) -> None:
+    def __init__(self, runs: int, now: datetime, seed: int = 7, days: int = DAYS) -> None:
         self.count = runs
+        self.days = days
         self.now = now
         self.rnd = random.Random(seed)
         self.tasks: list[tuple[Any, ...]] = []
@@ -80,7 +81,7 @@ class Load:
             task_id, run_id = f"task-{i:07d}", f"run-{i:07d}"
             model, provider = MODELS[rnd.randrange(len(MODELS))]
             command = COMMANDS[i % len(COMMANDS)]
-            created = self.now - timedelta(seconds=rnd.uniform(3600, DAYS * 86400))
+            created = self.now - timedelta(seconds=rnd.uniform(3600, self.days * 86400))
             start = created + timedelta(minutes=rnd.uniform(1, 60))
             step = timedelta(seconds=rnd.uniform(10, 60))
             finish = start + step * EVENTS_PER_RUN
@@ -184,9 +185,12 @@ ASSIGNMENT_COLUMNS = (
 )  # fmt: skip
 
 
-async def load(dsn: str, runs: int, now: datetime, chunk: int = 50_000) -> Load:
-    """COPY ``runs`` runs (``runs * EVENTS_PER_RUN`` run events) and their rows; ANALYZE."""
-    data = Load(runs, now)
+async def load(
+    dsn: str, runs: int, now: datetime, *, days: int = DAYS, chunk: int = 50_000
+) -> Load:
+    """COPY ``runs`` runs (``runs * EVENTS_PER_RUN`` run events) and their rows, spread over
+    the last ``days`` days; ANALYZE."""
+    data = Load(runs, now, days=days)
     conn = await asyncpg.connect(dsn)
     try:
         events: list[tuple[Any, ...]] = []

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
-from sqlalchemy import or_, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.reporter.auth import ReportsRead
@@ -55,7 +55,8 @@ def _history_sql(scoped: bool) -> str:
     Rows: ``finished`` (per lane and ``blocked``: each task's finished hours, sorted, of
     the tasks that left it since then), ``exits`` (per lane: moves out of it since then),
     ``first`` (the first move of these tasks) and ``open`` (those whose latest move put
-    them in a lane or ``blocked``). The same rules as :mod:`services.reporter.lanes`
+    them in a lane or ``blocked``, and the tasks whose status, kept by the tracker at
+    their latest move, says so). The same rules as :mod:`services.reporter.lanes`
     (a task's current lane and its block inside it are not finished; leaving a lane
     through a block counts as an exit when the task moves on to another lane).
     """
@@ -67,9 +68,14 @@ def _history_sql(scoped: bool) -> str:
 WITH moved AS (
     SELECT DISTINCT task_id FROM task_status_events WHERE changed_at >= :since {scope}
 ), s AS (
-    SELECT task_id, to_status, changed_at, event_id, {bucket} AS bucket,
-           lead(changed_at) OVER (PARTITION BY task_id ORDER BY changed_at, event_id) AS ended
-    FROM task_status_events WHERE task_id IN (SELECT task_id FROM moved) {scope}
+    -- each moved task's whole history, through the (task_id, changed_at) index: the cost
+    -- follows the window's tasks, not the table's years of moves (OFFSET 0 keeps the
+    -- planner from turning this into a hash join over the whole table)
+    SELECT e.task_id, to_status, changed_at, event_id, {bucket} AS bucket,
+           lead(changed_at) OVER (PARTITION BY e.task_id ORDER BY changed_at, event_id) AS ended
+    FROM moved CROSS JOIN LATERAL (
+        SELECT * FROM task_status_events WHERE task_id = moved.task_id {scope} OFFSET 0
+    ) e
 ), latest AS (
     SELECT task_id, min(changed_at) AS first_at,
            (array_agg(to_status ORDER BY changed_at DESC, event_id DESC))[1] AS last_status,
@@ -104,6 +110,8 @@ UNION ALL
 SELECT 'first', NULL, NULL, NULL, min(first_at) FROM cur
 UNION ALL
 SELECT 'open', task_id, NULL, NULL, NULL FROM cur WHERE last_status IN ({open_statuses})
+UNION ALL
+SELECT 'open', task_id, NULL, NULL, NULL FROM tasks WHERE status IN ({open_statuses}) {scope}
 """
 
 
@@ -139,7 +147,7 @@ async def read_flow(engine: AsyncEngine, since: datetime, workspace: str | None)
         finished: dict[str, list[float]] = {bucket: [] for bucket in (*LANES, BLOCKED)}
         exits = dict.fromkeys(LANES, 0)
         first_seen: datetime | None = None
-        moved_open: list[str] = []
+        open_ids: list[str] = []
         for part, name, hours, n, at in rows:
             if part == "finished":
                 finished[name] = [float(h) for h in hours]
@@ -148,15 +156,12 @@ async def read_flow(engine: AsyncEngine, since: datetime, workspace: str | None)
             elif part == "first":
                 first_seen = at
             else:
-                moved_open.append(name)
-        still_open = select(tasks.c.task_id).where(tasks.c.status.in_(OPEN_STATUSES))
-        if workspace:
-            still_open = still_open.where(tasks.c.workspace == workspace)
+                open_ids.append(name)
         scope = [ev.c.workspace == workspace] if workspace else []
         query = (
             select(ev.c.task_id, ev.c.from_status, ev.c.to_status, ev.c.changed_at, tasks.c.title)
             .select_from(ev.outerjoin(tasks, tasks.c.task_id == ev.c.task_id))
-            .where(or_(ev.c.task_id.in_(still_open), ev.c.task_id.in_(moved_open)), *scope)
+            .where(ev.c.task_id.in_(sorted(set(open_ids))), *scope)
             .order_by(ev.c.changed_at, ev.c.event_id)
         )
         open_rows = (await conn.execute(query)).all()

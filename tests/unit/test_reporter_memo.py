@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from services.reporter.memo import Recent
 
@@ -40,8 +41,6 @@ async def test_fresh_answers_are_kept_per_key_and_failures_are_not() -> None:
     assert await recent.get("a", lambda: compute_for("a")) == "a1"
     assert await recent.get("b", lambda: compute_for("b")) == "b2"
     for _ in range(2):
-        try:
+        with contextlib.suppress(ValueError):
             await recent.get("bad", lambda: compute_for("bad"))
-        except ValueError:
-            pass
     assert calls == ["a", "b", "bad", "bad"]
