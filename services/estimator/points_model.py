@@ -212,29 +212,40 @@ class PointsModel:
             probs = self._text.probabilities(query, len(texts))
         mixture = _mixture(self.prior, probs, self.fit.weight, len(texts))
         medians = _medians(mixture, self.values)
-        sims = (
-            (query @ self._text.matrix_t).toarray()
-            if query is not None and self._text.matrix_t is not None
-            else np.zeros((len(texts), len(self.tasks)))
-        )
+        if query is None or self._text.matrix_t is None:
+            return [PointsPrediction(float(medians[i]), (), mixture[i]) for i in range(len(texts))]
+        # The index: the history's normalised TF-IDF rows, term by term (``matrix_t``), so
+        # the product visits only the past tasks sharing a word with the query; the top k
+        # are picked among those, never from a dense row over the whole history.
+        sims = query @ self._text.matrix_t
         return [
-            PointsPrediction(float(medians[i]), self._cite(sims[i]), mixture[i])
+            PointsPrediction(
+                float(medians[i]),
+                self._cite(
+                    sims.indices[sims.indptr[i] : sims.indptr[i + 1]],
+                    sims.data[sims.indptr[i] : sims.indptr[i + 1]],
+                ),
+                mixture[i],
+            )
             for i in range(len(texts))
         ]
 
-    def _cite(self, sims: np.ndarray) -> tuple[Neighbour, ...]:
+    def _cite(self, rows: np.ndarray, sims: np.ndarray) -> tuple[Neighbour, ...]:
+        """The most similar of the past tasks ``rows`` (with similarities ``sims``)."""
         k = min(self.config.evidence, len(sims))
+        if k == 0:
+            return ()
         top = np.argpartition(-sims, k - 1)[:k] if k < len(sims) else np.arange(len(sims))
-        top = top[np.argsort(-sims[top], kind="stable")]
+        top = top[np.lexsort((rows[top], -sims[top]))]  # most similar first, then oldest
         return tuple(
             Neighbour(
-                self.tasks[i].task_id,
-                self.tasks[i].title,
-                float(self.points[i]),
-                round(float(sims[i]), 4),
+                self.tasks[rows[j]].task_id,
+                self.tasks[rows[j]].title,
+                float(self.points[rows[j]]),
+                round(float(sims[j]), 4),
             )
-            for i in top
-            if sims[i] > 0
+            for j in top
+            if sims[j] > 0
         )
 
     def to_scale(self, raw: float) -> float:
