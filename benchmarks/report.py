@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import os
 import socket
 import statistics
@@ -59,6 +60,9 @@ def endpoints(run_ids: list[str], task_ids: list[str]) -> dict[str, str]:
         "tokens 7d ws by task": "/tokens?since=7d&by=task&workspace=ws-1",
         "lanes 30d": "/lanes",
         "lanes 30d ws": "/lanes?workspace=ws-2",
+        # a window of its own for every request: never an answer computed before
+        "lanes 30d+n h, cold": "/lanes?since={n}",
+        "lanes 30d+n h ws, cold": "/lanes?since={n}&workspace=ws-2",
         "dashboard 7d": "/dashboard/stats?since=7d",
         "export token_usage": "/export/token_usage?limit=500",
         "export token_usage ws+cursor": "/export/token_usage?limit=500&workspace=ws-3&since=60d",
@@ -107,19 +111,25 @@ async def measure(
     ``budget_s`` runs out); every answer must be 200."""
     latencies: list[float] = []
     deadline = time.perf_counter() + budget_s
+    asked = itertools.count()
+
+    def url() -> str:
+        # "{n}": a window start that differs per request (30 days and n hours ago)
+        return path.replace("{n}", f"{720 + next(asked)}h") if "{n}" in path else path
 
     async def client(n: int) -> None:
         for _ in range(n):
             if time.perf_counter() > deadline:
                 return
+            target = url()
             start = time.perf_counter()
-            response = await http.get(path)
+            response = await http.get(target)
             latencies.append((time.perf_counter() - start) * 1000)
             if response.status_code != 200:
-                raise SystemExit(f"{path}: {response.status_code} {response.text[:300]}")
+                raise SystemExit(f"{target}: {response.status_code} {response.text[:300]}")
 
     for _ in range(3):  # warm-up
-        await http.get(path)
+        await http.get(url())
     await asyncio.gather(*(client(requests // concurrency) for _ in range(concurrency)))
     return latencies
 
