@@ -86,6 +86,8 @@ def reporter(db_url: str, port: int, source: Path, workers: int = 1) -> Iterator
         "TALLY_REPORTER_RATE_LIMIT_PER_S": "1000000",
         "TALLY_REPORTER_RATE_LIMIT_BURST": "1000000",
         "TALLY_REPORTER_ORPHAN_CHECK_S": "3600",
+        # a dashboard's setting: the "lanes 30d" rows; the "cold" rows ask a new window
+        "TALLY_REPORTER_LANES_FRESH_S": "5",
     }
     cmd = [sys.executable, "-m", "tally.cli.main", "serve", "reporter", "--port", str(port)]
     if workers > 1:
