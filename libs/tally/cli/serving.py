@@ -82,7 +82,8 @@ def serve_workers(service: str, port: int | None, workers: int) -> None:
     Each process is a replica of its own, as separate ``tally serve`` processes are: its
     connections, its share of the durable consumers, its Postgres pool. For the reporter
     under many concurrent clients, one per core. A stop waits at most 10 s for open
-    responses (a live stream never ends by itself).
+    responses (a live stream never ends by itself); a worker that does not answer its
+    supervisor for 60 s is replaced.
     """
     _, settings_cls = _load(service)
     s = settings_cls()
@@ -95,4 +96,7 @@ def serve_workers(service: str, port: int | None, workers: int) -> None:
         log_level="warning",
         lifespan="on",
         timeout_graceful_shutdown=10,
+        # uvicorn kills a worker that does not answer its supervisor's ping in time (5 s
+        # by default): a loaded machine delays the answer, not a hung worker.
+        timeout_worker_healthcheck=60,
     )
