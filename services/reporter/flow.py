@@ -2,11 +2,15 @@
 
 The tracker keeps every ``task.status_changed`` in ``task_status_events``; the lanes follow
 the status (work: ``in_progress``, review: ``ready_to_review``, QA: ``ready_to_qa``, plus
-``blocked``), and the maths lives in :mod:`services.reporter.lanes`. A lane's statistics
+``blocked``), and the rules live in :mod:`services.reporter.lanes`. A lane's statistics
 are over the tasks that left it inside the window; its WIP are the tasks whose latest
 transition (the one the tracker copies into ``tasks.status``) put them in it. Tasks still
 open are read with their whole history, however old, so the time they already spent in
 their lane counts towards their ETA.
+
+The window's finished durations, exits and first move are measured in SQL (one
+statement, :func:`_history_sql`, the same rules as the Python ones, which a test checks);
+only the open tasks' moves come to Python, for WIP and ETAs.
 """
 
 from __future__ import annotations
