@@ -73,3 +73,9 @@ def test_every_command_still_runs_from_the_group() -> None:
     ctx = group.make_context("tally", ["task", "create", "--help"], resilient_parsing=True)
     name, command, _ = group.resolve_command(ctx, ["task", "create"])
     assert name == "task" and command is not None and "create" in command.commands
+
+
+@pytest.mark.parametrize("name", ["serve", "tokens", "estimate"])
+def test_a_command_has_its_own_options_only(name: str) -> None:
+    options = {o for p in main.load_command(name).params for o in p.opts}
+    assert "--install-completion" not in options  # the root command's, not each one's

@@ -62,7 +62,7 @@ def load_command(name: str) -> Command:
     if isinstance(target, typer.Typer):
         command = typer.main.get_group(target)  # a group even with one command (`db`)
     else:
-        single = typer.Typer()
+        single = typer.Typer(add_completion=False)
         single.command(name)(target)
         command = typer.main.get_command(single)
     command.name = name
