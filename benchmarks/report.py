@@ -73,9 +73,8 @@ def endpoints(run_ids: list[str], task_ids: list[str]) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def reporter(db_url: str, port: int, source: Path, workers: int = 1) -> Iterator[str]:
-    """``tally serve reporter`` of ``source`` on ``port`` (``workers`` processes), stopped
-    on exit."""
+def reporter(db_url: str, port: int, source: Path) -> Iterator[str]:
+    """``tally serve reporter`` of ``source`` on ``port``, stopped on exit."""
     env = {
         **os.environ,
         "PYTHONPATH": f"{source / 'libs'}:{source}",
@@ -90,8 +89,6 @@ def reporter(db_url: str, port: int, source: Path, workers: int = 1) -> Iterator
         "TALLY_REPORTER_LANES_FRESH_S": "5",
     }
     cmd = [sys.executable, "-m", "tally.cli.main", "serve", "reporter", "--port", str(port)]
-    if workers > 1:
-        cmd += ["--workers", str(workers)]
     proc = subprocess.Popen(cmd, env=env, cwd=source, stdout=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -170,7 +167,6 @@ async def main() -> None:
     parser.add_argument("--budget", type=float, default=15.0, help="seconds per measurement")
     parser.add_argument("--source", type=Path, default=ROOT, help="checkout whose reporter runs")
     parser.add_argument("--revision", default="head", help="migrate the sandbox this far")
-    parser.add_argument("--workers", type=int, default=1, help="reporter processes")
     parser.add_argument("--keep", action="store_true", help="keep the database (prints its URL)")
     args = parser.parse_args()
     base = TallySettings()
@@ -188,10 +184,10 @@ async def main() -> None:
         print(
             f"loaded {args.runs * EVENTS_PER_RUN:,} run events, {len(data.tasks):,} tasks and "
             f"runs, {len(data.status):,} status changes in {time.perf_counter() - started:.0f} s"
-            f" (schema {args.revision}, reporter from {args.source}, {args.workers} process(es))",
+            f" (schema {args.revision}, reporter from {args.source})",
             flush=True,
         )
-        with reporter(url, free_port(), args.source, args.workers) as base_url:
+        with reporter(url, free_port(), args.source) as base_url:
             paths = endpoints(data.run_ids, data.task_ids)
             ok = await bench(base_url, paths, args.requests, args.budget)
         print("targets (p95 <= 20 ms at 1, <= 100 ms at 16):", "met" if ok else "NOT met")

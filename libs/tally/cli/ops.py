@@ -20,18 +20,12 @@ def serve(
     service: str = typer.Argument(..., help=f"One of: {', '.join(SERVICES)}."),
     port: int | None = typer.Option(None, help="HTTP port for /healthz and /metrics."),
     as_json: bool = typer.Option(False, "--json", help="Log JSON lines even on a terminal."),
-    workers: int = typer.Option(
-        1, min=1, help="Processes serving the one port, each a replica of the service."
-    ),
 ) -> None:
     """Run one service in this process (scale by running more of them)."""
     configure_logging(settings().log_level, json=as_json or None)
-    from tally.cli.serving import serve_workers, service_server
+    from tally.cli.serving import service_server
 
-    if workers > 1:
-        serve_workers(service, port, workers)
-    else:
-        asyncio.run(service_server(service, port).serve())
+    asyncio.run(service_server(service, port).serve())
 
 
 @ops.command("up")

@@ -74,29 +74,3 @@ def service_server(service: str, port: int | None = None) -> uvicorn.Server:
         lifespan="on",
     )
     return _Server(config)
-
-
-def serve_workers(service: str, port: int | None, workers: int) -> None:
-    """Serve ``service`` from ``workers`` processes sharing one port (uvicorn's supervisor).
-
-    Each process is a replica of its own, as separate ``tally serve`` processes are: its
-    connections, its share of the durable consumers, its Postgres pool. For the reporter
-    under many concurrent clients, one per core. A stop waits at most 10 s for open
-    responses (a live stream never ends by itself); a worker that does not answer its
-    supervisor for 60 s is replaced.
-    """
-    _, settings_cls = _load(service)
-    s = settings_cls()
-    uvicorn.run(
-        f"services.{service}.app:create_app",
-        factory=True,
-        workers=workers,
-        host=s.http_host,
-        port=port or s.http_port,
-        log_level="warning",
-        lifespan="on",
-        timeout_graceful_shutdown=10,
-        # uvicorn kills a worker that does not answer its supervisor's ping in time (5 s
-        # by default): a loaded machine delays the answer, not a hung worker.
-        timeout_worker_healthcheck=60,
-    )
