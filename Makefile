@@ -6,7 +6,7 @@ PY := $(UV) run
 # (Docker if an engine answers, else the PyPI wheel servers) and exports its URL.
 ENSURE := eval "$$($(PY) python -m tally.devservers ensure)"
 
-.PHONY: help setup run up down test test-unit lint format typecheck bench bench-tracker bench-quota bench-assign bench-estimate bench-route chaos clean
+.PHONY: help setup run up down test test-unit lint format typecheck bench bench-tracker bench-quota bench-assign bench-estimate bench-report bench-route chaos clean
 
 help: ## Show the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -54,6 +54,10 @@ bench-assign: setup ## task.estimated -> task.assigned latency p50/p95/p99
 bench-estimate: setup ## Points and hours against history baselines (public data); import, build, estimate rates
 	$(PY) python benchmarks/estimate.py
 	$(ENSURE) && $(PY) python benchmarks/estimate_service.py
+	$(PY) python -m benchmarks.estimate_scale
+
+bench-report: setup ## Reporter p50/p95 per endpoint at concurrency 1 and 16 over 1M run events (/healthz as baseline)
+	$(ENSURE) && $(PY) python -m benchmarks.report
 
 bench-route: setup ## Routing frontier vs best single, cheapest, oracle, fixed pairs, a bandit (DATA=x.csv; BUS=1: live replay)
 	$(ENSURE) && $(PY) python benchmarks/route.py $(if $(DATA),--data $(DATA)) $(if $(MODELS),--models $(MODELS)) $(if $(BUS),--bus)

@@ -8,7 +8,7 @@ references): the message is dead-lettered with the reason and acknowledged.
 
 from __future__ import annotations
 
-import redis.exceptions
+import sys
 
 
 class TallyError(Exception):
@@ -75,8 +75,16 @@ def is_permanent(exc: BaseException) -> bool:
     return False
 
 
-#: Errors of a connection that could not be made or was lost (redis-py's are not OSErrors).
-_UNREACHABLE = (ConnectionError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+def _unreachable() -> tuple[type[BaseException], ...]:
+    """Errors of a connection that could not be made or was lost (redis-py's are not
+    OSErrors). redis-py's count once it is loaded: an error of it cannot exist before, and
+    programs that never use Redis (the CLI) do not pay for importing it."""
+    redis = sys.modules.get("redis.exceptions")
+    if redis is None:
+        return (ConnectionError,)
+    return (ConnectionError, redis.ConnectionError, redis.TimeoutError)
+
+
 #: Postgres SQLSTATEs of a server that is not there now (shutting down, starting up, out
 #: of connections); class ``08`` (connection exceptions) is matched as a class.
 _UNAVAILABLE_STATES = frozenset({"57P01", "57P02", "57P03", "53300"})
@@ -92,7 +100,7 @@ def is_unavailable(exc: BaseException) -> bool:
     for _ in range(4):  # the error, its SQLAlchemy wrapper, its cause …
         if seen is None:
             break
-        if isinstance(seen, _UNREACHABLE) or getattr(seen, "connection_invalidated", False):
+        if isinstance(seen, _unreachable()) or getattr(seen, "connection_invalidated", False):
             return True
         state = getattr(seen, "sqlstate", None)
         if isinstance(state, str) and (state.startswith("08") or state in _UNAVAILABLE_STATES):

@@ -68,16 +68,18 @@ def with_money(value: Any) -> Any:
         return value
     out: dict[str, Any] = {}
     for key, item in value.items():
-        number = isinstance(item, int | float | Decimal) and not isinstance(item, bool)
-        if key == "cost_usd" and (number or item is None) and "cost_micros" not in value:
-            amount = None if item is None else micros(item)
-            out["cost_micros"] = amount
-            out["cost_usd"] = None if amount is None else usd_string(amount)
+        if key == "cost_usd":
+            if "cost_micros" in value:
+                continue  # shown from cost_micros
+            number = isinstance(item, int | float | Decimal) and not isinstance(item, bool)
+            if number or item is None:
+                amount = None if item is None else micros(item)
+                out["cost_micros"] = amount
+                out["cost_usd"] = None if amount is None else usd_string(amount)
+                continue
         elif key == "cost_micros" and isinstance(item, int):
             out[key] = item
             out["cost_usd"] = usd_string(item)
-        elif key == "cost_usd" and "cost_micros" in value:
-            continue  # shown from cost_micros
-        else:
-            out[key] = with_money(item)
+            continue
+        out[key] = with_money(item) if isinstance(item, dict | list) else item
     return out

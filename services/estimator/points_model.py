@@ -137,33 +137,53 @@ class _TextModel:
         out[:, self.classifier.classes_] = self.classifier.predict_proba(query)
         return out
 
-    def similarities(self, query: sp.csr_matrix | None, rows: int) -> np.ndarray:
-        """Cosine similarity of each query row to every past task (zeros without text)."""
+    def similarities(self, query: sp.csr_matrix | None) -> sp.csr_matrix | None:
+        """Cosine similarity of each query row to the past tasks sharing a word with it.
+
+        The index is the history's normalised TF-IDF rows, term by term (``matrix_t``), so
+        the product visits only those past tasks: a sparse row each, never a dense row over
+        the whole history.
+        """
         if query is None or self.matrix_t is None:
-            return np.zeros((rows, 0 if self.matrix is None else self.matrix.shape[0]))
-        return np.asarray((query @ self.matrix_t).toarray())
+            return None
+        return sp.csr_matrix(query @ self.matrix_t)
 
 
-def _nearest(sims: np.ndarray, k: int) -> np.ndarray:
-    """Indices of each row's ``k`` most similar past tasks (ties: the older first)."""
-    k = min(k, sims.shape[1])
+def _top(rows: np.ndarray, sims: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` most similar of ``rows`` (most similar first, then oldest)."""
+    k = min(k, len(sims))
     if k == 0:
-        return np.zeros((sims.shape[0], 0), dtype=int)
-    if k < sims.shape[1]:
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-    else:
-        top = np.tile(np.arange(sims.shape[1]), (sims.shape[0], 1))
-    order = np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1, kind="stable")
-    return np.asarray(np.take_along_axis(top, order, axis=1))
+        return np.zeros(0, dtype=int)
+    top = np.argpartition(-sims, k - 1)[:k] if k < len(sims) else np.arange(len(sims))
+    return np.asarray(top[np.lexsort((rows[top], -sims[top]))])
 
 
-def _neighbour_votes(nearest: np.ndarray, codes: np.ndarray, n_values: int) -> np.ndarray:
-    """Each row's share of its nearest past tasks that had each point value."""
-    rows, k = nearest.shape
-    out = np.zeros((rows, n_values))
-    if k == 0:
-        return out
-    np.add.at(out, (np.repeat(np.arange(rows), k), codes[nearest].ravel()), 1.0 / k)
+def _row(sims: sp.csr_matrix, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row ``i`` of a sparse similarity matrix: (past task indices, similarities)."""
+    lo, hi = sims.indptr[i], sims.indptr[i + 1]
+    return sims.indices[lo:hi], sims.data[lo:hi]
+
+
+def _neighbour_votes(
+    sims: sp.csr_matrix | None, codes: np.ndarray, prior: np.ndarray, k: int, rows: int
+) -> np.ndarray:
+    """Each row's share of its ``k`` nearest past tasks that had each point value.
+
+    Each of the ``k`` nearest carries ``1 / k``. Where fewer than ``k`` past tasks share a
+    word with the query, the rest of the ``k`` are no nearer than any other past task: their
+    share goes to the history's distribution, which is what such tasks vote on average.
+    """
+    out = np.zeros((rows, len(prior)))
+    for i in range(rows):
+        found = 0
+        if sims is not None:
+            past, sim = _row(sims, i)
+            positive = sim > 0
+            past, sim = past[positive], sim[positive]
+            nearest = past[_top(past, sim, k)]
+            found = len(nearest)
+            np.add.at(out[i], codes[nearest], 1.0 / k)
+        out[i] += prior * (k - found) / k
     return out
 
 
@@ -176,12 +196,12 @@ def _medians(mixture: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 def _text_distribution(
     text: _TextModel, texts: Sequence[str], codes: np.ndarray, prior: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(neighbour votes, classifier probabilities, similarities) for ``texts``."""
+) -> tuple[np.ndarray, np.ndarray, sp.csr_matrix | None]:
+    """(neighbour votes, classifier probabilities, sparse similarities) for ``texts``."""
     rows = len(texts)
     query = text.transform(texts)
-    sims = text.similarities(query, rows)
-    votes = _neighbour_votes(_nearest(sims, k), codes, len(prior))
+    sims = text.similarities(query)
+    votes = _neighbour_votes(sims, codes, prior, k, rows)
     probs = text.probabilities(query, rows)
     if probs is None:  # one point value only, or no words: the classifier says the prior
         probs = np.array(np.broadcast_to(prior, (rows, len(prior))))
@@ -271,26 +291,28 @@ class PointsModel:
             )
         mixture = _mixture(self.prior, votes, probs, self.config, self.fit.beats_median)
         medians = _medians(mixture, self.values)
-        if sims.shape[1] == 0:
-            sims = np.zeros((len(texts), len(self.tasks)))
+        if sims is None:
+            return [PointsPrediction(float(medians[i]), (), mixture[i]) for i in range(len(texts))]
         return [
-            PointsPrediction(float(medians[i]), self._cite(sims[i]), mixture[i])
+            PointsPrediction(
+                float(medians[i]),
+                self._cite(*_row(sims, i)),
+                mixture[i],
+            )
             for i in range(len(texts))
         ]
 
-    def _cite(self, sims: np.ndarray) -> tuple[Neighbour, ...]:
-        k = min(self.config.evidence, len(sims))
-        top = np.argpartition(-sims, k - 1)[:k] if k < len(sims) else np.arange(len(sims))
-        top = top[np.argsort(-sims[top], kind="stable")]
+    def _cite(self, rows: np.ndarray, sims: np.ndarray) -> tuple[Neighbour, ...]:
+        """The most similar of the past tasks ``rows`` (with similarities ``sims``)."""
         return tuple(
             Neighbour(
-                self.tasks[i].task_id,
-                self.tasks[i].title,
-                float(self.points[i]),
-                round(float(sims[i]), 4),
+                self.tasks[rows[j]].task_id,
+                self.tasks[rows[j]].title,
+                float(self.points[rows[j]]),
+                round(float(sims[j]), 4),
             )
-            for i in top
-            if sims[i] > 0
+            for j in _top(rows, sims, self.config.evidence)
+            if sims[j] > 0
         )
 
     def to_scale(self, raw: float) -> float:

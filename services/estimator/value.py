@@ -7,6 +7,7 @@ one task outranks another.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,9 +34,19 @@ def _priority_key(priority: str | int | None, config: ValueConfig) -> str:
     return key if key in config.priority_weights else config.default_priority
 
 
-def _mentions(keyword: str, haystacks: Iterable[str]) -> bool:
-    pattern = re.compile(rf"(?<![\w-]){re.escape(keyword.lower())}(?![\w-])")
-    return any(pattern.search(h) for h in haystacks)
+@functools.lru_cache(maxsize=256)
+def _any_of(keywords: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One pattern for a rule's keywords as whole words (compiled once per rule)."""
+    if not keywords:
+        return None
+    alternatives = "|".join(re.escape(k.lower()) for k in keywords)
+    return re.compile(rf"(?<![\w-])(?:{alternatives})(?![\w-])")
+
+
+def _mentions(keywords: Iterable[str], haystacks: Iterable[str]) -> bool:
+    """Whether any keyword appears as a whole word in any haystack (one pass per text)."""
+    pattern = _any_of(tuple(keywords))
+    return pattern is not None and any(pattern.search(h) for h in haystacks)
 
 
 def deadline_bonus(deadline: datetime | None, now: datetime, config: ValueConfig) -> float:
@@ -84,7 +95,7 @@ def value_score(
         "risk": sum(
             rule.bonus
             for rule in config.risk_modifiers.values()
-            if any(_mentions(keyword, haystacks) for keyword in rule.keywords)
+            if _mentions(rule.keywords, haystacks)
         ),
         "deadline": deadline_bonus(deadline, now, config),
     }

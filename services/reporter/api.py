@@ -56,6 +56,7 @@ def create_api(
     namespace: str = "",
     orphan_after: timedelta = timedelta(minutes=10),
     max_wait_s: float = 30.0,
+    lanes_fresh_s: float = 0.0,
     raw_routes: Sequence[BaseRoute] = (),
 ) -> FastAPI:
     """The API app.
@@ -70,6 +71,8 @@ def create_api(
         namespace: the installation's namespace (the assigner keys its rows by it).
         orphan_after: a run with events this old and no ``run.started`` is an orphan.
         max_wait_s: the longest any request waits for an answer from the bus.
+        lanes_fresh_s: how long a ``/lanes`` answer is served again (0: only to the
+            requests that asked while it was computed).
         raw_routes: plain Starlette routes served beside the typed ones.
     """
     api = FastAPIOffline(
@@ -92,7 +95,7 @@ def create_api(
         compare_router(repo),
         task_router(tasks),
         actions_router(clients, tasks, max_wait_s=max_wait_s),
-        lanes_router(repo.engine),
+        lanes_router(repo.engine, lanes_fresh_s),
         plan_router(repo.engine),
         export_router(repo.engine),
         insights_router(repo.engine, namespace),

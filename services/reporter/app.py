@@ -27,7 +27,7 @@ from tally.service import ServiceKit
 def create_app(settings: ReporterSettings | None = None) -> AsgiFastStream:
     settings = settings or ReporterSettings()
     kit = ServiceKit("reporter", settings)
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
     kit.probe("postgres", ping(engine))
     handlers.register(kit.bus)
     kit.on_shutdown(engine.dispose)
@@ -70,6 +70,7 @@ def create_app(settings: ReporterSettings | None = None) -> AsgiFastStream:
         namespace=settings.namespace,
         orphan_after=orphan_after,
         max_wait_s=settings.api_max_wait_s,
+        lanes_fresh_s=settings.lanes_fresh_s,
         raw_routes=[traces],
     )
     api.state.live = live

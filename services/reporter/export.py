@@ -25,14 +25,14 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
-from sqlalchemy import Column, ColumnElement, Table, func, or_, select, tuple_
+from sqlalchemy import Column, ColumnElement, Table, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.responses import Response
 
 from services.reporter.auth import ExportRows
 from services.reporter.errors import bad_parameter
 from services.reporter.params import Params, parse_since
-from tally.db.tables import runs, task_status_events, tasks, token_usage
+from tally.db.tables import RUN_TIME, runs, task_status_events, tasks, token_usage
 from tally.moneyview import with_money
 
 DEFAULT_LIMIT = 500
@@ -76,7 +76,7 @@ KINDS: dict[str, ExportKind] = {
     "runs": ExportKind(
         runs,
         # A run's row always has a creation time, even the rare one without a start.
-        func.coalesce(runs.c.started_at, runs.c.created_at),
+        RUN_TIME,
         runs.c.run_id,
         _columns(runs, "workspace", "model", "outcome", "task_id", "run_id"),
     ),
@@ -300,10 +300,16 @@ def export_router(engine: AsyncEngine) -> APIRouter:
                 media_type="text/csv",
                 headers={"X-Next-Cursor": cursor} if cursor else None,
             )
-        # JSON shows money as the API does: exact micro-dollars and a display string.
-        return ExportPage(
-            rows=[with_money({k: plain(v) for k, v in row.items()}) for row in rows],
-            next_cursor=cursor,
+        # JSON shows money as the API does: exact micro-dollars and a display string. The
+        # page is written out directly: rows are plain JSON values already, and checking
+        # each cell against `dict[str, Any]` cost more than the query.
+        page = {
+            "rows": [with_money({k: plain(v) for k, v in row.items()}) for row in rows],
+            "next_cursor": cursor,
+        }
+        return Response(
+            json.dumps(page, ensure_ascii=False, separators=(",", ":")),
+            media_type="application/json",
         )
 
     return router

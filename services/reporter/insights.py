@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.reporter.auth import ReportsRead
 from services.reporter.params import Params, Since, Workspace, window_start
+from services.reporter.usage import usage_since
 from tally.db.tables import (
     assigner_tasks,
     assignments,
@@ -24,7 +25,6 @@ from tally.db.tables import (
     model_scores,
     runs,
     tasks,
-    token_usage,
 )
 from tally.moneyview import Micros, UsdText, micros, usd_string
 
@@ -173,14 +173,16 @@ async def dashboard(
     def scoped(column: ColumnElement[Any], *more: ColumnElement[bool]) -> ColumnElement[bool]:
         return and_(*more, column == workspace) if workspace else and_(*more)
 
+    usage = usage_since(since, workspace)
     tokens = [
-        func.coalesce(func.sum(token_usage.c[k]), 0)
+        func.coalesce(func.sum(usage.c[k]), 0)
         for k in (
             "input_tokens",
             "output_tokens",
             "cache_read_tokens",
             "cache_write_tokens",
             "reasoning_tokens",
+            "cost_micros",
         )
     ]
     async with engine.connect() as conn:
@@ -212,13 +214,7 @@ async def dashboard(
                 )
             )
         ).one()
-        used = (
-            await conn.execute(
-                select(*tokens, func.coalesce(func.sum(token_usage.c.cost_micros), 0)).where(
-                    scoped(token_usage.c.workspace, token_usage.c.at >= since)
-                )
-            )
-        ).one()
+        used = (await conn.execute(select(*tokens))).one()
     return DashboardStats(
         workspace=workspace,
         since=since,

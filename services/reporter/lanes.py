@@ -8,6 +8,7 @@ re-entry into a lane adds to that lane's time.
 
 from __future__ import annotations
 
+import bisect
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -157,6 +158,16 @@ class TaskEta:
     overdue: bool  #: already longer in lane than any finished task was
 
 
+def _median_above(ordered: Sequence[float], floor: float) -> float | None:
+    """The median of the values of sorted ``ordered`` above ``floor`` (None if none is)."""
+    first = bisect.bisect_right(ordered, floor)
+    n = len(ordered) - first
+    if n == 0:
+        return None
+    mid = first + n // 2
+    return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
 def _current_lane(stints: Sequence[_Stint]) -> tuple[str | None, bool]:
     """The lane a task is in now (the one it was in before a block) and whether blocked."""
     last = stints[-1].status
@@ -203,10 +214,8 @@ def lane_etas(
     stints = _stints(events)
     samples: dict[str, list[float]] = {lane: list((history or {}).get(lane, ())) for lane in LANES}
     exits = dict.fromkeys(LANES, 0)
-    current: dict[str, tuple[str, bool, datetime]] = {}
     first_seen = min((s[0].start for s in stints.values()), default=now)
-    for task, task_stints in stints.items():
-        lane, blocked = _current_lane(task_stints)
+    for task_stints in stints.values():
         previous: str | None = None  # lane before any block: leaving a lane via a block counts
         for stint in task_stints:
             if stint.status == BLOCKED:
@@ -219,28 +228,64 @@ def lane_etas(
         for visited, (hours, left) in _finished(task_stints).items():
             if visited in samples and (since is None or left >= since):
                 samples[visited].append(hours)
+    start = first_seen if since is None else max(first_seen, since)
+    measured = LaneHistory(
+        {lane: sorted(v) for lane, v in samples.items()}, exits, max(_hours(now - start), 1e-9)
+    )
+    return etas_in_flight(stints, now, measured)
+
+
+@dataclass(frozen=True)
+class LaneHistory:
+    """What ETAs are measured from: per lane, the finished durations (hours, sorted) and
+    how many tasks left it, over a window of ``window_hours``."""
+
+    samples: Mapping[str, Sequence[float]]
+    exits: Mapping[str, int]
+    window_hours: float
+
+
+def etas_in_flight(
+    events: Iterable[StatusEvent] | Mapping[str, Sequence[_Stint]],
+    now: datetime,
+    measured: LaneHistory,
+) -> dict[str, TaskEta]:
+    """ETAs of the tasks in a lane (or blocked inside one) among ``events``, from history
+    measured beforehand (see :func:`lane_etas` for how each is computed).
+
+    Each lane's median is taken once, and the tasks ahead of one are counted by bisecting
+    the lane's sorted entry times (no loop over every pair of tasks).
+    """
+    stints = events if isinstance(events, Mapping) else _stints(events)
+    current: dict[str, tuple[str, bool, datetime]] = {}
+    for task, task_stints in stints.items():
+        lane, blocked = _current_lane(task_stints)
         if lane is not None:
             current[task] = (lane, blocked, _entered(task_stints, lane))
-    start = first_seen if since is None else max(first_seen, since)
-    window = max(_hours(now - start), 1e-9)
+    ordered = {lane: measured.samples.get(lane, ()) for lane in LANES}
+    medians = {lane: statistics.median(v) if v else None for lane, v in ordered.items()}
+    queued: dict[str, list[datetime]] = {lane: [] for lane in LANES}
+    for lane, blocked, entered in current.values():
+        if not blocked:
+            queued[lane].append(entered)
+    for entries in queued.values():
+        entries.sort()
     etas: dict[str, TaskEta] = {}
     for task, (lane, blocked, entered) in current.items():
         spent = _durations(stints[task], now).get(lane, 0.0)
-        ahead = 0
-        for other_lane, other_blocked, other_entered in current.values():
-            if other_lane == lane and not other_blocked and other_entered < entered:
-                ahead += 1
-        rate = exits[lane] / window
+        ahead = bisect.bisect_left(queued[lane], entered)
+        rate = measured.exits.get(lane, 0) / measured.window_hours
         queue = 0.0 if ahead == 0 else (ahead / rate if rate > 0 else None)
-        longer = [h for h in samples[lane] if h > spent]
-        conditional = statistics.median(longer) - spent if longer else None
-        overdue = bool(samples[lane]) and not longer
+        conditional = _median_above(ordered[lane], spent)
+        if conditional is not None:
+            conditional -= spent
+        overdue = bool(ordered[lane]) and conditional is None
         if overdue:
             conditional = 0.0
         # Without finished tasks in this lane there is nothing to measure from: no ETA.
         remaining = None if conditional is None else max(conditional, queue or 0.0)
         later = LANES[LANES.index(lane) + 1 :]
-        downstream = sum(statistics.median(samples[ln]) for ln in later if samples[ln])
+        downstream = sum(m for ln in later if (m := medians[ln]) is not None)
         eta = None if remaining is None else remaining + downstream
         etas[task] = TaskEta(
             task_id=task,

@@ -5,20 +5,26 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, Subquery, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.reporter.usage import COUNTERS, usage_since
 from tally.db.tables import run_events, runs, token_usage
 from tally.money import micros_to_usd
 
-#: What ``tokens`` can group by, and the column each means.
-TOKEN_GROUPS = {
-    "model": token_usage.c.model,
-    "command": func.coalesce(token_usage.c.command, runs.c.command),
-    "agent": runs.c.agent_id,
-    "task": runs.c.task_id,
-    "provider": token_usage.c.provider,
-}
+#: What ``tokens`` can group by.
+TOKEN_GROUPS = ("model", "command", "agent", "task", "provider")
+
+
+def token_group(usage: Subquery, by: str) -> ColumnElement[Any]:
+    """The column ``by`` means over :func:`usage_since` rows joined to their run."""
+    return {
+        "model": usage.c.model,
+        "command": func.coalesce(usage.c.command, runs.c.command),
+        "agent": runs.c.agent_id,
+        "task": runs.c.task_id,
+        "provider": usage.c.provider,
+    }[by]
 
 
 class ReportRepo:
@@ -83,29 +89,16 @@ class ReportRepo:
         self, *, since: datetime, by: str, workspace: str | None = None
     ) -> list[dict[str, Any]]:
         """Token use since ``since`` grouped by ``by``: counts by kind, cost and time."""
-        key = TOKEN_GROUPS[by]
+        usage = usage_since(since, workspace)
+        key = token_group(usage, by)
+        sums = [func.sum(usage.c[c]) for c in COUNTERS]
         stmt = (
-            select(
-                key.label("key"),
-                func.count().label("calls"),
-                func.sum(token_usage.c.input_tokens).label("input_tokens"),
-                func.sum(token_usage.c.output_tokens).label("output_tokens"),
-                func.sum(token_usage.c.cache_read_tokens).label("cache_read_tokens"),
-                func.sum(token_usage.c.cache_write_tokens).label("cache_write_tokens"),
-                func.sum(token_usage.c.reasoning_tokens).label("reasoning_tokens"),
-                func.coalesce(func.sum(token_usage.c.cost_micros), 0).label("cost_micros"),
-                func.count().filter(token_usage.c.cost_known.is_(False)).label("unpriced_calls"),
-                func.coalesce(func.sum(token_usage.c.duration_ms), 0.0).label("duration_ms"),
-            )
-            .select_from(
-                token_usage.join(runs, runs.c.run_id == token_usage.c.run_id, isouter=True)
-            )
-            .where(token_usage.c.at >= since)
+            select(key.label("key"), *(s.label(c) for s, c in zip(sums, COUNTERS, strict=True)))
+            .select_from(usage.join(runs, runs.c.run_id == usage.c.run_id, isouter=True))
             .group_by(key)
-            .order_by(func.coalesce(func.sum(token_usage.c.cost_micros), 0).desc())
+            .having(func.sum(usage.c.calls) != 0)
+            .order_by(func.sum(usage.c.cost_micros).desc())
         )
-        if workspace:
-            stmt = stmt.where(token_usage.c.workspace == workspace)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(stmt)).all()
         return [

@@ -39,6 +39,14 @@ class ReporterSettings(ServiceSettings):
     jwt_jwks_url: str | None = None
     jwt_workspace_claim: str = "tally_workspace"
     jwt_scope_claim: str = "scope"
+    #: Postgres connections the API keeps open (16 concurrent clients each get one; the
+    #: engine adds up to 5 more under bursts).
+    db_pool_size: int = 20
+    #: Seconds a ``/lanes`` answer (which reads every move of the window) is served again
+    #: to the same question; its ``now`` says when it was computed. 0: requests asking at
+    #: the same time share one answer, and no answer is older than its request (a move
+    #: made just before shows), which a dashboard polled by many may trade for a few s.
+    lanes_fresh_s: float = 0.0
     #: Ask ``/metrics`` for a token with ``reports:read`` (off: keep the port private).
     metrics_token_required: bool = False
 

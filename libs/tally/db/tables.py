@@ -61,6 +61,11 @@ tasks = Table(
     Column("actual_hours", Float),
     Column("event_id", String(128), nullable=False),
     _created(),
+    Index("ix_tasks_created_at_task_id", "created_at", "task_id"),
+    Index("ix_tasks_workspace_created_at_task_id", "workspace", "created_at", "task_id"),
+    Index("ix_tasks_completed_at", "completed_at"),
+    Index("ix_tasks_workspace_completed_at", "workspace", "completed_at"),
+    Index("ix_tasks_status_workspace", "status", "workspace"),
     comment="writer: tracker",
 )
 
@@ -88,8 +93,15 @@ runs = Table(
     Column("expected_events", Integer),
     Column("finish_seen_at", DateTime(timezone=True)),
     _created(),
+    Index("ix_runs_finished_at", "finished_at"),
+    Index("ix_runs_workspace_finished_at", "workspace", "finished_at"),
     comment="writer: tracker",
 )
+
+#: Export pages of runs, oldest first by their natural time (a start, else the creation).
+RUN_TIME = func.coalesce(runs.c.started_at, runs.c.created_at)
+Index("ix_runs_natural_time", RUN_TIME, runs.c.run_id)
+Index("ix_runs_workspace_natural_time", runs.c.workspace, RUN_TIME, runs.c.run_id)
 
 run_events = Table(
     "run_events",
@@ -101,6 +113,7 @@ run_events = Table(
     Column("at", DateTime(timezone=True), nullable=False),
     Column("detail", JSONB, nullable=False),
     Index("ix_run_events_run_id_at", "run_id", "at"),
+    Index("ix_run_events_at_run_id", "at", "run_id"),
     comment="writer: tracker",
 )
 
@@ -135,7 +148,49 @@ token_usage = Table(
     Column("cost_known", Boolean, nullable=False, server_default="true"),
     Column("at", DateTime(timezone=True), nullable=False),
     Column("metadata", JSONB, nullable=False, server_default="{}"),
+    # export pages and report windows: (time, id) keysets, whole or per workspace
+    Index("ix_token_usage_at_event_id", "at", "event_id"),
+    Index("ix_token_usage_workspace_at_event_id", "workspace", "at", "event_id"),
+    Index("ix_token_usage_task_id", "task_id"),
     comment="writer: tracker",
+)
+
+#: ``token_usage`` summed per UTC hour, run, model, provider and command: what ``/tokens``
+#: and the dashboard read for whole hours (the part hour at a window's start comes from
+#: ``token_usage`` itself). Kept by triggers on ``token_usage`` in the writer's own
+#: transaction (migration ``0010_report_indexes``), so every writer keeps it exact.
+token_usage_hourly = Table(
+    "token_usage_hourly",
+    metadata,
+    Column("hour", DateTime(timezone=True), nullable=False),
+    Column("workspace", String(64), nullable=False),
+    Column("run_id", String(128), nullable=False),
+    Column("model", String(128)),
+    Column("provider", String(64)),
+    Column("command", String(128)),
+    Column("calls", BigInteger, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("cache_read_tokens", BigInteger, nullable=False),
+    Column("cache_write_tokens", BigInteger, nullable=False),
+    Column("reasoning_tokens", BigInteger, nullable=False),
+    #: micro-dollars of the priced calls; ``unpriced_calls`` counts the others
+    Column("cost_micros", BigInteger, nullable=False),
+    Column("unpriced_calls", BigInteger, nullable=False),
+    Column("duration_ms", Float, nullable=False),
+    Index(
+        "ux_token_usage_hourly_key",
+        "hour",
+        "workspace",
+        "run_id",
+        "model",
+        "provider",
+        "command",
+        unique=True,
+        postgresql_nulls_not_distinct=True,
+    ),
+    Index("ix_token_usage_hourly_workspace_hour", "workspace", "hour"),
+    comment="writer: triggers on token_usage (tracker)",
 )
 
 task_status_events = Table(
@@ -153,6 +208,13 @@ task_status_events = Table(
     Column("agent_id", String(128)),
     Column("metadata", JSONB, nullable=False, server_default="{}"),
     Index("ix_task_status_events_task_id_changed_at", "task_id", "changed_at"),
+    Index("ix_task_status_events_changed_at_event_id", "changed_at", "event_id"),
+    Index(
+        "ix_task_status_events_workspace_changed_at_event_id",
+        "workspace",
+        "changed_at",
+        "event_id",
+    ),
     comment="writer: tracker",
 )
 
@@ -206,6 +268,8 @@ assignments = Table(
     Column("arm", String(64)),
     Column("detail", JSONB, nullable=False),
     _created(),
+    Index("ix_assignments_created_at", "created_at"),
+    Index("ix_assignments_workspace_created_at", "workspace", "created_at"),
     comment="writer: assigner",
 )
 

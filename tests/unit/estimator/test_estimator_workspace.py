@@ -132,15 +132,19 @@ def test_history_order_decides_the_model_not_ids(dated: bool) -> None:
 
 
 def test_the_nearest_past_tasks_vote_with_their_points() -> None:
-    """The votes are the share of the k most similar past tasks holding each value."""
-    from services.estimator.points_model import _nearest, _neighbour_votes
+    """Each of the k most similar past tasks votes 1/k for its value; where fewer than k
+    share a word with the query, the rest of the k vote as the history does."""
+    import scipy.sparse as sp
 
-    sims = np.array([[0.9, 0.1, 0.8, 0.0], [0.0, 0.5, 0.1, 0.7]])
-    nearest = _nearest(sims, 2)
-    assert nearest.tolist() == [[0, 2], [3, 1]]
+    from services.estimator.points_model import _neighbour_votes
+
+    sims = sp.csr_matrix(np.array([[0.9, 0.1, 0.8, 0.0], [0.0, 0.0, 0.0, 0.7]]))
     codes = np.array([0, 1, 2, 2])  # past tasks' point values, as indices of the scale
-    votes = _neighbour_votes(nearest, codes, 3)
-    assert votes.tolist() == [[0.5, 0.0, 0.5], [0.0, 0.5, 0.5]]
+    prior = np.array([0.25, 0.25, 0.5])
+    votes = _neighbour_votes(sims, codes, prior, 2, 2)
+    assert votes[0].tolist() == [0.5, 0.0, 0.5]  # tasks 0 and 2, the two nearest
+    assert votes[1].tolist() == [0.125, 0.125, 0.75]  # task 3, then the history's share
+    assert np.allclose(votes.sum(axis=1), 1.0)
 
 
 def test_shares_that_leave_nothing_for_the_history_are_refused_by_name() -> None:

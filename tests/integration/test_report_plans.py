@@ -1,0 +1,151 @@
+"""Every report and export query finds its rows through an index at a realistic volume.
+
+A fresh database gets a year of work COPYed in (5,000 runs: 250,000 run events, 100,000
+worker calls, status changes, tasks, assignments; ANALYZEd). Every read endpoint is then
+asked through the API while each SQL statement it sends is recorded, and each statement
+is EXPLAINed with its own parameters: a sequential scan of a table of more than
+``LARGE_ROWS`` rows fails the test, naming the endpoint, the table and the statement.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+
+from benchmarks.report_data import load
+from services.reporter.api import create_api
+from services.reporter.auth import TokenStore
+from services.reporter.live import LiveHub
+from services.reporter.orphans import count_orphans
+from services.reporter.repo import ReportRepo
+from tally.db import create_engine
+from tally.db.migrate import drop_database, migrate
+from tally.events import new_id
+from tally.settings import TallySettings
+
+pytestmark = pytest.mark.integration
+
+#: A table with more rows than this is large: reading all of it for one answer is a bug.
+LARGE_ROWS = 10_000
+TOKEN = "tly_plans-operator"
+
+
+def endpoints(run_ids: list[str], task_ids: list[str], now: datetime) -> list[str]:
+    a, b, t = run_ids[-1], run_ids[-2], task_ids[-3]
+    day = (now - timedelta(days=20)).date().isoformat()
+    return [
+        f"/runs/{a}",
+        f"/runs/{a}/kpi",
+        f"/compare?a={a}&b={b}",
+        f"/tasks/{t}",
+        *(f"/tokens?since={w}&by={by}" for w in ("7d", "30d") for by in ("model", "agent")),
+        "/tokens?since=7d&by=task&workspace=ws-1",
+        "/tokens?since=7d&by=command&workspace=ws-2",
+        "/lanes",
+        "/lanes?workspace=ws-2",
+        "/dashboard/stats?since=7d",
+        "/dashboard/stats?since=7d&workspace=ws-3",
+        "/models/performance",
+        *(
+            f"/export/{kind}?limit=500{extra}"
+            for kind in ("token_usage", "runs", "tasks", "status_events")
+            for extra in ("", "&workspace=ws-1", "&since=30d", f"&since={day}&workspace=ws-0")
+        ),
+        f"/export/token_usage?limit=100&task_id={t}",
+        f"/export/token_usage?limit=100&run_id={a}",
+        f"/export/runs?limit=100&task_id={t}",
+        f"/export/status_events?limit=100&task_id={t}",
+    ]
+
+
+@pytest.fixture(scope="module")
+async def loaded(base_settings: TallySettings) -> AsyncIterator[tuple[str, Any, datetime]]:
+    url = (
+        make_url(base_settings.database_url)
+        .set(database=f"tally_plans_{new_id()[:8]}")
+        .render_as_string(hide_password=False)
+    )
+    await migrate(url)
+    now = datetime.now(UTC)
+    try:
+        dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        data = await load(dsn, 5_000, now, days=365)
+        yield url, data, now
+    finally:
+        await drop_database(url)
+
+
+def seq_scans(plan: dict[str, Any]) -> list[str]:
+    """Relations a plan reads with a sequential scan."""
+    found = [plan["Relation Name"]] if plan.get("Node Type") == "Seq Scan" else []
+    for child in plan.get("Plans", ()):
+        found += seq_scans(child)
+    return found
+
+
+async def test_no_report_or_export_query_scans_a_large_table(
+    loaded: tuple[str, Any, datetime],
+) -> None:
+    url, data, now = loaded
+    engine = create_engine(url)
+    sent: list[tuple[str, str, tuple[Any, ...]]] = []
+    asking = [""]
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def record(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        sent.append((asking[0], statement, tuple(params or ())))
+
+    api = create_api(ReportRepo(engine), LiveHub(lambda: None), lambda: None, TokenStore(engine))
+    api.state.tokens = TokenStore(engine, TOKEN)
+    transport = httpx.ASGITransport(app=api)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://t", headers=headers
+        ) as h:
+            for path in endpoints(data.run_ids, data.task_ids, now):
+                asking[0] = path
+                response = await h.get(path)
+                assert response.status_code == 200, (path, response.text[:500])
+                if path.startswith("/export/") and "cursor" not in path:
+                    # and the page after it (a keyset page deep in the table)
+                    cursor = response.json()["next_cursor"]
+                    asking[0] = f"{path} (next page)"
+                    assert (await h.get(path, params={"cursor": cursor})).status_code == 200
+        asking[0] = "orphan gauge"
+        await count_orphans(engine, now, timedelta(minutes=10))
+    finally:
+        await engine.dispose()
+
+    conn = await asyncpg.connect(
+        make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    )
+    try:
+        sizes = {
+            r["relname"]: r["reltuples"]
+            for r in await conn.fetch("SELECT relname, reltuples FROM pg_class WHERE relkind = 'r'")
+        }
+        large = {name for name, rows in sizes.items() if rows > LARGE_ROWS}
+        assert {"run_events", "token_usage", "task_status_events"} <= large, sizes
+        failures = []
+        checked = 0
+        for path, statement, params in sent:
+            if not statement.lstrip().upper().startswith(("SELECT", "WITH")):
+                continue
+            checked += 1
+            plan = json.loads(await conn.fetchval(f"EXPLAIN (FORMAT JSON) {statement}", *params))
+            scanned = [t for t in seq_scans(plan[0]["Plan"]) if t in large]
+            if scanned:
+                failures.append(f"{path}: Seq Scan on {scanned} in\n{statement}")
+    finally:
+        await conn.close()
+    assert checked >= 40, f"only {checked} queries were recorded"
+    assert not failures, "\n\n".join(failures)
