@@ -56,7 +56,9 @@ def create_app(settings: LearnerSettings | None = None) -> AsgiFastStream:
             on_completed=jobs.auto_promote,
         )
         kit.supervise("learning-jobs", pool.run)
-        kit.supervise("learning-jobs-watch", lambda: pool.watch(store))
+        kit.supervise(
+            "learning-jobs-watch", lambda: pool.watch(store, settings.job_metrics_every_s)
+        )
 
     @kit.on_shutdown
     async def stop() -> None:

@@ -53,3 +53,5 @@ class LearnerSettings(ServiceSettings):
     job_ack_wait_s: float = 30.0
     job_usd_per_cpu_hour: float = 0.10
     jobs_enabled: bool = True
+    #: How often ``tally_learning_jobs{status}`` is counted again (seconds).
+    job_metrics_every_s: float = 5.0

@@ -87,10 +87,12 @@ class JobPool:
             while True:
                 await slots.acquire()
                 msg = await self._next(subs)
-                if msg is None:
+                row = None if msg is None else await self._claim(msg)
+                if row is None:
                     slots.release()
                     continue
-                task = asyncio.create_task(self._work(msg, slots))
+                # Claimed here, one at a time, so jobs start in the order they were taken.
+                task = asyncio.create_task(self._work(msg, row, slots))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
         finally:
@@ -124,24 +126,38 @@ class JobPool:
                 return msgs[0]
         return None
 
-    async def _work(self, msg: Any, slots: asyncio.Semaphore) -> None:
-        beat = asyncio.create_task(self._heartbeat(msg))
+    async def _claim(self, msg: Any) -> Any:
+        """The claimed job of a queue message, or None (the message is settled here)."""
         try:
             event = QUEUED["P1"].parse(msg.data)
-            outcome = await self.runner.run(event.job_id, self.worker, self.ack_wait_s / 2)
-            if outcome.status == "busy":
-                await msg.nak(delay=self.ack_wait_s / 2)
-                return
+            row = await self.runner.claim(event.job_id, self.worker, self.ack_wait_s / 2)
+        except Exception:
+            log.exception("learning_job_claim_failed", subject=msg.subject)
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=5)
+            return None
+        if row == "busy":  # a live worker has it: ask again once it may have gone silent
+            await msg.nak(delay=self.ack_wait_s / 2)
+            return None
+        if isinstance(row, str):  # over, or unknown: the message has nothing left to do
+            await msg.ack()
+            return None
+        return row
+
+    async def _work(self, msg: Any, row: Any, slots: asyncio.Semaphore) -> None:
+        beat = asyncio.create_task(self._heartbeat(msg))
+        try:
+            outcome = await self.runner.run(row)
             await msg.ack()
             if outcome.status == "completed" and self.on_completed is not None:
-                await self.on_completed(event.job_id)
+                await self.on_completed(row.job_id)
         except asyncio.CancelledError:
             # Stopping: hand the job to another worker now rather than after ack_wait.
             with contextlib.suppress(Exception):
                 await msg.nak()
             raise
         except Exception:
-            log.exception("learning_job_worker_failed", subject=msg.subject)
+            log.exception("learning_job_worker_failed", job_id=row.job_id)
             with contextlib.suppress(Exception):
                 await msg.nak(delay=5)
         finally:

@@ -36,7 +36,7 @@ log = structlog.get_logger(__name__)
 #: Budget shares that raise an alert; at 1.0 the job stops.
 ALERT_LEVELS = (0.75, 0.9)
 #: Iterations of history a job's state keeps (the newest).
-HISTORY = 1000
+HISTORY = 200
 
 
 def window(spec: str) -> timedelta:
@@ -88,12 +88,13 @@ class JobRunner:
         self.usd_per_cpu_hour = usd_per_cpu_hour
         self.checkpointer = Checkpointer(keep=keep)
 
-    async def run(self, job_id: str, worker: str, stale_after_s: float) -> Outcome:
-        """Claim the job and run it to its end (or until another worker claims it)."""
-        row = await self.store.claim(job_id, worker, stale_after_s)
-        if isinstance(row, str):
-            return Outcome(row)
-        epoch = row.epoch
+    async def claim(self, job_id: str, worker: str, stale_after_s: float) -> Any:
+        """Claim the job (see :meth:`JobStore.claim`): its row, or why not (a string)."""
+        return await self.store.claim(job_id, worker, stale_after_s)
+
+    async def run(self, row: Any) -> Outcome:
+        """Run a claimed job to its end (or until another worker claims it)."""
+        job_id, epoch = row.job_id, row.epoch
         config = JobConfig.model_validate(row.config)
         log.info("learning_job_claimed", job_id=job_id, epoch=epoch, iteration=row.iteration)
         try:
