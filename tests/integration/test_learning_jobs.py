@@ -74,12 +74,14 @@ async def command(h: Harness, workspace: str, action: str, **fields: Any) -> dic
     return reply.jobs[0]
 
 
-async def until_status(h: Harness, workspace: str, job_id: str, *statuses: str) -> dict[str, Any]:
+async def until_status(
+    h: Harness, workspace: str, job_id: str, *statuses: str, timeout: float = 60
+) -> dict[str, Any]:
     async def check() -> dict[str, Any] | None:
         job = await command(h, workspace, "get", job_id=job_id)
         return job if job["status"] in statuses else None
 
-    return await h.eventually(check, timeout=60, what=f"job {job_id} to be {statuses}")
+    return await h.eventually(check, timeout=timeout, what=f"job {job_id} to be {statuses}")
 
 
 async def test_a_job_runs_to_completed_with_a_report_against_the_live_policy(

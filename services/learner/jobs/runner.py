@@ -36,7 +36,7 @@ log = structlog.get_logger(__name__)
 #: Budget shares that raise an alert; at 1.0 the job stops.
 ALERT_LEVELS = (0.75, 0.9)
 #: Iterations of history a job's state keeps (the newest).
-HISTORY = 200
+HISTORY = 50
 
 
 def window(spec: str) -> timedelta:
