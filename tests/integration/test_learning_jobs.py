@@ -3,13 +3,17 @@ and 100 jobs taken in priority order."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlalchemy import func, insert, select
+from typer.testing import CliRunner
 
 from tally import metrics
+from tally.cli.main import app
 from tally.db.tables import learner_propensities, learner_runs, learning_job_runs, learning_jobs
 from tally.errors import PermanentError
 from tally.events import PolicyUpdated, utcnow
@@ -219,3 +223,55 @@ async def test_a_hundred_jobs_all_finish_p0_first(harness: Harness, workspace: s
         return gauge._value.get() >= 100  # type: ignore[attr-defined,no-any-return]
 
     await h.eventually(counted, what="tally_learning_jobs{status=completed} to count 100")
+
+
+async def cli(h: Harness, workspace: str, *args: str) -> Any:
+    env = {
+        "TALLY_NATS_URL": h.settings.nats_url,
+        "TALLY_NAMESPACE": h.settings.namespace,
+        "TALLY_WORKSPACE": workspace,
+    }
+    return await asyncio.to_thread(CliRunner().invoke, app, list(args), env=env)
+
+
+def printed(output: str) -> Any:
+    """The JSON a command printed (the in-process learner's log lines share stdout)."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line in ("{", "[", "[]"))
+    return json.loads("\n".join(lines[start:]))
+
+
+async def test_tally_learn_start_waits_for_the_report_then_cancel_and_list(
+    harness: Harness, workspace: str
+) -> None:
+    h = harness
+    await seed(h, workspace)
+    await h.start("learner", **JOBS)
+    result = await cli(
+        h, workspace, "learn", "start", "--window", "30d", "--reward", "outcome_shaped",
+        "--lr", "0.1", "--iterations", "6", "--eval-every", "3", "--wait", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    job = printed(result.output)
+    assert job["status"] == "completed"
+    summary = job["report"]["summary"]
+    assert {"reward", "success", "cost_usd", "p_value"} <= set(summary)
+    shown = await cli(h, workspace, "learn", "report", job["job_id"])
+    assert shown.exit_code == 0, shown.output
+    assert "candidate vs live: p =" in shown.output
+    for name in ("candidate", "live", "best_single", "uniform"):
+        assert name in shown.output
+
+    started = await cli(h, workspace, "learn", "start", "--iterations", "1000000", "--json")
+    long_job = printed(started.output)["job_id"]
+    await until_status(h, workspace, long_job, "running")
+    cancelled = await cli(h, workspace, "learn", "cancel", long_job)
+    assert cancelled.exit_code == 0, cancelled.output
+    await until_status(h, workspace, long_job, "cancelled")
+    listed = await cli(h, workspace, "learn", "list", "--json")
+    statuses = {j["job_id"]: j["status"] for j in printed(listed.output)}
+    assert statuses == {job["job_id"]: "completed", long_job: "cancelled"}
+
+    bad = await cli(h, workspace, "learn", "start", "--reward", "nope")
+    assert bad.exit_code == 2
+    assert "reward: no reward named 'nope'" in bad.output

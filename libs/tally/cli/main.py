@@ -11,6 +11,7 @@ from tally.cli import (
     export,
     history,
     lanes,
+    learn,
     learning,
     ops,
     plans,
@@ -55,6 +56,7 @@ app.add_typer(schema.app, name="schema")
 app.add_typer(security.nats, name="nats")
 app.add_typer(security.secrets_app, name="secrets")
 app.add_typer(tokens.app, name="token")
+app.add_typer(learn.app, name="learn")
 
 if __name__ == "__main__":
     app()
