@@ -111,9 +111,7 @@ def learning_router(clients: ClientFactory, *, max_wait_s: float = 30.0) -> APIR
         return {"jobs": await ask(command)}
 
     @router.get("/learning/jobs/{job_id}", response_model=LearningJob)
-    async def job(
-        job_id: JobId, q: Annotated[WorkspaceParams, Query()], who: ReportsRead
-    ) -> Any:
+    async def job(job_id: JobId, q: Annotated[WorkspaceParams, Query()], who: ReportsRead) -> Any:
         """One job with its configuration, checkpoints and report."""
         command = LearningJobCommand(
             action="get", workspace=scope(who, q.workspace), job_id=job_id, source="api"
