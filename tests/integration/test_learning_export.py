@@ -133,7 +133,9 @@ async def test_a_jobs_runs_export_with_the_jobs_rewards(harness: Harness, worksp
         page = (await http.get("/export/runs", params=params)).json()
         assert page["next_cursor"] is None
         assert len(page["rows"]) == sum(1 for i in range(N) if i % 4 != 0)
-        assert all(r["reward"] == 1.0 and r["learning_job_id"] == job["job_id"] for r in page["rows"])
+        assert all(
+            r["reward"] == 1.0 and r["learning_job_id"] == job["job_id"] for r in page["rows"]
+        )
         bad = await http.get("/export/runs", params={"success_only": "true"})
         assert bad.status_code == 400
         assert bad.json()["error"]["field"] == "success_only"
