@@ -100,6 +100,7 @@ async def test_a_job_runs_to_completed_with_a_report_against_the_live_policy(
     done = await until_status(h, workspace, job["job_id"], "completed", "failed")
     assert done["status"] == "completed", done["error"]
     assert done["iteration"] == 12
+    assert done["promoted"] is None  # promotion is asked for, unless the job says otherwise
     summary = done["report"]["summary"]
     for metric in ("reward", "success", "cost_usd"):
         assert summary[metric]["candidate"] is not None
@@ -189,6 +190,28 @@ async def test_promote_publishes_the_candidate_as_the_live_policy_with_who_and_w
     assert promoted["promoted"]["note"] == "beats live"
     assert policy.version == promoted["promoted"]["version"] == 1
     assert set(policy.models) >= {"cheap", "pricey"}
+
+
+async def test_auto_promote_makes_a_significantly_better_candidate_live(
+    harness: Harness, workspace: str
+) -> None:
+    h = harness
+    await seed(h, workspace, n=400)
+    await h.start("learner", **JOBS)
+    config = JobConfig(iterations=4, eval_every=2, auto_promote=True)
+    async with h.client.watch(PolicyUpdated, lambda e: e.workspace == workspace) as q:
+        job = await command(h, workspace, "start", config=config)
+        done = await until_status(h, workspace, job["job_id"], "completed")
+        assert done["report"]["summary"]["significantly_better"] is True
+        policy = await h.next_item(q, what="the promoted policy")
+
+    async def promoted() -> dict[str, Any] | None:
+        got = await command(h, workspace, "get", job_id=job["job_id"])
+        return got["promoted"]  # type: ignore[no-any-return]
+
+    record = await h.eventually(promoted, what="the promotion to be recorded")
+    assert record["by"] == "auto-promote"
+    assert record["version"] == policy.version
 
 
 async def test_a_hundred_jobs_all_finish_p0_first(harness: Harness, workspace: str) -> None:
