@@ -32,14 +32,8 @@ from starlette.responses import Response
 from services.reporter.auth import ExportRows
 from services.reporter.errors import bad_parameter
 from services.reporter.params import Params, parse_since
-from tally.db.tables import (
-    learner_runs,
-    learning_job_runs,
-    runs,
-    task_status_events,
-    tasks,
-    token_usage,
-)
+from services.reporter.rewarded import job_runs, rewarded_runs
+from tally.db.tables import runs, task_status_events, tasks, token_usage
 from tally.moneyview import with_money
 
 DEFAULT_LIMIT = 500
@@ -112,47 +106,6 @@ KINDS: dict[str, ExportKind] = {
 }
 
 
-def _rewarded_runs() -> FromClause:
-    """Runs with the reward the learner gave each and its group-relative advantage within
-    its task class (type and band, in its workspace): ``(r - mean) / std``, 0 when every
-    run of the class earned the same."""
-    lr = learner_runs.c
-    group = (lr.workspace, lr.task_type, lr.band)
-    spread = func.nullif(func.stddev_pop(lr.reward).over(partition_by=group), 0)
-    mean = func.avg(lr.reward).over(partition_by=group)
-    advantage = func.coalesce((lr.reward - mean) / spread, 0.0)
-    learned = select(
-        lr.run_id,
-        lr.reward,
-        advantage.label("advantage"),
-        lr.success.label("learned_success"),
-    ).subquery()
-    return (
-        select(runs, learned.c.reward, learned.c.advantage, learned.c.learned_success)
-        .join(learned, learned.c.run_id == runs.c.run_id)
-        .subquery("runs_with_rewards")
-    )
-
-
-def _job_runs() -> FromClause:
-    """Runs a learning job learned from, with the reward and advantage the job gave them."""
-    jr = learning_job_runs.c
-    return (
-        select(
-            runs,
-            # ``runs.job_id`` is the agent's job; this is the learning job's.
-            jr.job_id.label("learning_job_id"),
-            jr.reward,
-            jr.advantage,
-            jr.held_out,
-            learner_runs.c.success.label("learned_success"),
-        )
-        .join(learning_job_runs, jr.run_id == runs.c.run_id)
-        .join(learner_runs, learner_runs.c.run_id == runs.c.run_id)
-        .subquery("job_runs")
-    )
-
-
 def _rewarded_kind(table: FromClause, job: bool = False) -> ExportKind:
     c = table.c
     return ExportKind(
@@ -171,8 +124,8 @@ def _rewarded_kind(table: FromClause, job: bool = False) -> ExportKind:
 _RUN_FILTERS = ("workspace", "model", "outcome", "task_id", "run_id")
 #: ``runs`` with ``with_rewards``: the learner's rewards, or a learning job's (``job_id``).
 REWARDED = {
-    "runs+rewards": _rewarded_kind(_rewarded_runs()),
-    "runs+job": _rewarded_kind(_job_runs(), job=True),
+    "runs+rewards": _rewarded_kind(rewarded_runs()),
+    "runs+job": _rewarded_kind(job_runs(), job=True),
 }
 KINDS.update(REWARDED)
 
