@@ -29,6 +29,7 @@ from services.learner.jobs.runner import JobRunner, Outcome
 from services.learner.jobs.store import JobStore
 from tally import metrics
 from tally.bus import Bus
+from tally.errors import ValidationFailed
 from tally.events.jobs import PRIORITIES, QUEUED
 from tally.settings import ServiceSettings
 
@@ -130,6 +131,13 @@ class JobPool:
         """The claimed job of a queue message, or None (the message is settled here)."""
         try:
             event = QUEUED["P1"].parse(msg.data)
+        except ValidationFailed as exc:  # never runnable: dead-lettered with the reason
+            await self.bus.dead_letter(
+                subject=msg.subject, payload=msg.data, headers=dict(msg.headers or {}), error=exc
+            )
+            await msg.ack()
+            return None
+        try:
             row = await self.runner.claim(event.job_id, self.worker, self.ack_wait_s / 2)
         except Exception:
             log.exception("learning_job_claim_failed", subject=msg.subject)

@@ -28,6 +28,7 @@ from services.learner.policy_store import PolicyStore
 from services.learner.rewards import ShapingConfig, default_registry
 from services.learner.training import PolicyTrainer
 from tally import metrics
+from tally.errors import is_unavailable
 from tally.events.jobs import JobConfig
 from tally.money import micros_to_usd, usd_to_micros
 
@@ -95,11 +96,12 @@ class JobRunner:
     async def run(self, row: Any) -> Outcome:
         """Run a claimed job to its end (or until another worker claims it)."""
         job_id, epoch = row.job_id, row.epoch
-        config = JobConfig.model_validate(row.config)
         log.info("learning_job_claimed", job_id=job_id, epoch=epoch, iteration=row.iteration)
         try:
-            return await self._run(row, config, epoch)
+            return await self._run(row, JobConfig.model_validate(row.config), epoch)
         except Exception as exc:
+            if is_unavailable(exc):  # Postgres out of reach: the job is fine, try again
+                raise
             # The job's own fault (its data, its configuration): it fails, loudly.
             log.exception("learning_job_failed", job_id=job_id)
             await self.store.finish(job_id, epoch, "failed", error=f"{type(exc).__name__}: {exc}")
