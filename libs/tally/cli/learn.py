@@ -18,7 +18,6 @@ from rich.table import Table
 
 from tally.cli.common import EXIT_BAD_INPUT, JsonOpt, console, emit_json, fail, run, settings
 from tally.client import TallyClient
-from tally.errors import PermanentError
 from tally.events.jobs import FINAL, JobConfig, LearningJobCommand, LearningJobReply
 
 app = typer.Typer(help="Learning jobs: train, evaluate and promote routing policies.")
@@ -39,10 +38,7 @@ def _send(action: str, workspace: str | None, **fields: Any) -> list[dict[str, A
             )
             return await c.request(command, LearningJobReply, step="learner", timeout=s.timeout_s)
 
-    try:
-        return run(go()).jobs
-    except PermanentError as exc:
-        fail(str(exc).removeprefix("learner: "), code=EXIT_BAD_INPUT)
+    return run(go()).jobs
 
 
 def _num(value: Any, fmt: str = ".4f") -> str:
