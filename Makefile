@@ -6,7 +6,7 @@ PY := $(UV) run
 # (Docker if an engine answers, else the PyPI wheel servers) and exports its URL.
 ENSURE := eval "$$($(PY) python -m tally.devservers ensure)"
 
-.PHONY: help setup run up down test test-unit lint format typecheck bench bench-tracker bench-quota bench-assign bench-estimate bench-report bench-route chaos clean
+.PHONY: help setup run up down test test-unit lint format typecheck bench bench-tracker bench-quota bench-assign bench-estimate bench-report bench-route chaos load-jobs clean
 
 help: ## Show the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ bench-route: setup ## Routing frontier vs best single, cheapest, oracle, fixed p
 
 chaos: setup ## Fault drills: kill -9, NATS/Postgres/Redis faults, fuzzing; prints the table (~10 min; DRILLS="a e")
 	$(ENSURE) && $(PY) python -m tests.chaos $(DRILLS)
+
+load-jobs: setup ## 100 concurrent learning jobs finish, P0 first; a learner killed with kill -9 mid-job resumes
+	$(ENSURE) && $(PY) pytest -q tests/integration/test_learning_jobs.py::test_a_hundred_jobs_all_finish_p0_first tests/integration/test_learning_jobs_resume.py
 
 clean: ## Remove caches and local server data
 	rm -rf .pytest_cache .ruff_cache .mypy_cache .tally

@@ -23,7 +23,7 @@ import structlog
 from faststream._internal.endpoint.subscriber.utils import MultiLock
 from faststream.nats import JStream, NatsBroker
 from nats.aio.client import Client as NATS
-from nats.js.api import DeliverPolicy, ObjectStoreConfig, StreamConfig
+from nats.js.api import DeliverPolicy, ObjectStoreConfig, RetentionPolicy, StreamConfig
 from nats.js.errors import BucketNotFoundError, NotFoundError
 from pydantic import BaseModel
 
@@ -68,6 +68,7 @@ async def provision_streams(nc: NATS, catalog: Catalog) -> list[str]:
             subjects=[catalog.subject(s) for s in spec.subjects],
             duplicate_window=DUPLICATE_WINDOW_S,
             max_age=spec.max_age_s,
+            retention=RetentionPolicy(spec.retention),
         )
         try:
             await js.stream_info(config.name or "")

@@ -58,6 +58,13 @@ from tally.events.assign import (
     RecommendRequest,
 )
 from tally.events.envelope import SCHEMA_VERSIONS
+from tally.events.jobs import (
+    JobQueuedP0,
+    JobQueuedP1,
+    JobQueuedP2,
+    LearningJobCommand,
+    LearningJobReply,
+)
 from tally.events.learner import CalibrationUpdated, PolicyUpdated, ScoresUpdated
 from tally.events.learning import LearnerReport, LearnerReportRequest
 from tally.events.plans import HistoryImportReply, HistoryImportRequest
@@ -109,7 +116,12 @@ CHANNELS: tuple[Channel, ...] = (
         ("estimator",),
         ("assigner", "tracker", AGENTS, "cli", "reporter"),
     ),
-    Channel(S.TASK_ASSIGNED, TaskAssigned, ("assigner",), ("tracker", AGENTS, "cli", "reporter")),
+    Channel(
+        S.TASK_ASSIGNED,
+        TaskAssigned,
+        ("assigner",),
+        ("tracker", AGENTS, "cli", "reporter", "learner"),
+    ),
     Channel(S.TASK_DEFERRED, TaskDeferred, ("assigner",), (AGENTS, "cli", "reporter")),
     Channel(
         S.TASK_STATUS_CHANGED, TaskStatusChanged, (AGENTS, "sdk", "cli", "reporter"), ("tracker",)
@@ -169,6 +181,17 @@ CHANNELS: tuple[Channel, ...] = (
         HistoryImportReply,
     ),
     Channel(S.QUOTA_FREED, QuotaFreed, ("quota",), ("assigner",), "notice"),
+    Channel(S.LEARNER_JOB_QUEUED_P0, JobQueuedP0, ("learner",), ("learner",)),
+    Channel(S.LEARNER_JOB_QUEUED_P1, JobQueuedP1, ("learner",), ("learner",)),
+    Channel(S.LEARNER_JOB_QUEUED_P2, JobQueuedP2, ("learner",), ("learner",)),
+    Channel(
+        S.LEARNER_JOB_COMMAND,
+        LearningJobCommand,
+        ("cli", "reporter"),
+        ("learner",),
+        "request",
+        LearningJobReply,
+    ),
     Channel(
         f"{S.DLQ_PREFIX}.{{service}}",
         DeadLetter,

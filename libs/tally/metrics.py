@@ -273,6 +273,27 @@ QUOTA_FALLBACK_PRICED = _counter(
     "quota",
 )
 
+LEARNING_JOBS = _gauge(
+    "tally_learning_jobs",
+    "Learning jobs by status (all workspaces), as stored",
+    ["status"],
+    "learner",
+)
+LEARNING_ITERATION_SECONDS = _histogram(
+    "tally_learning_iteration_seconds",
+    "Duration of one learning-job iteration (update, progress and state written)",
+    [],
+    (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    "learner",
+)
+LEARNING_BUDGET_ALERTS = _counter(
+    "tally_learning_budget_alerts_total",
+    "Learning jobs that reached 75%, 90% or 100% (stopped) of their budget",
+    ["level"],
+    "learner",
+)
+
+
 #: At most this many workspaces get series of their own; later ones count as ``other``.
 MAX_WORKSPACES = 200
 #: The label of a model the registry does not know, a provider none of its models has, and

@@ -24,6 +24,11 @@ QUOTA_ALERT: Final = "quota.alert"
 LEARNER_SCORES_UPDATED: Final = "learner.scores.updated"
 LEARNER_CALIBRATION_UPDATED: Final = "learner.calibration.updated"
 LEARNER_POLICY_UPDATED: Final = "learner.policy.updated"
+#: A learning job waiting for a worker, one subject per priority (a work queue: each job
+#: message is taken by one worker and removed once its job ends).
+LEARNER_JOB_QUEUED_P0: Final = "learner.job.queued.p0"
+LEARNER_JOB_QUEUED_P1: Final = "learner.job.queued.p1"
+LEARNER_JOB_QUEUED_P2: Final = "learner.job.queued.p2"
 
 #: Request/reply subjects. No stream captures them (streams list their subjects one by
 #: one): a stream's PubAck would otherwise answer the request before the service does.
@@ -44,6 +49,8 @@ ASSIGN_BATCH: Final = "assign.batch"
 LEARNER_REPORT: Final = "learner.report"
 #: Completed tasks imported as estimation history (answered by the estimator).
 HISTORY_IMPORT: Final = "history.import"
+#: Start, read, list, cancel, promote learning jobs (answered by the learner).
+LEARNER_JOB_COMMAND: Final = "learner.job.command"
 
 #: Core-NATS notice (not persisted): quota was given back, deferred tasks may now fit.
 QUOTA_FREED: Final = "quota.freed"
@@ -62,6 +69,7 @@ UNSTREAMED: Final = (
     LEARNER_REPORT,
     HISTORY_IMPORT,
     QUOTA_FREED,
+    LEARNER_JOB_COMMAND,
 )
 
 #: Live metric subjects (core NATS, not persisted): ``metrics.<name>``.
@@ -77,6 +85,8 @@ class StreamSpec:
     name: str
     subjects: tuple[str, ...]
     max_age_s: float = 30 * 24 * 3600
+    #: ``limits`` keeps messages for ``max_age_s``; ``workqueue`` removes each once acked.
+    retention: str = "limits"
 
 
 STREAMS: Final[tuple[StreamSpec, ...]] = (
@@ -91,6 +101,11 @@ STREAMS: Final[tuple[StreamSpec, ...]] = (
         (LEARNER_SCORES_UPDATED, LEARNER_CALIBRATION_UPDATED, LEARNER_POLICY_UPDATED),
     ),
     StreamSpec("DLQ", (f"{DLQ_PREFIX}.>",), max_age_s=90 * 24 * 3600),
+    StreamSpec(
+        "LEARNING_JOBS",
+        (LEARNER_JOB_QUEUED_P0, LEARNER_JOB_QUEUED_P1, LEARNER_JOB_QUEUED_P2),
+        retention="workqueue",
+    ),
 )
 
 

@@ -20,6 +20,7 @@ from services.assigner.selection import (
     LearnedScore,
     RoutingTable,
     candidates,
+    first_choice_propensity,
     rank,
     route_seed,
 )
@@ -212,6 +213,7 @@ class Assigner:
             # The policy draws among the models not yet tried: a failed one never returns.
             exclude=frozenset(failed_models) if policy_led else frozenset(),
         )
+        pool = list(ranked)
         note = ""
         if policy_led and (escalate_from or failed_models):
             note = f"policy after {escalate_from} failed attempt {attempt - 1}; "
@@ -223,8 +225,27 @@ class Assigner:
             )
             ranked = escalation_order(ranked, failed, set(failed_models), capability)
             note = f"escalated after {escalate_from} failed attempt {attempt - 1}; "
+        propensity = (
+            first_choice_propensity(
+                ranked[0].model.name,
+                pool,
+                e.estimate,
+                policy=self.policies.get(e.workspace),
+                value_usd=self.values.for_workspace(e.workspace),
+                after_failure=bool(failed_models),
+            )
+            if ranked and strategy == "learned"
+            else 1.0
+        )
         return await self.reserve_first(
-            e, ranked, attempt, strategy, arm=arm, failed_models=tuple(failed_models), note=note
+            e,
+            ranked,
+            attempt,
+            strategy,
+            arm=arm,
+            failed_models=tuple(failed_models),
+            note=note,
+            propensity=propensity,
         )
 
     async def reserve_first(
@@ -237,8 +258,13 @@ class Assigner:
         arm: str | None = None,
         failed_models: tuple[str, ...] = (),
         note: str = "",
+        propensity: float | None = None,
     ) -> TaskAssigned | TaskDeferred:
-        """Try ``ranked`` in order until a reservation is accepted; defer if none is."""
+        """Try ``ranked`` in order until a reservation is accepted; defer if none is.
+
+        ``propensity`` is the chance the strategy had of ranking ``ranked[0]`` first: it
+        goes with that model; a fallback after a refusal is logged without one.
+        """
         refusals: list[ReserveReply] = []
         assignment_id = f"{e.task_id}-a{attempt}"
         made = await self.repo.assigned(assignment_id)
@@ -262,6 +288,7 @@ class Assigner:
                 runner_up=runner_up,
                 attempt=attempt,
                 arm=arm,
+                propensity=propensity if i == 0 else None,
                 reason=note + _reason(strategy, cand.capability, cand.expected_cost, refusals),
                 reservation=Reservation(
                     reservation_id=reply.reservation_id,

@@ -102,6 +102,59 @@ def expected_values(
     return out
 
 
+#: Posterior draws behind the propensity of a Thompson-sampled first choice (within ±0.03).
+PROPENSITY_DRAWS = 1024
+
+
+def first_choice_propensity(
+    chosen: str,
+    cands: Sequence[Candidate],
+    estimate: Estimate,
+    *,
+    policy: RoutingTable | None,
+    value_usd: float | None,
+    after_failure: bool = False,
+) -> float:
+    """The probability the ``learned`` strategy had of putting ``chosen`` first.
+
+    With posteriors it is the share of posterior draws in which ``chosen`` has the best
+    expected value (what :func:`expected_values` draws once per task), never below one
+    draw in ``PROPENSITY_DRAWS``: the model was chosen, so its chance was not 0. With
+    only probabilities it is ``chosen``'s probability among the candidates. A ranking
+    without randomness (scores, or another strategy) chose with probability 1.
+    """
+    names = sorted(c.model.name for c in cands)
+    if chosen not in names or policy is None:
+        return 1.0
+    post = policy.posterior(estimate)
+    if post is not None and value_usd is not None:
+        rng = np.random.default_rng(zlib_seed(chosen, names))
+        by_name = {c.model.name: c for c in cands}
+        draws = []
+        for name in names:
+            row = post.get(name)
+            if row is None:
+                alpha, beta, cost = 1.0, 1.0, None
+            else:
+                a, b = (row[2], row[3]) if after_failure else (row[0], row[1])
+                alpha, beta, cost = float(a or 0.0), float(b or 0.0), row[4]
+            p = rng.beta(max(alpha, 1e-6), max(beta, 1e-6), size=PROPENSITY_DRAWS)
+            spend = by_name[name].expected_cost if cost is None else float(cost)
+            draws.append(value_usd * p - spend)
+        wins = np.argmax(np.vstack(draws), axis=0)  # ties go to the first name, as sorted
+        share = float(np.mean(wins == names.index(chosen)))
+        return max(share, 1.0 / PROPENSITY_DRAWS)
+    table = policy.table(estimate)
+    if table is not None:
+        return restricted(table, names, len(policy.models)).get(chosen, 0.0)
+    return 1.0
+
+
+def zlib_seed(*parts: object) -> int:
+    """A repeatable seed from ``parts`` (the same in every process)."""
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "big")
+
+
 def route_seed(task_id: str, attempt: int) -> int:
     """A seed from the task and attempt alone: replicas and redeliveries draw the same model."""
     digest = hashlib.sha256(f"{task_id}{attempt}".encode()).digest()

@@ -6,6 +6,10 @@ from faststream.asgi import AsgiFastStream
 
 from services.learner import handlers
 from services.learner.daily import DailyPass
+from services.learner.jobs.commands import JobCommands
+from services.learner.jobs.pool import JobPool
+from services.learner.jobs.runner import JobRunner
+from services.learner.jobs.store import JobStore
 from services.learner.learner import Learner
 from services.learner.repo import LearnerRepo
 from services.learner.rewards import RewardSelection, default_registry
@@ -30,9 +34,31 @@ def create_app(settings: LearnerSettings | None = None) -> AsgiFastStream:
         RewardSelection(default=settings.reward_default, by_task_type=settings.reward_by_task_type)
     )
     learner = Learner(kit.bus, LearnerRepo(engine), settings, models, rewards)
-    handlers.register(kit.bus, learner)
+    store = JobStore(engine)
+    jobs = JobCommands(store, learner)
+    handlers.register(kit.bus, learner, jobs)
     if settings.daily_enabled:
         kit.supervise("daily-pass", DailyPass(learner).run)
+    if settings.jobs_enabled:
+        runner = JobRunner(
+            store,
+            learner.repo,
+            models,
+            usd_per_cpu_hour=settings.job_usd_per_cpu_hour,
+            keep=settings.checkpoints_kept,
+        )
+        pool = JobPool(
+            settings,
+            kit.bus,
+            runner,
+            size=settings.job_workers,
+            ack_wait_s=settings.job_ack_wait_s,
+            on_completed=jobs.auto_promote,
+        )
+        kit.supervise("learning-jobs", pool.run)
+        kit.supervise(
+            "learning-jobs-watch", lambda: pool.watch(store, settings.job_metrics_every_s)
+        )
 
     @kit.on_shutdown
     async def stop() -> None:

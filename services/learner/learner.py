@@ -10,6 +10,7 @@ schedules a (debounced) calibration. The daily pass is in :mod:`services.learner
 from __future__ import annotations
 
 import asyncio
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -131,7 +132,8 @@ class Learner:
         if UNKNOWN in (outcome.task_type, outcome.band):
             metrics.UNFILED_RUNS.of("learner").inc()
             log.warning("run_filed_under_unknown", run_id=e.run_id, task_id=e.task_id)
-        reward = self.rewards.for_context(task_type=outcome.task_type)(signals_of(e))
+        signals = signals_of(e)
+        reward = self.rewards.for_context(task_type=outcome.task_type)(signals)
         log_row = {
             "run_id": e.run_id,
             "task_id": e.task_id,
@@ -159,6 +161,7 @@ class Learner:
             "tokens": outcome.tokens,
             "reward": reward,
             "at": e.finished_at,
+            "signals": asdict(signals),
         }
         # One run of a workspace at a time (the database serialises them anyway): score
         # snapshots, policy versions and checkpoints go out in the order they were made.

@@ -151,9 +151,11 @@ class RewardRegistry:
 def default_registry(
     selection: RewardSelection | None = None, shaping: ShapingConfig | None = None
 ) -> RewardRegistry:
-    """A registry with the built-in rewards ``shaped``, ``binary`` and ``quality``."""
+    """A registry with the built-in rewards ``shaped`` (also named ``outcome_shaped``:
+    the outcome plus shaped terms), ``binary`` and ``quality``."""
     registry = RewardRegistry(selection)
     registry.register("shaped")(lambda s: shaped_reward(s, shaping))
+    registry.register("outcome_shaped")(lambda s: shaped_reward(s, shaping))
     registry.register("binary")(lambda s: 1.0 if s.success else 0.0)
     # A success without a grade counts as full quality: nobody marked it down.
     registry.register("quality")(

@@ -46,3 +46,12 @@ class LearnerSettings(ServiceSettings):
     #: When the daily learning pass runs (UTC); disabled when ``daily_enabled`` is false.
     daily_at: time = time(3, 0)
     daily_enabled: bool = True
+    #: Learning jobs: workers in this process (jobs run at once), how long a job's queue
+    #: message outlives a silent worker before another resumes the job, and what a CPU
+    #: hour of a job costs against its budget.
+    job_workers: int = 4
+    job_ack_wait_s: float = 30.0
+    job_usd_per_cpu_hour: float = 0.10
+    jobs_enabled: bool = True
+    #: How often ``tally_learning_jobs{status}`` is counted again (seconds).
+    job_metrics_every_s: float = 5.0

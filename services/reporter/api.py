@@ -32,6 +32,7 @@ from services.reporter.compare import compare_router
 from services.reporter.export import export_router
 from services.reporter.flow import lanes_router
 from services.reporter.insights import insights_router
+from services.reporter.learning import learning_router
 from services.reporter.live import LiveHub, live_router
 from services.reporter.params import known_parameters_only
 from services.reporter.plans import plan_router
@@ -101,6 +102,7 @@ def create_api(
         insights_router(repo.engine, namespace),
         live_router(live),
         tokens_router(tokens),
+        learning_router(clients, max_wait_s=max_wait_s),
     )
     for router in routers:
         api.include_router(router)

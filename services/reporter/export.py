@@ -25,13 +25,14 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
-from sqlalchemy import Column, ColumnElement, Table, or_, select, tuple_
+from sqlalchemy import ColumnElement, FromClause, Table, func, or_, select, true, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.responses import Response
 
 from services.reporter.auth import ExportRows
 from services.reporter.errors import bad_parameter
 from services.reporter.params import Params, parse_since
+from services.reporter.rewarded import job_runs, rewarded_runs
 from tally.db.tables import RUN_TIME, runs, task_status_events, tasks, token_usage
 from tally.moneyview import with_money
 
@@ -66,9 +67,9 @@ def _usage_of_task(task_id: str) -> ColumnElement[bool]:
 class ExportKind:
     """A table as export serves it: its time, its id, and the filters it takes."""
 
-    table: Table
+    table: Table | FromClause
     at: ColumnElement[datetime]  #: the natural time: order, ``since``/``until``, cursor
-    key: Column[str]  #: unique: breaks ties between rows of the same time
+    key: ColumnElement[str]  #: unique: breaks ties between rows of the same time
     filters: Mapping[str, Filter]
 
 
@@ -103,6 +104,52 @@ KINDS: dict[str, ExportKind] = {
         },
     ),
 }
+
+
+def _rewarded_kind(table: FromClause, job: bool = False) -> ExportKind:
+    c = table.c
+    return ExportKind(
+        table,
+        func.coalesce(c.started_at, c.created_at),
+        c.run_id,
+        {
+            **{name: _equals(c[name]) for name in _RUN_FILTERS},
+            **({"job_id": _equals(c.learning_job_id)} if job else {}),
+            "success_only": lambda v: c.learned_success.is_(True) if v == "true" else true(),
+            "min_reward": lambda v: c.reward >= float(v),
+        },
+    )
+
+
+_RUN_FILTERS = ("workspace", "model", "outcome", "task_id", "run_id")
+#: ``runs`` with ``with_rewards``: the learner's rewards, or a learning job's (``job_id``).
+REWARDED = {
+    "runs+rewards": _rewarded_kind(rewarded_runs()),
+    "runs+job": _rewarded_kind(job_runs(), job=True),
+}
+KINDS.update(REWARDED)
+
+
+def rewarded_kind(kind: str, params: dict[str, str]) -> str:
+    """The kind to serve: runs with rewards when ``with_rewards`` (or ``job_id``) is given.
+
+    Raises:
+        ValueError: reward filters without ``with_rewards``, or on another kind.
+    """
+    wants = params.pop("with_rewards", "").lower() in ("true", "1")
+    reward_params = [p for p in ("success_only", "min_reward", "job_id") if params.get(p)]
+    if not wants and not reward_params:
+        return kind
+    if kind != "runs":
+        name = reward_params[0] if reward_params else "with_rewards"
+        raise ValueError(f"{name}: only runs have rewards, not {kind}")
+    if not wants:
+        raise ValueError(f"{reward_params[0]}: needs with_rewards=true")
+    if params.get("success_only", "").lower() in ("true", "1"):
+        params["success_only"] = "true"
+    else:
+        params.pop("success_only", None)
+    return "runs+job" if params.get("job_id") else "runs+rewards"
 
 
 def encode_cursor(kind: str, at: datetime, key: str) -> str:
@@ -236,9 +283,9 @@ _Value = Annotated[str | None, Field(max_length=1000, pattern=r"^[^\x00-\x1f\x7f
 
 class ExportParams(Params):
     """Every parameter ``/export/{kind}`` knows; each kind takes the paging ones and its own
-    filters (runs: workspace, model, outcome, task_id, run_id; tasks: workspace, model,
-    status, task_id; token_usage: workspace, model, run_id, task_id; status_events:
-    workspace, task_id, status, run_id)."""
+    filters (runs: workspace, model, outcome, task_id, run_id, and with ``with_rewards``:
+    success_only, min_reward, job_id; tasks: workspace, model, status, task_id; token_usage:
+    workspace, model, run_id, task_id; status_events: workspace, task_id, status, run_id)."""
 
     workspace: _Value = None
     model: _Value = None
@@ -256,6 +303,12 @@ class ExportParams(Params):
     )
     cursor: _Value = Field(None, description="next_cursor of the previous page.")
     format: Literal["json", "csv"] = "json"
+    with_rewards: bool = Field(
+        False, description="runs: with each run's reward and group-relative advantage."
+    )
+    success_only: bool = Field(False, description="With rewards: only runs that succeeded.")
+    min_reward: float | None = Field(None, description="With rewards: reward at least this.")
+    job_id: _Value = Field(None, description="With rewards: a learning job's runs and rewards.")
 
 
 class ExportPage(BaseModel):
@@ -289,12 +342,13 @@ def export_router(engine: AsyncEngine) -> APIRouter:
         if (workspace := who.workspace_for(q.workspace)) is not None:
             given["workspace"] = workspace
         try:
-            query = parse_query(kind, given, datetime.now(UTC))
+            served = rewarded_kind(kind, given)
+            query = parse_query(served, given, datetime.now(UTC))
         except ValueError as exc:
             raise bad_parameter(str(exc).split(":", 1)[0], str(exc)) from None
         rows, cursor = await export_page(engine, query)
         if query.format == "csv":
-            columns = [c.name for c in KINDS[kind].table.columns]
+            columns = [c.name for c in KINDS[query.kind].table.columns]
             return Response(
                 render_csv(columns, rows),
                 media_type="text/csv",

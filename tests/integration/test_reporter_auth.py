@@ -131,6 +131,7 @@ def requests_for(
         "subscription": "sub",
         "action": "freeze",
         "token_id": b["token_id"],
+        "job_id": "job-of-b",
     }
     bodies: dict[tuple[str, str], Any] = {
         ("post", "/tasks"): {"title": "x", "workspace": b["workspace"], "task_id": b["task_id"]},
@@ -141,6 +142,8 @@ def requests_for(
             "workspace": b["workspace"],
             "scopes": ["runs:read"],
         },
+        ("post", "/learning/jobs"): {"workspace": b["workspace"], "config": {}},
+        ("post", "/learning/jobs/{job_id}/promote"): {"note": "x"},
     }
     out = []
     for path, methods in spec["paths"].items():
@@ -167,7 +170,7 @@ async def test_every_endpoint_needs_a_token_its_scope_and_hides_other_workspaces
     async with client(reporter) as http:
         spec = (await http.get("/openapi.json")).json()
         token_a = (await make_token(http, a, [*USER_SCOPES, "admin"]))["token"]
-        no_scope = (await make_token(http, a, ["learning:admin"]))["token"]
+        no_scope = (await make_token(http, a, ["experiments:admin"]))["token"]
         b_ids["token_id"] = (await make_token(http, b, ["runs:read"]))["token_id"]
     b_ids["workspace"] = b
     secrets = [b, b_ids["task_id"], b_ids["run_id"], b_ids["plan_id"], "m-secret"]

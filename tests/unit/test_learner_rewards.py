@@ -77,7 +77,7 @@ def test_nan_reward_is_rejected():
 
 
 def test_unknown_reward_names_the_registered_ones():
-    with pytest.raises(UnknownRewardError, match="binary, quality, shaped"):
+    with pytest.raises(UnknownRewardError, match="binary, outcome_shaped, quality, shaped"):
         default_registry().get("missing")
 
 

@@ -49,6 +49,12 @@ def export(
     fmt: str = typer.Option("json", "--format", help="json (one array), jsonl or csv."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write here, not stdout."),
     page_size: int = typer.Option(500, min=1, max=5000, help="Rows per request to the reporter."),
+    with_rewards: bool = typer.Option(
+        False, "--with-rewards", help="runs: each run's reward and group-relative advantage."
+    ),
+    success_only: bool = typer.Option(False, "--success-only", help="With rewards: successes."),
+    min_reward: float | None = typer.Option(None, "--min-reward", help="With rewards: at least."),
+    job_id: str | None = typer.Option(None, "--job", help="With rewards: a learning job's runs."),
     as_json: bool = typer.Option(
         False,
         "--json",
@@ -79,6 +85,10 @@ def export(
         "status": status,
         "task_id": task_id,
         "run_id": run_id,
+        "with_rewards": "true" if with_rewards else None,
+        "success_only": "true" if success_only else None,
+        "min_reward": None if min_reward is None else str(min_reward),
+        "job_id": job_id,
     }
     params = {k: v for k, v in filters.items() if v} | {
         "limit": str(page_size),

@@ -46,6 +46,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "nats": ("security", "nats", "The bus's users and what each may publish and read."),
     "secrets": ("security", "secrets_app", "Passwords for a deployment (.env)."),
     "token": ("tokens", "app", "API tokens of the reporter's HTTP API (needs an admin token)."),
+    "learn": ("learn", "app", "Learning jobs: train, evaluate and promote routing policies."),
 }  # fmt: skip
 
 

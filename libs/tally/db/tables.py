@@ -415,6 +415,9 @@ learner_runs = Table(
     Column("estimated_tokens", BigInteger),
     Column("reward", Float, nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
+    #: What any reward function may look at (tool calls, verification, steps), so a
+    #: learning job can reward the run with a function of its own. NULL before 0011.
+    Column("signals", JSONB),
     Index("ix_learner_runs_workspace_at", "workspace", "at"),
     Index("ix_learner_runs_task_id", "task_id"),
     comment="writer: learner",
@@ -470,4 +473,83 @@ api_tokens = Table(
     Column("last_used_at", DateTime(timezone=True)),
     Column("revoked_at", DateTime(timezone=True)),
     comment="writer: reporter",
+)
+
+
+# -- learning jobs (learner) --------------------------------------------------------------
+#: A learning job: its configuration, where it is (status, iteration, progress), the
+#: trainer state it resumes from, its budget and its final report. ``epoch`` counts the
+#: workers that claimed it: a worker writes only while the epoch it claimed is current, so
+#: one that was presumed dead cannot count an iteration twice.
+learning_jobs = Table(
+    "learning_jobs",
+    metadata,
+    Column("job_id", String(64), primary_key=True),
+    Column("workspace", String(64), nullable=False),
+    Column("name", String(128)),
+    Column("priority", String(2), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("config", JSONB, nullable=False),
+    Column("iteration", Integer, nullable=False, server_default="0"),
+    Column("progress", JSONB, nullable=False, server_default="{}"),
+    Column("state", JSONB),
+    Column("epoch", Integer, nullable=False, server_default="0"),
+    Column("worker", String(128)),
+    Column("heartbeat_at", DateTime(timezone=True)),
+    Column("cancel_requested", Boolean, nullable=False, server_default="false"),
+    #: Compute spent, priced in micro-dollars, and the budget alerts already raised.
+    Column("spent_micros", BigInteger, nullable=False, server_default="0"),
+    Column("alerts", JSONB, nullable=False, server_default="[]"),
+    Column("report", JSONB),
+    Column("error", Text),
+    Column("promoted", JSONB),
+    Column("created_by", String(128)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    Index("ix_learning_jobs_workspace_created_at", "workspace", "created_at"),
+    Index("ix_learning_jobs_status", "status"),
+    comment="writer: learner",
+)
+
+#: A job's evaluated checkpoints (the best few by score, and the newest, are kept).
+learning_checkpoints = Table(
+    "learning_checkpoints",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("job_id", String(64), nullable=False),
+    Column("iteration", Integer, nullable=False),
+    Column("score", Float),
+    Column("evaluation", JSONB, nullable=False),
+    Column("policy", JSONB, nullable=False),
+    _created(),
+    Index("ix_learning_checkpoints_job_id", "job_id"),
+    comment="writer: learner",
+)
+
+#: The runs a job learned from, with the reward and group-relative advantage it gave them.
+learning_job_runs = Table(
+    "learning_job_runs",
+    metadata,
+    Column("job_id", String(64), primary_key=True),
+    Column("run_id", String(128), primary_key=True),
+    Column("reward", Float, nullable=False),
+    Column("advantage", Float, nullable=False),
+    Column("held_out", Boolean, nullable=False),
+    comment="writer: learner",
+)
+
+#: The probability the assigner had of choosing each assignment's model (``task.assigned``):
+#: what off-policy evaluation divides by.
+learner_propensities = Table(
+    "learner_propensities",
+    metadata,
+    Column("task_id", String(128), primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("workspace", String(64), nullable=False),
+    Column("model", String(128), nullable=False),
+    Column("strategy", String(64), nullable=False),
+    Column("propensity", Float),
+    _created(),
+    comment="writer: learner",
 )

@@ -159,6 +159,10 @@ class TaskAssigned(Event):
     reservation: Reservation
     attempt: int = Field(1, ge=1)
     arm: str | None = None
+    #: The probability the strategy had of choosing ``model`` first (1 for a fixed
+    #: order); None when the model is a fallback after a refused reservation. Off-policy
+    #: evaluation weighs logged runs by it.
+    propensity: float | None = Field(None, ge=0, le=1)
 
 
 class TaskDeferred(Event):
