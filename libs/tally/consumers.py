@@ -432,6 +432,9 @@ class BatchConsumer(_PullConsumer, Generic[E]):
     """A durable pull consumer whose handler takes a list of events."""
 
     kind = "batch"
+    #: A batch is what is waiting when the handler is free: a fetch that finds nothing
+    #: returns with the first message to arrive, never waiting for a batch to fill.
+    eager = True
 
     def __init__(
         self,
