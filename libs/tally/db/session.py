@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-
 #: Seconds a pooled connection is used at most before it is replaced (Postgres-side
 #: state and memory do not grow without bound; a load balancer's idle cut is avoided).
 POOL_RECYCLE_S = 1800
