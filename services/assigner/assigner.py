@@ -239,18 +239,63 @@ class Assigner:
         note: str = "",
     ) -> TaskAssigned | TaskDeferred:
         """Try ``ranked`` in order until a reservation is accepted; defer if none is."""
-        refusals: list[ReserveReply] = []
         assignment_id = f"{e.task_id}-a{attempt}"
         made = await self.repo.assigned(assignment_id)
         if made is not None:  # a redelivery: announce the assignment made, reserve nothing
             return await self._announce(e, made, failed_models)
+        answer = await self.first_accepted(
+            e, ranked, attempt, strategy, arm=arm, failed_models=failed_models, note=note
+        )
+        if isinstance(answer, TaskAssigned):
+            kept = await self.repo.save(answer)
+            return await self.kept(e, answer, kept, failed_models)
+        await self.repo.set_task(
+            e,
+            "deferred",
+            attempt,
+            failed_models=failed_models,
+            reason=answer.reason,
+            retry_after=answer.retry_after,
+        )
+        await self.bus.publish(answer)
+        return answer
+
+    async def kept(
+        self,
+        e: TaskEstimated,
+        assigned: TaskAssigned,
+        kept: TaskAssigned,
+        failed_models: tuple[str, ...],
+    ) -> TaskAssigned:
+        """Announce the assignment that was stored: ours, or (when another delivery of the
+        task assigned it first) that one, giving up our reservation."""
+        if kept.reservation.reservation_id != assigned.reservation.reservation_id:
+            await self._release(e, assigned.reservation.reservation_id)
+            return await self._announce(e, kept, failed_models)
+        metrics.ASSIGNMENTS.labels(assigned.model, assigned.strategy).inc()
+        return await self._announce(e, assigned, failed_models)
+
+    async def first_accepted(
+        self,
+        e: TaskEstimated,
+        ranked: Sequence[Candidate],
+        attempt: int,
+        strategy: str,
+        *,
+        arm: str | None = None,
+        failed_models: tuple[str, ...] = (),
+        note: str = "",
+    ) -> TaskAssigned | TaskDeferred:
+        """Reserve for the first of ``ranked`` that quota accepts: the assignment to store
+        and announce, or the deferral when none is accepted. Stores nothing."""
+        refusals: list[ReserveReply] = []
+        assignment_id = f"{e.task_id}-a{attempt}"
         for i, cand in enumerate(ranked):
             reply = await self._reserve(e, cand, assignment_id)
             if not reply.ok:
                 refusals.append(reply)
                 continue
-            runner_up = ranked[i + 1].model.name if i + 1 < len(ranked) else None
-            assigned = e.child(
+            return e.child(
                 TaskAssigned,
                 event_id=f"assigned-{assignment_id}",
                 task_id=e.task_id,
@@ -259,7 +304,7 @@ class Assigner:
                 provider=cand.model.provider,
                 subscription=cand.model.subscription,
                 strategy=strategy,
-                runner_up=runner_up,
+                runner_up=ranked[i + 1].model.name if i + 1 < len(ranked) else None,
                 attempt=attempt,
                 arm=arm,
                 reason=note + _reason(strategy, cand.capability, cand.expected_cost, refusals),
@@ -272,14 +317,8 @@ class Assigner:
                     or utcnow() + timedelta(seconds=self.settings.reservation_ttl_s),
                 ),
             )
-            kept = await self.repo.save(assigned)
-            if kept.reservation.reservation_id != reply.reservation_id:
-                # Another delivery of this task assigned it first: its reservation stands.
-                await self._release(e, reply.reservation_id)
-                return await self._announce(e, kept, failed_models)
-            metrics.ASSIGNMENTS.labels(cand.model.name, strategy).inc()
-            return await self._announce(e, assigned, failed_models)
-        deferred = e.child(
+        metrics.DEFERRALS.labels("quota" if refusals else "no_capable_model").inc()
+        return e.child(
             TaskDeferred,
             event_id=f"deferred-{assignment_id}",
             task_id=e.task_id,
@@ -289,17 +328,6 @@ class Assigner:
             retry_after=min((r.retry_after for r in refusals if r.retry_after), default=None)
             or utcnow() + timedelta(seconds=self.settings.retry_interval_s),
         )
-        await self.repo.set_task(
-            e,
-            "deferred",
-            attempt,
-            failed_models=failed_models,
-            reason=deferred.reason,
-            retry_after=deferred.retry_after,
-        )
-        await self.bus.publish(deferred)
-        metrics.DEFERRALS.labels("quota" if refusals else "no_capable_model").inc()
-        return deferred
 
     async def _announce(
         self, e: TaskEstimated, assigned: TaskAssigned, failed_models: tuple[str, ...]
