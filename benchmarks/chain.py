@@ -372,7 +372,8 @@ async def main(args: argparse.Namespace) -> None:
     load = Path("/proc/loadavg").read_text().split(" ", 3)[:3]  # noqa: ASYNC240
     async with sandbox(TallySettings(), prefix="bc") as box:
         with tempfile.TemporaryDirectory(prefix="bench-chain-") as d:
-            tmp = Path(d)
+            tmp = Path(args.logs or d)
+            tmp.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
             try:
                 relay = await raw_relay(box, rates, args, tmp) if not args.no_relay else []
                 tally = await tally_chain(box, rates, args, tmp)
@@ -389,6 +390,7 @@ if __name__ == "__main__":
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per rate")
     parser.add_argument("--drain", type=float, default=10.0, help="seconds to wait after")
     parser.add_argument("--quick", action="store_true", help="4 s per rate, 5 s drain")
+    parser.add_argument("--logs", help="keep the processes' logs in this directory")
     parser.add_argument("--no-relay", action="store_true", help="skip the raw baseline")
     a = parser.parse_args()
     if a.quick:

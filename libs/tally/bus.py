@@ -362,13 +362,20 @@ class Bus:
         return register
 
     def on_batch(
-        self, event_cls: type[E], *, batch_size: int = 256, fetch_timeout_s: float = 0.2
+        self,
+        event_cls: type[E],
+        *,
+        batch_size: int = 256,
+        fetch_timeout_s: float = 0.2,
+        concurrency: int = 1,
     ) -> Callable[[Callable[[list[E]], Awaitable[None]]], Callable[[list[E]], Awaitable[None]]]:
         """Register a handler that receives up to ``batch_size`` events at once.
 
         Invalid messages of a batch are dead-lettered one by one; the valid rest reach the
         handler, and are acknowledged after it returns. If it raises, the batch is
         redelivered with a delay, and a message out of deliveries is dead-lettered.
+        A batch is whatever is waiting (up to ``batch_size``) when the handler is free;
+        ``concurrency`` batches are handled at once (1: one at a time, in order).
         The consumers start with the service (see :mod:`tally.consumers`).
         """
 
@@ -380,6 +387,7 @@ class Bus:
                     event_cls=event_cls,
                     handler=fn,
                     batch_size=batch_size,
+                    concurrency=concurrency,
                     **self._pull_kwargs(event_cls.subject, fetch_timeout_s=fetch_timeout_s),
                 )
             )

@@ -442,17 +442,21 @@ class BatchConsumer(_PullConsumer, Generic[E]):
         event_cls: type[E],
         handler: Callable[[list[E]], Awaitable[None]],
         batch_size: int,
+        concurrency: int = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.event_cls = event_cls
         self.handler = handler
         self.batch_size = batch_size
+        self.concurrency = concurrency
 
     async def _loop(self, puller: Puller) -> None:
-        # Only fetching and validating overlap a write: handler calls still run one at a
-        # time and in order, so a handler sees the same sequence of batches as before.
-        writing: asyncio.Task[None] | None = None
+        # Fetching and validating the next batch overlap the handling of the previous
+        # ones. With ``concurrency`` 1 handler calls run one at a time and in order, so a
+        # handler sees the batches in the order they were delivered; more lets batches
+        # whose handling mostly waits on servers overlap (order between them is lost).
+        writing: set[asyncio.Task[None]] = set()
         try:
             while self._running:
                 msgs = await self._pull(puller, self.batch_size)
@@ -461,14 +465,15 @@ class BatchConsumer(_PullConsumer, Generic[E]):
                 started = time.perf_counter()
                 events, good = await self._validate(msgs)
                 validated_s = time.perf_counter() - started
-                if writing:
-                    await writing
-                writing = None
+                while len(writing) >= self.concurrency:
+                    await asyncio.wait(writing, return_when=asyncio.FIRST_COMPLETED)
                 if events:
-                    writing = asyncio.create_task(self._commit(events, good, validated_s))
+                    task = asyncio.create_task(self._commit(events, good, validated_s))
+                    writing.add(task)
+                    task.add_done_callback(writing.discard)
         finally:
             if writing:
-                await writing
+                await asyncio.gather(*writing, return_exceptions=True)
             await puller.stop()
 
     async def handle(self, msgs: list[Msg]) -> None:

@@ -43,7 +43,7 @@ def register(bus: Bus, assigner: Assigner, wake: Any = None) -> None:
         wake: called with a subscription name when quota frees (the deferred retrier).
     """
 
-    @bus.on_batch(TaskEstimated, batch_size=intake.BATCH)
+    @bus.on_batch(TaskEstimated, batch_size=intake.BATCH, concurrency=intake.BATCHES)
     async def on_estimated(events: list[TaskEstimated]) -> None:
         await intake.answer_batch(assigner, events)
 

@@ -23,6 +23,9 @@ from tally.events import TaskAssigned, TaskDeferred, TaskEstimated
 
 #: Estimated tasks answered at most per batch (reservations in flight at once).
 BATCH = 64
+#: Batches answered at once: a batch mostly waits on quota, Postgres and NATS, and the
+#: next one need not wait behind it (tasks are independent of each other).
+BATCHES = 4
 
 
 async def answer_batch(assigner: Assigner, events: Sequence[TaskEstimated]) -> None:
@@ -38,6 +41,7 @@ async def answer_batch(assigner: Assigner, events: Sequence[TaskEstimated]) -> N
     for e in events:  # the same estimate twice in a batch (a redelivery) is answered once
         unique.setdefault(e.task_id, e)
     known = await assigner.repo.known(list(unique))
+    await assigner.experiments()  # read once for the batch, not by each task at once
     for task_id in known:
         await assigner.answer(unique.pop(task_id))
     if not unique:
