@@ -29,6 +29,8 @@ LEARNER_POLICY_UPDATED: Final = "learner.policy.updated"
 #: one): a stream's PubAck would otherwise answer the request before the service does.
 TASK_ESTIMATE: Final = "task.estimate"
 QUOTA_RESERVE: Final = "quota.reserve"
+#: Several reservations in one request (the assigner's batches).
+QUOTA_RESERVE_MANY: Final = "quota.reserve_many"
 QUOTA_RELEASE: Final = "quota.release"
 QUOTA_USAGE: Final = "quota.usage"
 ASSIGN_RECOMMEND: Final = "assign.recommend"
@@ -52,6 +54,7 @@ QUOTA_FREED: Final = "quota.freed"
 UNSTREAMED: Final = (
     TASK_ESTIMATE,
     QUOTA_RESERVE,
+    QUOTA_RESERVE_MANY,
     QUOTA_RELEASE,
     QUOTA_USAGE,
     ASSIGN_RECOMMEND,

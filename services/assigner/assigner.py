@@ -34,6 +34,8 @@ from tally.events import (
     ReleaseReply,
     ReleaseRequest,
     Reservation,
+    ReserveManyReply,
+    ReserveManyRequest,
     ReserveReply,
     ReserveRequest,
     RunRecorded,
@@ -291,36 +293,93 @@ class Assigner:
         refusals: list[ReserveReply] = []
         assignment_id = f"{e.task_id}-a{attempt}"
         for i, cand in enumerate(ranked):
-            reply = await self._reserve(e, cand, assignment_id)
-            if not reply.ok:
-                refusals.append(reply)
-                continue
-            return e.child(
-                TaskAssigned,
-                event_id=f"assigned-{assignment_id}",
-                task_id=e.task_id,
-                assignment_id=assignment_id,
-                model=cand.model.name,
-                provider=cand.model.provider,
-                subscription=cand.model.subscription,
-                strategy=strategy,
-                runner_up=ranked[i + 1].model.name if i + 1 < len(ranked) else None,
-                attempt=attempt,
-                arm=arm,
-                reason=note + _reason(strategy, cand.capability, cand.expected_cost, refusals),
-                reservation=Reservation(
-                    reservation_id=reply.reservation_id,
-                    subscription=reply.subscription,
-                    tokens=cand.tokens,
-                    cost_usd=round(cand.expected_cost, 6),
-                    expires_at=reply.expires_at
-                    or utcnow() + timedelta(seconds=self.settings.reservation_ttl_s),
-                ),
+            reply = await self.bus.request(
+                self.reserve_request(e, cand, assignment_id),
+                ReserveReply,
+                step="quota",
+                timeout=self.settings.quota_timeout_s,
             )
+            if reply.ok:
+                return self.assigned_event(
+                    e, ranked, i, reply, attempt, strategy, arm=arm, note=note, refusals=refusals
+                )
+            refusals.append(reply)
+        return self.deferred_event(e, attempt, refusals)
+
+    async def reserve_many(self, requests: Sequence[ReserveRequest]) -> list[ReserveReply]:
+        """Several reservations in one request to quota; one reply each, in order."""
+        reply = await self.bus.request(
+            ReserveManyRequest(reservations=list(requests), source=self.bus.service),
+            ReserveManyReply,
+            step="quota",
+            timeout=self.settings.quota_timeout_s,
+        )
+        if len(reply.replies) != len(requests):
+            raise TransientError(f"quota answered {len(reply.replies)} of {len(requests)}")
+        return reply.replies
+
+    def reserve_request(
+        self, e: TaskEstimated, cand: Candidate, assignment_id: str
+    ) -> ReserveRequest:
+        """The reservation of ``cand`` for an assignment (its id: assignment and model)."""
+        return e.child(
+            ReserveRequest,
+            subscription=cand.model.subscription,
+            tokens=cand.tokens,
+            cost_usd=round(cand.expected_cost, 6),
+            task_id=e.task_id,
+            model=cand.model.name,
+            reservation_id=f"{assignment_id}-{cand.model.name}",
+            ttl_s=self.settings.reservation_ttl_s,
+        )
+
+    def assigned_event(
+        self,
+        e: TaskEstimated,
+        ranked: Sequence[Candidate],
+        i: int,
+        reply: ReserveReply,
+        attempt: int,
+        strategy: str,
+        *,
+        arm: str | None,
+        note: str,
+        refusals: list[ReserveReply],
+    ) -> TaskAssigned:
+        """The assignment of ``ranked[i]``, whose reservation quota accepted."""
+        cand = ranked[i]
+        assignment_id = f"{e.task_id}-a{attempt}"
+        return e.child(
+            TaskAssigned,
+            event_id=f"assigned-{assignment_id}",
+            task_id=e.task_id,
+            assignment_id=assignment_id,
+            model=cand.model.name,
+            provider=cand.model.provider,
+            subscription=cand.model.subscription,
+            strategy=strategy,
+            runner_up=ranked[i + 1].model.name if i + 1 < len(ranked) else None,
+            attempt=attempt,
+            arm=arm,
+            reason=note + _reason(strategy, cand.capability, cand.expected_cost, refusals),
+            reservation=Reservation(
+                reservation_id=reply.reservation_id,
+                subscription=reply.subscription,
+                tokens=cand.tokens,
+                cost_usd=round(cand.expected_cost, 6),
+                expires_at=reply.expires_at
+                or utcnow() + timedelta(seconds=self.settings.reservation_ttl_s),
+            ),
+        )
+
+    def deferred_event(
+        self, e: TaskEstimated, attempt: int, refusals: list[ReserveReply]
+    ) -> TaskDeferred:
+        """The deferral of a task no model could be reserved for (counted)."""
         metrics.DEFERRALS.labels("quota" if refusals else "no_capable_model").inc()
         return e.child(
             TaskDeferred,
-            event_id=f"deferred-{assignment_id}",
+            event_id=f"deferred-{e.task_id}-a{attempt}",
             task_id=e.task_id,
             attempt=attempt,
             reason="; ".join(f"{r.subscription}: {r.reason}" for r in refusals)
@@ -345,23 +404,6 @@ class Assigner:
             timeout=self.settings.quota_timeout_s,
         )
         log.info("duplicate_reservation_released", task_id=e.task_id, status=reply.status)
-
-    async def _reserve(self, e: TaskEstimated, cand: Candidate, assignment_id: str) -> ReserveReply:
-        return await self.bus.request(
-            e.child(
-                ReserveRequest,
-                subscription=cand.model.subscription,
-                tokens=cand.tokens,
-                cost_usd=round(cand.expected_cost, 6),
-                task_id=e.task_id,
-                model=cand.model.name,
-                reservation_id=f"{assignment_id}-{cand.model.name}",
-                ttl_s=self.settings.reservation_ttl_s,
-            ),
-            ReserveReply,
-            step="quota",
-            timeout=self.settings.quota_timeout_s,
-        )
 
     async def escalate(self, e: RunRecorded) -> TaskAssigned | TaskDeferred | None:
         """After a failed run with attempts left, assign the task again to a stronger model.

@@ -2,7 +2,7 @@
 
 The tasks waiting when the previous batch was done are answered together: what the
 assigner already knows of them is read in one query, their reservations are requested
-all at once (each task still tries its ranked models in order, and the quota service
+in one request (each task still tries its ranked models in order, and the quota service
 ledgers them with one group commit), assignments and task rows are written in one
 transaction, and the answers are published together before the batch is acknowledged.
 
@@ -17,9 +17,9 @@ import asyncio
 from collections.abc import Sequence
 
 from services.assigner.assigner import Assigner
-from services.assigner.selection import route_seed
+from services.assigner.selection import Candidate, route_seed
 from tally import metrics
-from tally.events import TaskAssigned, TaskDeferred, TaskEstimated
+from tally.events import ReserveReply, ReserveRequest, TaskAssigned, TaskDeferred, TaskEstimated
 
 #: Estimated tasks answered at most per batch (reservations in flight at once).
 BATCH = 64
@@ -46,7 +46,7 @@ async def answer_batch(assigner: Assigner, events: Sequence[TaskEstimated]) -> N
         await assigner.answer(unique.pop(task_id))
     if not unique:
         return
-    answers = await asyncio.gather(*(_decide(assigner, e) for e in unique.values()))
+    answers = await _decide(assigner, list(unique.values()))
     assigned = [a for a in answers if isinstance(a, TaskAssigned)]
     rows = [
         assigner.repo.task_row(unique[a.task_id], "assigned", 1)
@@ -72,11 +72,52 @@ async def answer_batch(assigner: Assigner, events: Sequence[TaskEstimated]) -> N
             metrics.ASSIGNMENTS.labels(answer.model, answer.strategy).inc()
 
 
-async def _decide(assigner: Assigner, e: TaskEstimated) -> TaskAssigned | TaskDeferred:
-    """A new task's first attempt: its strategy (or A/B arm), its ranked models, and the
-    first that quota accepts (see :meth:`Assigner.assign`)."""
+async def _decide(
+    assigner: Assigner, events: Sequence[TaskEstimated]
+) -> list[TaskAssigned | TaskDeferred]:
+    """Each new task's first attempt (see :meth:`Assigner.assign`): its strategy (or A/B
+    arm) and ranked models, then reservations asked for all tasks in one request, each
+    task's next-ranked model again for those refused, until each is reserved or out of
+    models (deferred)."""
+    plans = await asyncio.gather(*(_plan(assigner, e) for e in events))
+    answers: list[TaskAssigned | TaskDeferred | None] = [None] * len(events)
+    refusals: list[list[ReserveReply]] = [[] for _ in events]
+    next_model = dict.fromkeys(range(len(events)), 0)
+    while next_model:
+        asks: list[tuple[int, ReserveRequest]] = []
+        for i, k in list(next_model.items()):
+            e, ranked = events[i], plans[i][2]
+            if k >= len(ranked):
+                answers[i] = assigner.deferred_event(e, 1, refusals[i])
+                del next_model[i]
+            else:
+                asks.append((i, assigner.reserve_request(e, ranked[k], f"{e.task_id}-a1")))
+        if not asks:
+            break
+        replies = await assigner.reserve_many([request for _, request in asks])
+        for (i, _), reply in zip(asks, replies, strict=True):
+            strategy, arm, ranked = plans[i]
+            if reply.ok:
+                answers[i] = assigner.assigned_event(
+                    events[i],
+                    ranked,
+                    next_model.pop(i),
+                    reply,
+                    1,
+                    strategy,
+                    arm=arm,
+                    note="",
+                    refusals=refusals[i],
+                )
+            else:
+                refusals[i].append(reply)
+                next_model[i] += 1
+    return [a for a in answers if a is not None]
+
+
+async def _plan(assigner: Assigner, e: TaskEstimated) -> tuple[str, str | None, list[Candidate]]:
     strategy, arm = await assigner.strategy_for(e)
     ranked = await assigner.ranked(
         e.estimate, strategy, workspace=e.workspace, seed=route_seed(e.task_id, 1)
     )
-    return await assigner.first_accepted(e, ranked, 1, strategy, arm=arm)
+    return strategy, arm, ranked

@@ -24,6 +24,8 @@ from tally.events import (
     QuotaSettled,
     ReleaseReply,
     ReleaseRequest,
+    ReserveManyReply,
+    ReserveManyRequest,
     ReserveReply,
     ReserveRequest,
     RunRecorded,
@@ -268,8 +270,7 @@ def register(
         concurrency: reserve and release requests answered at once.
     """
 
-    @bus.responder(ReserveRequest, concurrency=concurrency)
-    async def on_reserve(r: ReserveRequest) -> ReserveReply:
+    async def reserve(r: ReserveRequest) -> ReserveReply:
         try:
             res = await store.reserve(
                 r.subscription,
@@ -315,6 +316,33 @@ def register(
             retry_after=res.retry_after,
             expires_at=res.expires_at,
         )
+
+    @bus.responder(ReserveRequest, concurrency=concurrency)
+    async def on_reserve(r: ReserveRequest) -> ReserveReply:
+        return await reserve(r)
+
+    @bus.responder(ReserveManyRequest, concurrency=concurrency)
+    async def on_reserve_many(r: ReserveManyRequest) -> ReserveManyReply:
+        """Every reservation at once: one message each way, their ledger rows committed
+        together. One naming an unknown subscription is refused with the reason; if any
+        could not be ledgered the whole request fails (the caller asks again: a repeated
+        id reserves nothing twice)."""
+        results = await asyncio.gather(
+            *(reserve(x) for x in r.reservations), return_exceptions=True
+        )
+        replies = []
+        for x, result in zip(r.reservations, results, strict=True):
+            if isinstance(result, PermanentError):
+                result = ReserveReply(
+                    ok=False,
+                    reservation_id=x.reservation_id,
+                    subscription=x.subscription,
+                    reason=str(result),
+                )
+            elif isinstance(result, BaseException):
+                raise TransientError(f"reservation {x.reservation_id}: {result}") from result
+            replies.append(result)
+        return ReserveManyReply(replies=replies)
 
     @bus.responder(ReleaseRequest, concurrency=concurrency)
     async def on_release(r: ReleaseRequest) -> ReleaseReply:
