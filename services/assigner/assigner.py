@@ -307,12 +307,15 @@ class Assigner:
         return self.deferred_event(e, attempt, refusals)
 
     async def reserve_many(self, requests: Sequence[ReserveRequest]) -> list[ReserveReply]:
-        """Several reservations in one request to quota; one reply each, in order."""
+        """Several reservations in one request to quota; one reply each, in order.
+
+        Quota is given ``quota_timeout_s`` plus as much again per 32 reservations.
+        """
         reply = await self.bus.request(
             ReserveManyRequest(reservations=list(requests), source=self.bus.service),
             ReserveManyReply,
             step="quota",
-            timeout=self.settings.quota_timeout_s,
+            timeout=self.settings.quota_timeout_s * (1 + len(requests) / 32),
         )
         if len(reply.replies) != len(requests):
             raise TransientError(f"quota answered {len(reply.replies)} of {len(requests)}")

@@ -270,7 +270,15 @@ def register(
         concurrency: reserve and release requests answered at once.
     """
 
+    #: Reservations being made at once, however they were asked for (one by one or in
+    #: batches): each holds a Redis connection while it runs.
+    slots = asyncio.Semaphore(concurrency)
+
     async def reserve(r: ReserveRequest) -> ReserveReply:
+        async with slots:
+            return await _reserve(r)
+
+    async def _reserve(r: ReserveRequest) -> ReserveReply:
         try:
             res = await store.reserve(
                 r.subscription,
