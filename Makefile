@@ -6,7 +6,7 @@ PY := $(UV) run
 # (Docker if an engine answers, else the PyPI wheel servers) and exports its URL.
 ENSURE := eval "$$($(PY) python -m tally.devservers ensure)"
 
-.PHONY: help setup run up down test test-unit lint format typecheck bench bench-tracker bench-quota bench-assign bench-estimate bench-report bench-route chaos load-jobs clean
+.PHONY: help setup run up down test test-unit lint format typecheck bench bench-tracker bench-quota bench-assign bench-estimate bench-report bench-route bench-chain chaos load-jobs clean
 
 help: ## Show the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ bench-report: setup ## Reporter p50/p95 per endpoint at concurrency 1 and 16 ove
 
 bench-route: setup ## Routing frontier vs best single, cheapest, oracle, fixed pairs, a bandit (DATA=x.csv; BUS=1: live replay)
 	$(ENSURE) && $(PY) python benchmarks/route.py $(if $(DATA),--data $(DATA)) $(if $(MODELS),--models $(MODELS)) $(if $(BUS),--bus)
+
+bench-chain: setup ## The six services under task.created at 100-2,000/s: assigned/s, latency, CPU/task vs a raw relay (QUICK=1: short)
+	$(ENSURE) && $(PY) python benchmarks/chain.py $(if $(QUICK),--quick)
 
 chaos: setup ## Fault drills: kill -9, NATS/Postgres/Redis faults, fuzzing; prints the table (~10 min; DRILLS="a e")
 	$(ENSURE) && $(PY) python -m tests.chaos $(DRILLS)

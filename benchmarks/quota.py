@@ -7,6 +7,9 @@ Redis), first with ``--concurrency`` of them in flight, then one at a time (N/4 
 * **service** — ``quota.reserve`` request/reply over NATS to the quota service running
   in-process (validation, the Lua script, the ledger row committed in Postgres, then the
   reply);
+* **many** — ``quota.reserve_many``: the same reservations ``--concurrency`` to a request,
+  one request at a time (the assigner's way: one message each way, two Redis round trips
+  and one ledger commit per request);
 * **store** — :meth:`QuotaStore.reserve` called directly (id index ``SET NX`` + script);
 * **evalsha** — the reserve script alone, ``EVALSHA`` with the keys and arguments the
   store would pass: the floor any path to Redis has to pay.
@@ -45,7 +48,7 @@ from services.quota.windows import epoch_ms, usd_to_micro, window_id
 from tally.client import TallyClient
 from tally.db import create_engine
 from tally.db.tables import quota_ledger
-from tally.events import ReserveReply, ReserveRequest, utcnow
+from tally.events import ReserveManyReply, ReserveManyRequest, ReserveReply, ReserveRequest, utcnow
 from tally.redis import connect_redis
 from tally.sandbox import sandbox
 from tally.settings import TallySettings
@@ -96,6 +99,24 @@ def raw_evalsha(store: QuotaStore, run: str) -> Callable[[int], Awaitable[object
     return one
 
 
+async def many_rate(client: TallyClient, n: int, size: int, run: str) -> float:
+    """Reservations per second through ``quota.reserve_many``, ``size`` per request, one
+    request at a time (``size`` reservations in flight, as the assigner's batches)."""
+    started = time.perf_counter()
+    for first in range(0, n, size):
+        asks = [
+            ReserveRequest(
+                subscription=SUB, tokens=1_000, cost_usd=0.01, reservation_id=f"{run}-m{i}"
+            )
+            for i in range(first, min(n, first + size))
+        ]
+        reply = await client.request(
+            ReserveManyRequest(reservations=asks), ReserveManyReply, step="quota", timeout=30
+        )
+        assert all(r.ok for r in reply.replies)
+    return n / (time.perf_counter() - started)
+
+
 async def main(n: int, concurrency: int, repeats: int) -> None:
     exits = contextlib.AsyncExitStack()
     base = await exits.enter_async_context(sandbox(TallySettings(), prefix="bq"))
@@ -117,7 +138,7 @@ async def main(n: int, concurrency: int, repeats: int) -> None:
     redis = connect_redis(base.redis_url)
     store = QuotaStore(redis, load_subscriptions(subs_path), namespace=ns)
     concurrencies = (concurrency, 1) if concurrency > 1 else (1,)
-    results = {c: {"service": [], "store": [], "evalsha": []} for c in concurrencies}
+    results = {c: {"service": [], "many": [], "store": [], "evalsha": []} for c in concurrencies}
     stopped = False
     try:
         async with TallyClient.connect(base.nats_url, namespace=ns) as client:
@@ -154,6 +175,8 @@ async def main(n: int, concurrency: int, repeats: int) -> None:
                     results[c]["evalsha"].append(await rate(k, c, raw_evalsha(store, run)))
                     results[c]["store"].append(await rate(k, c, via_store(run)))
                     results[c]["service"].append(await rate(k, c, await via_service(run)))
+                    if c > 1:
+                        results[c]["many"].append(await many_rate(client, k, c, run))
         stopped = True
         await app.stop()  # flushes the ledger; every accepted reservation has its row
         engine = create_engine(db_url)
@@ -163,6 +186,7 @@ async def main(n: int, concurrency: int, repeats: int) -> None:
             )
         await engine.dispose()
         sent = 200 + repeats * sum(n if c > 1 else max(1, n // 4) for c in concurrencies)
+        sent += repeats * n if concurrency > 1 else 0  # the reserve_many path's
         # Store-path reservations are not the service's: only "-s" ids reach the ledger.
         if ledgered != sent:
             raise AssertionError(f"{ledgered} ledger rows for {sent} service reservations")
@@ -184,7 +208,10 @@ async def main(n: int, concurrency: int, repeats: int) -> None:
             ("evalsha", "raw EVALSHA of the reserve script"),
             ("store", "QuotaStore.reserve (SET NX + EVALSHA)"),
             ("service", "quota.reserve via the service (+ ledger row)"),
+            ("many", f"quota.reserve_many, {c} a request (+ ledger rows)"),
         ):
+            if not results[c][name]:
+                continue
             med = statistics.median(results[c][name])
             print(f"  {label:<46} {med:9,.0f}/s  x{med / floor:.3f} of EVALSHA")
 

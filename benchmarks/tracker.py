@@ -8,10 +8,11 @@ alternates, so neither always finds the machine as the other left it):
 * **tracker** — the tracker app runs in-process on a fresh durable consumer and the
   clock runs until all N rows are in ``run_events`` (validation, usage normalisation and
   pricing, ``run_events`` plus ``token_usage`` in one transaction, ack after commit);
-* **baseline** — nats-py ``fetch(256)`` on a fresh durable consumer, ``json.loads`` (no
-  validation), one asyncpg ``COPY`` per batch into a table shaped like ``run_events``
-  (same keys and index), then an ack per message. Same batch size (256) and fetch
-  timeout (0.2 s) as the tracker's consumer.
+* **baseline** — a pipelined raw loop: nats-py ``fetch(256)`` on a fresh durable
+  consumer, ``json.loads`` (no validation), one asyncpg ``COPY`` per batch into a table
+  shaped like ``run_events`` (same keys and index), then an ack per message after the
+  COPY commits; the next batch is fetched and decoded while the previous COPY runs. Same
+  batch size (256) and fetch timeout (0.2 s) as the tracker's consumer.
 
 Both rates are taken the same way: a separate connection polls the row count, and the
 rate is the rows committed between the first and the last poll that saw progress, so
@@ -233,7 +234,8 @@ class Bench:
             )
 
     async def baseline(self) -> float:
-        """One raw measurement: fetch(256), json.loads, COPY, ack; no validation."""
+        """One raw measurement: fetch(256) and json.loads of the next batch while the
+        previous one is COPYed and then acked; no validation."""
         await self.pg.execute(f"TRUNCATE {STAGING}")
         js = self.nc.jetstream()
         durable = f"bench-raw-{new_id()[:8]}"
@@ -245,8 +247,14 @@ class Bench:
         )
         db = await asyncpg.connect(_dsn(self.settings.database_url))
 
+        async def write(msgs: list[Any], records: list[tuple[Any, ...]]) -> None:
+            await db.copy_records_to_table(STAGING, records=records)
+            for m in msgs:  # after the COPY's commit (autocommit)
+                await m.ack()
+
         async def consume() -> None:
             seen = 0
+            writing: asyncio.Task[None] | None = None
             while seen < self.n:
                 try:
                     msgs = await sub.fetch(256, timeout=0.2)
@@ -265,10 +273,12 @@ class Bench:
                             json.dumps(body["detail"]),
                         )
                     )
-                await db.copy_records_to_table(STAGING, records=records)
-                for m in msgs:
-                    await m.ack()
+                if writing is not None:
+                    await writing
+                writing = asyncio.create_task(write(msgs, records))
                 seen += len(msgs)
+            if writing is not None:
+                await writing
 
         task = asyncio.create_task(consume())
         try:
@@ -339,13 +349,13 @@ async def main(n: int, repeats: int) -> None:
     print()
     rows = [
         ("tracker (validate, price, 2 tables, ack after commit)", f"{t:,.0f}"),
-        ("baseline (fetch 256, json.loads, one COPY, ack)", f"{b:,.0f}"),
+        ("baseline (pipelined: fetch 256 + json.loads during COPY)", f"{b:,.0f}"),
         ("ratio (goal >= 0.90)", f"{t / b:.2f}"),
     ]
-    print(f"| {'path':<54} | {'events/s':>8} |")
-    print(f"|{'-' * 56}|{'-' * 10}|")
+    print(f"| {'path':<56} | {'events/s':>8} |")
+    print(f"|{'-' * 58}|{'-' * 10}|")
     for name, value in rows:
-        print(f"| {name:<54} | {value:>8} |")
+        print(f"| {name:<56} | {value:>8} |")
     print(f"medians of {repeats} runs of {n} events")
     print()
     for name, value in machine(pg_version, nats_version):

@@ -16,13 +16,14 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import structlog
 from faststream._internal.endpoint.subscriber.utils import MultiLock
 from faststream.nats import JStream, NatsBroker
 from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy, ObjectStoreConfig, RetentionPolicy, StreamConfig
 from nats.js.errors import BucketNotFoundError, NotFoundError
 from pydantic import BaseModel
@@ -126,6 +127,7 @@ class Bus:
         #: Pull consumers registered with :meth:`on` and :meth:`on_batch`; the service
         #: starts them once the broker is up.
         self.consumers: list[EventConsumer[Any] | BatchConsumer[Any]] = []
+        self._jetstream: JetStreamContext | None = None
 
     # -- publishing -------------------------------------------------------------------
     async def publish(self, event: Event) -> bool:
@@ -146,6 +148,51 @@ class Bus:
         )
         metrics.EVENTS_PUBLISHED.labels(self.service, base).inc()
         return not bool(ack and ack.duplicate)
+
+    async def publish_many(self, events: Sequence[Event], *, timeout: float = 5.0) -> list[bool]:
+        """Publish events like :meth:`publish`, without waiting for each one's ack.
+
+        Every message goes out at once (one socket write for a batch); the server's acks
+        are collected afterwards, so a batch costs one round trip, not one per event.
+
+        Returns:
+            For each event, True if the server stored it, False for a duplicate.
+
+        Raises:
+            Exception: any event was not acknowledged within ``timeout`` or was refused
+                (the caller must not acknowledge what caused them: publish them again).
+        """
+        if not events:
+            return []
+        js = self._js()
+        acks = []
+        for event in events:
+            if event.source == "unknown":
+                event = event.model_copy(update={"source": self.service})
+            base = type(event).subject
+            acks.append(
+                await js.publish_async(
+                    self.catalog.subject(base),
+                    event.to_json(),
+                    headers={"Nats-Msg-Id": event.event_id, "content-type": "application/json"},
+                    wait_stall=timeout,
+                )
+            )
+        try:
+            done = await asyncio.wait_for(asyncio.gather(*acks), timeout)
+        except BaseException:
+            for ack in acks:
+                ack.cancel()
+            raise
+        for event in events:
+            metrics.EVENTS_PUBLISHED.labels(self.service, type(event).subject).inc()
+        return [not bool(ack.duplicate) for ack in done]
+
+    def _js(self) -> JetStreamContext:
+        """A JetStream context on the broker's connection, for publishing without waits."""
+        if self._jetstream is None or self._jetstream._nc is not self.broker.connection:
+            self._jetstream = self.broker.connection.jetstream(publish_async_max_pending=10_000)
+        return self._jetstream
 
     async def publish_live(self, name: str, payload: BaseModel | dict[str, Any]) -> None:
         """Publish a live, unpersisted message on ``metrics.<name>``."""
@@ -316,13 +363,20 @@ class Bus:
         return register
 
     def on_batch(
-        self, event_cls: type[E], *, batch_size: int = 256, fetch_timeout_s: float = 0.2
+        self,
+        event_cls: type[E],
+        *,
+        batch_size: int = 256,
+        fetch_timeout_s: float = 0.2,
+        concurrency: int = 1,
     ) -> Callable[[Callable[[list[E]], Awaitable[None]]], Callable[[list[E]], Awaitable[None]]]:
         """Register a handler that receives up to ``batch_size`` events at once.
 
         Invalid messages of a batch are dead-lettered one by one; the valid rest reach the
         handler, and are acknowledged after it returns. If it raises, the batch is
         redelivered with a delay, and a message out of deliveries is dead-lettered.
+        A batch is whatever is waiting (up to ``batch_size``) when the handler is free;
+        ``concurrency`` batches are handled at once (1: one at a time, in order).
         The consumers start with the service (see :mod:`tally.consumers`).
         """
 
@@ -334,6 +388,7 @@ class Bus:
                     event_cls=event_cls,
                     handler=fn,
                     batch_size=batch_size,
+                    concurrency=concurrency,
                     **self._pull_kwargs(event_cls.subject, fetch_timeout_s=fetch_timeout_s),
                 )
             )

@@ -64,9 +64,9 @@ class Puller:
     batch costs one timer instead of one per message. Messages that arrive after a fetch
     gave up (a late answer) are kept for the next fetch, never dropped.
 
-    An ``eager`` puller returns as soon as any message arrives instead of waiting for a
-    full batch (or the timeout): for consumers that handle one message at a time, where
-    waiting would only add latency.
+    An ``eager`` puller, when nothing was ready, returns as soon as a message arrives
+    instead of waiting for a full batch (or the timeout): waiting would only add latency.
+    What is ready when a fetch starts is always taken whole.
     """
 
     def __init__(self, nc: NATS, stream: str, durable: str, *, eager: bool = False) -> None:
@@ -81,6 +81,8 @@ class Puller:
         self._answered: asyncio.Future[None] | None = None
         self._refusal: str | None = None
         self._interrupted = False
+        #: the open request is answered by its first message (see ``eager``)
+        self._eager_now = False
         #: monotonic time the server last answered a pull request (messages or a status)
         self.last_answer = 0.0
 
@@ -114,10 +116,14 @@ class Puller:
         self._refusal = None
         if len(self._ready) < batch:
             # What the server has ready now; only if that is nothing, wait for more.
-            await self._request({"batch": batch - len(self._ready), "no_wait": True}, timeout)
+            # What is ready arrives at once: wait for all of it (the request is answered
+            # when the batch is full or a status says nothing more is pending).
+            await self._request(
+                {"batch": batch - len(self._ready), "no_wait": True}, timeout, eager=False
+            )
             if not self._ready and not self._interrupted:
                 expires = int(timeout * 1e9)
-                await self._request({"batch": batch, "expires": expires}, timeout)
+                await self._request({"batch": batch, "expires": expires}, timeout, self._eager)
         if not self._ready:
             if self._refusal:
                 refusal, self._refusal = self._refusal, None
@@ -126,8 +132,9 @@ class Puller:
         msgs, self._ready = self._ready[:batch], self._ready[batch:]
         return msgs
 
-    async def _request(self, request: dict[str, Any], timeout: float) -> None:
+    async def _request(self, request: dict[str, Any], timeout: float, eager: bool) -> None:
         loop = asyncio.get_running_loop()
+        self._eager_now = eager
         self._answered = answered = loop.create_future()
         self._expected = request["batch"]
         await self._nc.publish(self._next_subject, json.dumps(request).encode(), self._inbox)
@@ -142,7 +149,7 @@ class Puller:
         if status is None:
             self._ready.append(msg)
             self._expected -= 1
-            if self._expected > 0 and not self._eager:
+            if self._expected > 0 and not self._eager_now:
                 return
         elif status == "100":  # idle heartbeat or flow control: not an answer
             return
@@ -432,6 +439,9 @@ class BatchConsumer(_PullConsumer, Generic[E]):
     """A durable pull consumer whose handler takes a list of events."""
 
     kind = "batch"
+    #: A batch is what is waiting when the handler is free: a fetch that finds nothing
+    #: returns with the first message to arrive, never waiting for a batch to fill.
+    eager = True
 
     def __init__(
         self,
@@ -439,17 +449,21 @@ class BatchConsumer(_PullConsumer, Generic[E]):
         event_cls: type[E],
         handler: Callable[[list[E]], Awaitable[None]],
         batch_size: int,
+        concurrency: int = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.event_cls = event_cls
         self.handler = handler
         self.batch_size = batch_size
+        self.concurrency = concurrency
 
     async def _loop(self, puller: Puller) -> None:
-        # Only fetching and validating overlap a write: handler calls still run one at a
-        # time and in order, so a handler sees the same sequence of batches as before.
-        writing: asyncio.Task[None] | None = None
+        # Fetching and validating the next batch overlap the handling of the previous
+        # ones. With ``concurrency`` 1 handler calls run one at a time and in order, so a
+        # handler sees the batches in the order they were delivered; more lets batches
+        # whose handling mostly waits on servers overlap (order between them is lost).
+        writing: set[asyncio.Task[None]] = set()
         try:
             while self._running:
                 msgs = await self._pull(puller, self.batch_size)
@@ -458,14 +472,15 @@ class BatchConsumer(_PullConsumer, Generic[E]):
                 started = time.perf_counter()
                 events, good = await self._validate(msgs)
                 validated_s = time.perf_counter() - started
-                if writing:
-                    await writing
-                writing = None
+                while len(writing) >= self.concurrency:
+                    await asyncio.wait(writing, return_when=asyncio.FIRST_COMPLETED)
                 if events:
-                    writing = asyncio.create_task(self._commit(events, good, validated_s))
+                    task = asyncio.create_task(self._commit(events, good, validated_s))
+                    writing.add(task)
+                    task.add_done_callback(writing.discard)
         finally:
             if writing:
-                await writing
+                await asyncio.gather(*writing, return_exceptions=True)
             await puller.stop()
 
     async def handle(self, msgs: list[Msg]) -> None:

@@ -30,6 +30,8 @@ from tally.events import (
     Event,
     ReleaseReply,
     ReleaseRequest,
+    ReserveManyReply,
+    ReserveManyRequest,
     ReserveReply,
     ReserveRequest,
     RunEvent,
@@ -146,6 +148,14 @@ CHANNELS: tuple[Channel, ...] = (
         Estimate,
     ),
     Channel(S.QUOTA_RESERVE, ReserveRequest, ("assigner",), ("quota",), "request", ReserveReply),
+    Channel(
+        S.QUOTA_RESERVE_MANY,
+        ReserveManyRequest,
+        ("assigner",),
+        ("quota",),
+        "request",
+        ReserveManyReply,
+    ),
     Channel(
         S.QUOTA_RELEASE, ReleaseRequest, ("assigner", AGENTS), ("quota",), "request", ReleaseReply
     ),

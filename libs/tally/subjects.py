@@ -34,6 +34,8 @@ LEARNER_JOB_QUEUED_P2: Final = "learner.job.queued.p2"
 #: one): a stream's PubAck would otherwise answer the request before the service does.
 TASK_ESTIMATE: Final = "task.estimate"
 QUOTA_RESERVE: Final = "quota.reserve"
+#: Several reservations in one request (the assigner's batches).
+QUOTA_RESERVE_MANY: Final = "quota.reserve_many"
 QUOTA_RELEASE: Final = "quota.release"
 QUOTA_USAGE: Final = "quota.usage"
 ASSIGN_RECOMMEND: Final = "assign.recommend"
@@ -59,6 +61,7 @@ QUOTA_FREED: Final = "quota.freed"
 UNSTREAMED: Final = (
     TASK_ESTIMATE,
     QUOTA_RESERVE,
+    QUOTA_RESERVE_MANY,
     QUOTA_RELEASE,
     QUOTA_USAGE,
     ASSIGN_RECOMMEND,

@@ -35,6 +35,8 @@ from tally.events import (
     ReleaseReply,
     ReleaseRequest,
     Reservation,
+    ReserveManyReply,
+    ReserveManyRequest,
     ReserveReply,
     ReserveRequest,
     RunRecorded,
@@ -225,18 +227,6 @@ class Assigner:
             )
             ranked = escalation_order(ranked, failed, set(failed_models), capability)
             note = f"escalated after {escalate_from} failed attempt {attempt - 1}; "
-        propensity = (
-            first_choice_propensity(
-                ranked[0].model.name,
-                pool,
-                e.estimate,
-                policy=self.policies.get(e.workspace),
-                value_usd=self.values.for_workspace(e.workspace),
-                after_failure=bool(failed_models),
-            )
-            if ranked and strategy == "learned"
-            else 1.0
-        )
         return await self.reserve_first(
             e,
             ranked,
@@ -245,7 +235,31 @@ class Assigner:
             arm=arm,
             failed_models=tuple(failed_models),
             note=note,
-            propensity=propensity,
+            propensity=self.propensity(
+                e, ranked, pool, strategy, after_failure=bool(failed_models)
+            ),
+        )
+
+    def propensity(
+        self,
+        e: TaskEstimated,
+        ranked: Sequence[Candidate],
+        pool: Sequence[Candidate],
+        strategy: str,
+        *,
+        after_failure: bool = False,
+    ) -> float:
+        """The chance ``strategy`` had of ranking ``ranked[0]`` first among ``pool`` (1 for
+        an ordering without randomness), logged for off-policy evaluation."""
+        if not ranked or strategy != "learned":
+            return 1.0
+        return first_choice_propensity(
+            ranked[0].model.name,
+            pool,
+            e.estimate,
+            policy=self.policies.get(e.workspace),
+            value_usd=self.values.for_workspace(e.workspace),
+            after_failure=after_failure,
         )
 
     async def reserve_first(
@@ -265,50 +279,167 @@ class Assigner:
         ``propensity`` is the chance the strategy had of ranking ``ranked[0]`` first: it
         goes with that model; a fallback after a refusal is logged without one.
         """
-        refusals: list[ReserveReply] = []
         assignment_id = f"{e.task_id}-a{attempt}"
         made = await self.repo.assigned(assignment_id)
         if made is not None:  # a redelivery: announce the assignment made, reserve nothing
             return await self._announce(e, made, failed_models)
+        answer = await self.first_accepted(
+            e,
+            ranked,
+            attempt,
+            strategy,
+            arm=arm,
+            failed_models=failed_models,
+            note=note,
+            propensity=propensity,
+        )
+        if isinstance(answer, TaskAssigned):
+            kept = await self.repo.save(answer)
+            return await self.kept(e, answer, kept, failed_models)
+        await self.repo.set_task(
+            e,
+            "deferred",
+            attempt,
+            failed_models=failed_models,
+            reason=answer.reason,
+            retry_after=answer.retry_after,
+        )
+        await self.bus.publish(answer)
+        return answer
+
+    async def kept(
+        self,
+        e: TaskEstimated,
+        assigned: TaskAssigned,
+        kept: TaskAssigned,
+        failed_models: tuple[str, ...],
+    ) -> TaskAssigned:
+        """Announce the assignment that was stored: ours, or (when another delivery of the
+        task assigned it first) that one, giving up our reservation."""
+        if kept.reservation.reservation_id != assigned.reservation.reservation_id:
+            await self._release(e, assigned.reservation.reservation_id)
+            return await self._announce(e, kept, failed_models)
+        metrics.ASSIGNMENTS.labels(assigned.model, assigned.strategy).inc()
+        return await self._announce(e, assigned, failed_models)
+
+    async def first_accepted(
+        self,
+        e: TaskEstimated,
+        ranked: Sequence[Candidate],
+        attempt: int,
+        strategy: str,
+        *,
+        arm: str | None = None,
+        failed_models: tuple[str, ...] = (),
+        note: str = "",
+        propensity: float | None = None,
+    ) -> TaskAssigned | TaskDeferred:
+        """Reserve for the first of ``ranked`` that quota accepts: the assignment to store
+        and announce, or the deferral when none is accepted. Stores nothing."""
+        refusals: list[ReserveReply] = []
+        assignment_id = f"{e.task_id}-a{attempt}"
         for i, cand in enumerate(ranked):
-            reply = await self._reserve(e, cand, assignment_id)
-            if not reply.ok:
-                refusals.append(reply)
-                continue
-            runner_up = ranked[i + 1].model.name if i + 1 < len(ranked) else None
-            assigned = e.child(
-                TaskAssigned,
-                event_id=f"assigned-{assignment_id}",
-                task_id=e.task_id,
-                assignment_id=assignment_id,
-                model=cand.model.name,
-                provider=cand.model.provider,
-                subscription=cand.model.subscription,
-                strategy=strategy,
-                runner_up=runner_up,
-                attempt=attempt,
-                arm=arm,
-                propensity=propensity if i == 0 else None,
-                reason=note + _reason(strategy, cand.capability, cand.expected_cost, refusals),
-                reservation=Reservation(
-                    reservation_id=reply.reservation_id,
-                    subscription=reply.subscription,
-                    tokens=cand.tokens,
-                    cost_usd=round(cand.expected_cost, 6),
-                    expires_at=reply.expires_at
-                    or utcnow() + timedelta(seconds=self.settings.reservation_ttl_s),
-                ),
+            reply = await self.bus.request(
+                self.reserve_request(e, cand, assignment_id),
+                ReserveReply,
+                step="quota",
+                timeout=self.settings.quota_timeout_s,
             )
-            kept = await self.repo.save(assigned)
-            if kept.reservation.reservation_id != reply.reservation_id:
-                # Another delivery of this task assigned it first: its reservation stands.
-                await self._release(e, reply.reservation_id)
-                return await self._announce(e, kept, failed_models)
-            metrics.ASSIGNMENTS.labels(cand.model.name, strategy).inc()
-            return await self._announce(e, assigned, failed_models)
-        deferred = e.child(
+            if reply.ok:
+                return self.assigned_event(
+                    e,
+                    ranked,
+                    i,
+                    reply,
+                    attempt,
+                    strategy,
+                    arm=arm,
+                    note=note,
+                    refusals=refusals,
+                    propensity=propensity if i == 0 else None,
+                )
+            refusals.append(reply)
+        return self.deferred_event(e, attempt, refusals)
+
+    async def reserve_many(self, requests: Sequence[ReserveRequest]) -> list[ReserveReply]:
+        """Several reservations in one request to quota; one reply each, in order.
+
+        Quota is given ``quota_timeout_s`` plus as much again per 32 reservations.
+        """
+        reply = await self.bus.request(
+            ReserveManyRequest(reservations=list(requests), source=self.bus.service),
+            ReserveManyReply,
+            step="quota",
+            timeout=self.settings.quota_timeout_s * (1 + len(requests) / 32),
+        )
+        if len(reply.replies) != len(requests):
+            raise TransientError(f"quota answered {len(reply.replies)} of {len(requests)}")
+        return reply.replies
+
+    def reserve_request(
+        self, e: TaskEstimated, cand: Candidate, assignment_id: str
+    ) -> ReserveRequest:
+        """The reservation of ``cand`` for an assignment (its id: assignment and model)."""
+        return e.child(
+            ReserveRequest,
+            subscription=cand.model.subscription,
+            tokens=cand.tokens,
+            cost_usd=round(cand.expected_cost, 6),
+            task_id=e.task_id,
+            model=cand.model.name,
+            reservation_id=f"{assignment_id}-{cand.model.name}",
+            ttl_s=self.settings.reservation_ttl_s,
+        )
+
+    def assigned_event(
+        self,
+        e: TaskEstimated,
+        ranked: Sequence[Candidate],
+        i: int,
+        reply: ReserveReply,
+        attempt: int,
+        strategy: str,
+        *,
+        arm: str | None,
+        note: str,
+        refusals: list[ReserveReply],
+        propensity: float | None = None,
+    ) -> TaskAssigned:
+        """The assignment of ``ranked[i]``, whose reservation quota accepted."""
+        cand = ranked[i]
+        assignment_id = f"{e.task_id}-a{attempt}"
+        return e.child(
+            TaskAssigned,
+            event_id=f"assigned-{assignment_id}",
+            task_id=e.task_id,
+            assignment_id=assignment_id,
+            model=cand.model.name,
+            provider=cand.model.provider,
+            subscription=cand.model.subscription,
+            strategy=strategy,
+            runner_up=ranked[i + 1].model.name if i + 1 < len(ranked) else None,
+            attempt=attempt,
+            arm=arm,
+            propensity=propensity,
+            reason=note + _reason(strategy, cand.capability, cand.expected_cost, refusals),
+            reservation=Reservation(
+                reservation_id=reply.reservation_id,
+                subscription=reply.subscription,
+                tokens=cand.tokens,
+                cost_usd=round(cand.expected_cost, 6),
+                expires_at=reply.expires_at
+                or utcnow() + timedelta(seconds=self.settings.reservation_ttl_s),
+            ),
+        )
+
+    def deferred_event(
+        self, e: TaskEstimated, attempt: int, refusals: list[ReserveReply]
+    ) -> TaskDeferred:
+        """The deferral of a task no model could be reserved for (counted)."""
+        metrics.DEFERRALS.labels("quota" if refusals else "no_capable_model").inc()
+        return e.child(
             TaskDeferred,
-            event_id=f"deferred-{assignment_id}",
+            event_id=f"deferred-{e.task_id}-a{attempt}",
             task_id=e.task_id,
             attempt=attempt,
             reason="; ".join(f"{r.subscription}: {r.reason}" for r in refusals)
@@ -316,17 +447,6 @@ class Assigner:
             retry_after=min((r.retry_after for r in refusals if r.retry_after), default=None)
             or utcnow() + timedelta(seconds=self.settings.retry_interval_s),
         )
-        await self.repo.set_task(
-            e,
-            "deferred",
-            attempt,
-            failed_models=failed_models,
-            reason=deferred.reason,
-            retry_after=deferred.retry_after,
-        )
-        await self.bus.publish(deferred)
-        metrics.DEFERRALS.labels("quota" if refusals else "no_capable_model").inc()
-        return deferred
 
     async def _announce(
         self, e: TaskEstimated, assigned: TaskAssigned, failed_models: tuple[str, ...]
@@ -344,23 +464,6 @@ class Assigner:
             timeout=self.settings.quota_timeout_s,
         )
         log.info("duplicate_reservation_released", task_id=e.task_id, status=reply.status)
-
-    async def _reserve(self, e: TaskEstimated, cand: Candidate, assignment_id: str) -> ReserveReply:
-        return await self.bus.request(
-            e.child(
-                ReserveRequest,
-                subscription=cand.model.subscription,
-                tokens=cand.tokens,
-                cost_usd=round(cand.expected_cost, 6),
-                task_id=e.task_id,
-                model=cand.model.name,
-                reservation_id=f"{assignment_id}-{cand.model.name}",
-                ttl_s=self.settings.reservation_ttl_s,
-            ),
-            ReserveReply,
-            step="quota",
-            timeout=self.settings.quota_timeout_s,
-        )
 
     async def escalate(self, e: RunRecorded) -> TaskAssigned | TaskDeferred | None:
         """After a failed run with attempts left, assign the task again to a stronger model.

@@ -10,6 +10,7 @@ from typing import Any
 
 import structlog
 
+from services.assigner import intake
 from services.assigner.assigner import Assigner
 from services.assigner.selection import (
     LearnedScore,
@@ -42,9 +43,9 @@ def register(bus: Bus, assigner: Assigner, wake: Any = None) -> None:
         wake: called with a subscription name when quota frees (the deferred retrier).
     """
 
-    @bus.on(TaskEstimated)
-    async def on_estimated(e: TaskEstimated) -> None:
-        await assigner.answer(e)
+    @bus.on_batch(TaskEstimated, batch_size=intake.BATCH, concurrency=intake.BATCHES)
+    async def on_estimated(events: list[TaskEstimated]) -> None:
+        await intake.answer_batch(assigner, events)
 
     @bus.on(RunRecorded)
     async def on_recorded(e: RunRecorded) -> None:

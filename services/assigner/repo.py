@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select, union, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -42,18 +43,7 @@ class AssignmentRepo:
         async with self.engine.begin() as conn:
             inserted = await conn.execute(
                 insert(assignments).on_conflict_do_nothing().returning(assignments.c.detail),
-                {
-                    "assignment_id": a.assignment_id,
-                    "task_id": a.task_id,
-                    "workspace": a.workspace,
-                    "model": a.model,
-                    "subscription": a.subscription,
-                    "strategy": a.strategy,
-                    "reservation_id": a.reservation.reservation_id,
-                    "attempt": a.attempt,
-                    "arm": a.arm,
-                    "detail": a.model_dump(mode="json"),
-                },
+                _assignment_row(a),
             )
             if inserted.first() is not None:
                 return a
@@ -83,7 +73,29 @@ class AssignmentRepo:
 
         A later attempt is never overwritten by an earlier one (a late redelivery).
         """
-        row = {
+        row = self.task_row(
+            e,
+            status,
+            attempt,
+            failed_models=failed_models,
+            reason=reason,
+            retry_after=retry_after,
+        )
+        async with self.engine.begin() as conn:
+            await conn.execute(_UPSERT_TASK, [row])
+
+    def task_row(
+        self,
+        e: TaskEstimated,
+        status: str,
+        attempt: int,
+        *,
+        failed_models: tuple[str, ...] = (),
+        reason: str = "",
+        retry_after: datetime | None = None,
+    ) -> dict[str, Any]:
+        """The ``assigner_tasks`` row of a task (see :meth:`set_task`)."""
+        return {
             "namespace": self.namespace,
             "task_id": e.task_id,
             "workspace": e.workspace,
@@ -96,23 +108,40 @@ class AssignmentRepo:
             "retry_after": retry_after,
             "tries": 1 if status == "deferred" else 0,
         }
-        stmt = insert(assigner_tasks).values(row)
-        t = assigner_tasks.c
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[t.namespace, t.task_id],
-            set_={
-                "status": stmt.excluded.status,
-                "attempt": stmt.excluded.attempt,
-                "failed_models": stmt.excluded.failed_models,
-                "reason": stmt.excluded.reason,
-                "retry_after": stmt.excluded.retry_after,
-                "tries": t.tries + stmt.excluded.tries,
-                "updated_at": func.now(),
-            },
-            where=t.attempt <= stmt.excluded.attempt,
+
+    async def known(self, task_ids: Sequence[str]) -> set[str]:
+        """Which of ``task_ids`` the assigner has met before: a task it remembers, or one
+        with a first assignment stored (a crash between storing it and the task)."""
+        a, t = assignments.c, assigner_tasks.c
+        stmt = union(
+            select(t.task_id).where(t.namespace == self.namespace, t.task_id.in_(task_ids)),
+            select(a.task_id).where(a.assignment_id.in_([f"{i}-a1" for i in task_ids])),
         )
+        async with self.engine.connect() as conn:
+            return set((await conn.execute(stmt)).scalars())
+
+    async def record(
+        self, assigned: Sequence[TaskAssigned], tasks: Sequence[dict[str, Any]]
+    ) -> set[str]:
+        """Store a batch's assignments (the first stored under an id wins) and its tasks'
+        rows (:meth:`task_row`) in one transaction.
+
+        Returns:
+            The ids of the assignments stored by this call.
+        """
         async with self.engine.begin() as conn:
-            await conn.execute(stmt)
+            stored: set[str] = set()
+            if assigned:
+                result = await conn.execute(
+                    insert(assignments)
+                    .on_conflict_do_nothing()
+                    .returning(assignments.c.assignment_id),
+                    [_assignment_row(a) for a in assigned],
+                )
+                stored = set(result.scalars())
+            if tasks:
+                await conn.execute(_UPSERT_TASK, list(tasks))
+        return stored
 
     async def task(self, task_id: str) -> TaskState | None:
         async with self.engine.connect() as conn:
@@ -197,6 +226,43 @@ class AssignmentRepo:
                 )
                 for r in rows
             ]
+
+
+def _assignment_row(a: TaskAssigned) -> dict[str, Any]:
+    return {
+        "assignment_id": a.assignment_id,
+        "task_id": a.task_id,
+        "workspace": a.workspace,
+        "model": a.model,
+        "subscription": a.subscription,
+        "strategy": a.strategy,
+        "reservation_id": a.reservation.reservation_id,
+        "attempt": a.attempt,
+        "arm": a.arm,
+        "detail": a.model_dump(mode="json"),
+    }
+
+
+def _upsert_task() -> Any:
+    """Remember tasks' rows; a later attempt is never overwritten by an earlier one."""
+    stmt = insert(assigner_tasks)
+    t = assigner_tasks.c
+    return stmt.on_conflict_do_update(
+        index_elements=[t.namespace, t.task_id],
+        set_={
+            "status": stmt.excluded.status,
+            "attempt": stmt.excluded.attempt,
+            "failed_models": stmt.excluded.failed_models,
+            "reason": stmt.excluded.reason,
+            "retry_after": stmt.excluded.retry_after,
+            "tries": t.tries + stmt.excluded.tries,
+            "updated_at": func.now(),
+        },
+        where=t.attempt <= stmt.excluded.attempt,
+    )
+
+
+_UPSERT_TASK = _upsert_task()
 
 
 def _state(row: Any) -> TaskState:

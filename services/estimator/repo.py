@@ -190,17 +190,28 @@ class EstimatorRepo:
 
     async def save(self, e: TaskEstimated) -> None:
         """Keep the estimate; a redelivered task keeps its first estimate."""
-        est = e.estimate
-        row: dict[str, Any] = {
-            "task_id": e.task_id,
-            "workspace": e.workspace,
-            "event_id": e.event_id,
-            "story_points": est.story_points,
-            "band": est.band,
-            "hours_p50": est.hours_p50,
-            "hours_p90": est.hours_p90,
-            "value_score": est.value_score,
-            "estimate": est.model_dump(mode="json"),
-        }
+        await self.save_many([e])
+
+    async def save_many(self, events: Sequence[TaskEstimated]) -> None:
+        """Keep a batch of estimates in one statement and one transaction; a redelivered
+        task keeps its first estimate."""
+        if not events:
+            return
+        rows = [_estimate_row(e) for e in events]
         async with self.engine.begin() as conn:
-            await conn.execute(insert(estimates).on_conflict_do_nothing(), row)
+            await conn.execute(insert(estimates).on_conflict_do_nothing(), rows)
+
+
+def _estimate_row(e: TaskEstimated) -> dict[str, Any]:
+    est = e.estimate
+    return {
+        "task_id": e.task_id,
+        "workspace": e.workspace,
+        "event_id": e.event_id,
+        "story_points": est.story_points,
+        "band": est.band,
+        "hours_p50": est.hours_p50,
+        "hours_p90": est.hours_p90,
+        "value_score": est.value_score,
+        "estimate": est.model_dump(mode="json"),
+    }

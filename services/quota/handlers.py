@@ -11,8 +11,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from services.quota.ledger import QuotaLedger
 from services.quota.rebuild import ledger_state
-from services.quota.reservations import QuotaStore
+from services.quota.reservations import PreparedReservation, QuotaStore
 from services.quota.restore import QuotaRestorer
+from services.quota.results import ReserveResult
 from services.quota.subscriptions import UnknownSubscriptionError
 from services.quota.switches import FreezeSwitches
 from services.quota.windows import Alert, Usage, micro_to_usd, usd_to_micro
@@ -24,6 +25,8 @@ from tally.events import (
     QuotaSettled,
     ReleaseReply,
     ReleaseRequest,
+    ReserveManyReply,
+    ReserveManyRequest,
     ReserveReply,
     ReserveRequest,
     RunRecorded,
@@ -268,19 +271,12 @@ def register(
         concurrency: reserve and release requests answered at once.
     """
 
-    @bus.responder(ReserveRequest, concurrency=concurrency)
-    async def on_reserve(r: ReserveRequest) -> ReserveReply:
-        try:
-            res = await store.reserve(
-                r.subscription,
-                r.tokens,
-                r.cost_usd,
-                reservation_id=r.reservation_id,
-                ttl_s=r.ttl_s,
-                task_id=r.task_id,
-            )
-        except UnknownSubscriptionError as exc:
-            raise PermanentError(f"unknown subscription {r.subscription!r}") from exc
+    #: Reservations being made at once, however they were asked for (one by one or in
+    #: batches): each holds a Redis connection while it runs.
+    slots = asyncio.Semaphore(concurrency)
+
+    async def ledgered(r: ReserveRequest, res: ReserveResult) -> ReserveReply:
+        """Count, ledger and alert a reservation's outcome; the reply to send for it."""
         metrics.RESERVATIONS.labels(r.subscription, "ok" if res.ok else "refused").inc()
         if res.ok:
             # The reply waits for the ledger row's commit: "ok" means reserved and ledgered.
@@ -315,6 +311,56 @@ def register(
             retry_after=res.retry_after,
             expires_at=res.expires_at,
         )
+
+    @bus.responder(ReserveRequest, concurrency=concurrency)
+    async def on_reserve(r: ReserveRequest) -> ReserveReply:
+        async with slots:
+            try:
+                res = await store.reserve(
+                    r.subscription,
+                    r.tokens,
+                    r.cost_usd,
+                    reservation_id=r.reservation_id,
+                    ttl_s=r.ttl_s,
+                    task_id=r.task_id,
+                )
+            except UnknownSubscriptionError as exc:
+                raise PermanentError(f"unknown subscription {r.subscription!r}") from exc
+            return await ledgered(r, res)
+
+    @bus.responder(ReserveManyRequest, concurrency=concurrency)
+    async def on_reserve_many(r: ReserveManyRequest) -> ReserveManyReply:
+        """Every reservation at once: one message each way, two Redis round trips for the
+        lot, their ledger rows committed together. One naming an unknown subscription is
+        refused with the reason; if any could not be ledgered the whole request fails
+        (the caller asks again: a repeated id reserves nothing twice)."""
+        replies: list[ReserveReply | None] = [None] * len(r.reservations)
+        asks: list[tuple[int, PreparedReservation]] = []
+        for i, x in enumerate(r.reservations):
+            try:
+                ask = store.prepare(
+                    x.subscription, x.tokens, x.cost_usd, x.reservation_id, x.ttl_s, x.task_id
+                )
+            except UnknownSubscriptionError:
+                replies[i] = ReserveReply(
+                    ok=False,
+                    reservation_id=x.reservation_id,
+                    subscription=x.subscription,
+                    reason=f"unknown subscription {x.subscription!r}",
+                )
+                continue
+            asks.append((i, ask))
+        async with slots:
+            results = await store.reserve_many([ask for _, ask in asks])
+            made = await asyncio.gather(
+                *(
+                    ledgered(r.reservations[i], res)
+                    for (i, _), res in zip(asks, results, strict=True)
+                )
+            )
+        for (i, _), reply in zip(asks, made, strict=True):
+            replies[i] = reply
+        return ReserveManyReply(replies=[x for x in replies if x is not None])
 
     @bus.responder(ReleaseRequest, concurrency=concurrency)
     async def on_release(r: ReleaseRequest) -> ReleaseReply:

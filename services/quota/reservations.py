@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -82,6 +83,22 @@ def _alerts(subscription: str, raw: Any) -> list[Alert]:
         Alert(subscription, period, window, metric, int(t), int(value), int(limit))
         for period, window, metric, t, value, limit in (raw or [])
     ]
+
+
+@dataclass(frozen=True)
+class PreparedReservation:
+    """A reservation's keys and script arguments, ready to send (see ``QuotaStore.prepare``)."""
+
+    sub: Subscription
+    reservation_id: str
+    tokens: int
+    micro: int
+    now: datetime
+    windows: tuple[str, str]
+    index: str
+    index_ttl: int
+    keys: list[str]
+    args: list[str | int]
 
 
 class QuotaStore:
@@ -182,6 +199,28 @@ class QuotaStore:
             UnknownSubscriptionError: ``subscription`` is not configured.
             ValueError: negative amounts, a non-positive ttl or an unusable id.
         """
+        ask = self.prepare(subscription, tokens, cost_usd, reservation_id, ttl_s, task_id)
+        claimed = await self._redis.set(ask.index, subscription, nx=True, ex=ask.index_ttl)
+        refused = None if claimed else await self.claim_taken(ask)
+        if refused is not None:
+            return refused
+        return self.outcome(ask, await self._reserve(keys=ask.keys, args=ask.args))
+
+    def prepare(
+        self,
+        subscription: str,
+        tokens: int,
+        cost_usd: float,
+        reservation_id: str,
+        ttl_s: int,
+        task_id: str | None = None,
+    ) -> PreparedReservation:
+        """The Redis keys and script arguments of a reservation (see :meth:`reserve`).
+
+        Raises:
+            UnknownSubscriptionError: ``subscription`` is not configured.
+            ValueError: negative amounts, a non-positive ttl or an unusable id.
+        """
         sub = self.subscription(subscription)
         if tokens < 0 or cost_usd < 0 or ttl_s <= 0:
             raise ValueError("tokens and cost must be >= 0 and ttl_s > 0")
@@ -190,21 +229,6 @@ class QuotaStore:
         windows = (window_id("day", now), window_id("month", now))
         micro = usd_to_micro(cost_usd)
         keys = SubscriptionKeys(self._namespace, subscription)
-
-        index = self.index_key(reservation_id)
-        index_ttl = ttl_s + self._tombstone_ttl_s + 86400
-        claimed = await self._redis.set(index, subscription, nx=True, ex=index_ttl)
-        owner = None if claimed else _text(await self._redis.get(index))
-        if owner not in (None, subscription):
-            # An id refused by another subscription holds nothing there: a fallback to this
-            # subscription may reuse it. One reserved or finished there may not.
-            if await self._locate(reservation_id, owner) is not None:
-                usage = await self.usage(subscription)
-                return ReserveResult(
-                    False, reservation_id, "reservation_id_in_use", None, [], usage
-                )
-            await self._redis.set(index, subscription, ex=index_ttl)
-
         expires_at = now + timedelta(seconds=ttl_s)
         args: list[str | int] = [
             reservation_id,
@@ -219,22 +243,77 @@ class QuotaStore:
             task_id or "",
             *self._policy(sub),
         ]
-        keys_list = keys.script_keys(reservation_id, windows, sub.effective_thresholds)
-        out = json.loads(await self._reserve(keys=keys_list, args=args))
-        usage = self._usage(sub, windows, out["windows"], bool(out["frozen"]))
+        return PreparedReservation(
+            sub,
+            reservation_id,
+            tokens,
+            micro,
+            now,
+            windows,
+            self.index_key(reservation_id),
+            ttl_s + self._tombstone_ttl_s + 86400,
+            keys.script_keys(reservation_id, windows, sub.effective_thresholds),
+            args,
+        )
+
+    async def claim_taken(self, ask: PreparedReservation) -> ReserveResult | None:
+        """After the id's claim found it taken: the refusal if another subscription holds
+        a reservation under it, else None (the id is ours, or free to take over)."""
+        subscription = ask.sub.name
+        owner = _text(await self._redis.get(ask.index))
+        if owner in (None, subscription):
+            return None
+        # An id refused by another subscription holds nothing there: a fallback to this
+        # subscription may reuse it. One reserved or finished there may not.
+        if await self._locate(ask.reservation_id, owner) is not None:
+            usage = await self.usage(subscription)
+            return ReserveResult(
+                False, ask.reservation_id, "reservation_id_in_use", None, [], usage
+            )
+        await self._redis.set(ask.index, subscription, ex=ask.index_ttl)
+        return None
+
+    def outcome(self, ask: PreparedReservation, raw: str) -> ReserveResult:
+        """What the reserve script's answer ``raw`` means for the reservation."""
+        sub, tokens, micro, now = ask.sub, ask.tokens, ask.micro, ask.now
+        out = json.loads(raw)
+        usage = self._usage(sub, ask.windows, out["windows"], bool(out["frozen"]))
         exceeded = tuple(out.get("exceeded") or ())
         expiry = from_epoch_ms(int(out["expires_at"])) if out.get("expires_at") else None
         if out["status"] == "duplicate":
             return ReserveResult(
-                True, reservation_id, None, None, [], usage, expiry, duplicate=True
+                True, ask.reservation_id, None, None, [], usage, expiry, duplicate=True
             )
         if out["status"] == "rejected":
             retry = retry_after(self._blocking(sub, exceeded, tokens, micro), now)
             return ReserveResult(
-                False, reservation_id, out["reason"], retry, [], usage, None, exceeded
+                False, ask.reservation_id, out["reason"], retry, [], usage, None, exceeded
             )
-        alerts = _alerts(subscription, out.get("alerts"))
-        return ReserveResult(True, reservation_id, None, None, alerts, usage, expiry, exceeded)
+        alerts = _alerts(sub.name, out.get("alerts"))
+        return ReserveResult(True, ask.reservation_id, None, None, alerts, usage, expiry, exceeded)
+
+    async def reserve_many(self, asks: list[PreparedReservation]) -> list[ReserveResult]:
+        """Make prepared reservations together, as :meth:`reserve` makes each: their ids
+        claimed in one pipeline, their scripts run in another (two round trips for the
+        lot). An id another subscription holds is refused as :meth:`reserve` refuses it.
+        """
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for ask in asks:
+                pipe.set(ask.index, ask.sub.name, nx=True, ex=ask.index_ttl)
+            claims = await pipe.execute()
+        refused = [
+            None if claimed else await self.claim_taken(ask)
+            for ask, claimed in zip(asks, claims, strict=True)
+        ]
+        to_run = [ask for ask, r in zip(asks, refused, strict=True) if r is None]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for ask in to_run:
+                await self._reserve(keys=ask.keys, args=ask.args, client=pipe)
+            answers = iter(await pipe.execute() if to_run else [])
+        return [
+            r if r is not None else self.outcome(ask, next(answers))
+            for ask, r in zip(asks, refused, strict=True)
+        ]
 
     async def settle(
         self,

@@ -8,11 +8,12 @@ from datetime import datetime
 import structlog
 
 from services.tracker import rows
+from services.tracker.facts import merged
 from services.tracker.repo import TrackerRepo
 from services.tracker.totals import run_totals
 from tally import metrics
 from tally.bus import Bus
-from tally.db.tables import run_events, runs, task_status_events, tasks, token_usage
+from tally.db.tables import run_events, runs, token_usage
 from tally.errors import Deferred, PermanentError
 from tally.events import (
     Event,
@@ -45,34 +46,20 @@ def register(bus: Bus, repo: TrackerRepo, registry: ModelRegistry, *, settle_wai
 
     @bus.on_batch(TaskCreated)
     async def on_tasks(events: list[TaskCreated]) -> None:
-        await repo.insert_many((tasks, [rows.task_row(e) for e in events]))
-        # A task's status changes may have arrived before the task itself.
-        await repo.set_latest_status(e.task_id for e in events)
+        # Estimates, models and status changes may have arrived before the task itself.
+        await repo.record_tasks([rows.task_row(e) for e in events])
 
-    @bus.on(TaskEstimated)
-    async def on_estimated(e: TaskEstimated) -> None:
-        est = e.estimate
-        if not await repo.update_task(
-            e.task_id,
-            story_points=est.story_points,
-            hours_p50=est.hours_p50,
-            hours_p90=est.hours_p90,
-            value_score=est.value_score,
-            task_type=est.task_type,
-        ):
-            raise Deferred(f"task {e.task_id} was never created", delay_s=0.5)
+    @bus.on_batch(TaskEstimated)
+    async def on_estimated(events: list[TaskEstimated]) -> None:
+        await repo.put_facts(merged((e.task_id, rows.estimate_facts(e)) for e in events))
 
-    @bus.on(TaskAssigned)
-    async def on_assigned(e: TaskAssigned) -> None:
-        if not await repo.update_task(e.task_id, model=e.model):
-            raise Deferred(f"task {e.task_id} was never created", delay_s=0.5)
+    @bus.on_batch(TaskAssigned)
+    async def on_assigned(events: list[TaskAssigned]) -> None:
+        await repo.put_facts(merged((e.task_id, {"model": e.model}) for e in events))
 
     @bus.on_batch(TaskStatusChanged)
     async def on_status(events: list[TaskStatusChanged]) -> None:
-        conflicts = await repo.insert_events(
-            task_status_events, [rows.status_row(e) for e in events]
-        )
-        await repo.set_latest_status(e.task_id for e in events)
+        conflicts = await repo.record_status_changes([rows.status_row(e) for e in events])
         await _dead_letter_conflicts(bus, [events[i] for i in sorted(conflicts)])
 
     @bus.on_batch(RunStarted)

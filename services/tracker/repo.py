@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +14,7 @@ from sqlalchemy import Table, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.tracker import facts
 from services.tracker.totals import SubtaskMark, UsageRow
 from tally import metrics
 from tally.db.tables import run_events, runs, task_status_events, tasks, token_usage
@@ -174,46 +175,42 @@ class TrackerRepo:
         """Insert immutable rows keyed by ``event_id``; returns the positions of rows that
         reused a stored id with other values (the stored row stays)."""
         async with self.engine.begin() as conn:
-            await insert_ignore(conn, table, rows)
-            ids = [r["event_id"] for r in rows]
-            stored = {
-                r.event_id: r._mapping
-                for r in await conn.execute(select(table).where(table.c.event_id.in_(ids)))
-            }
-        return {
-            i
-            for i, r in enumerate(rows)
-            if any(stored[r["event_id"]][k] != v for k, v in r.items())
-        }
+            return await _insert_events(conn, table, rows)
 
-    async def update_task(self, task_id: str, **values: Any) -> bool:
-        """Update a task's columns. Returns False if the task is not recorded yet."""
+    async def record_tasks(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert new tasks (a known id is skipped) in one transaction, with the facts
+        and the status of any events about them that arrived first."""
+        ids = [r["task_id"] for r in rows]
         async with self.engine.begin() as conn:
-            result = await conn.execute(
-                update(tasks).where(tasks.c.task_id == task_id).values(**values)
-            )
-        return result.rowcount > 0
+            await facts.lock_tasks(conn, ids)
+            await insert_ignore(conn, tasks, rows)
+            await facts.apply_waiting(conn, ids)
+            await _set_latest_status(conn, ids)
+
+    async def put_facts(self, found: Mapping[str, Mapping[str, Any]]) -> int:
+        """Set estimates or models on tasks in one transaction (see :mod:`.facts`).
+
+        Returns:
+            How many of the tasks were not recorded yet (their facts wait for them).
+        """
+        async with self.engine.begin() as conn:
+            early = await facts.put_facts(conn, found)
+        metrics.ROWS_WRITTEN.labels(tasks.name).inc(len(found) - early)
+        return early
+
+    async def record_status_changes(self, rows: Sequence[dict[str, Any]]) -> set[int]:
+        """Store transitions and move their tasks to their latest status, in one
+        transaction. Returns the positions of rows that reused a stored id with other
+        values (the stored row stays)."""
+        async with self.engine.begin() as conn:
+            conflicts = await _insert_events(conn, task_status_events, rows)
+            await _set_latest_status(conn, [r["task_id"] for r in rows])
+        return conflicts
 
     async def set_latest_status(self, task_ids: Iterable[str]) -> None:
-        """Move each task to the status of its latest recorded transition.
-
-        Reads every stored transition, not just the batch at hand: transitions can arrive
-        out of order (a late or redelivered one, or one before its task), and a task must
-        never move back to an older status because of that.
-        """
-        latest = (
-            select(task_status_events.c.to_status)
-            .where(task_status_events.c.task_id == tasks.c.task_id)
-            .order_by(task_status_events.c.changed_at.desc(), task_status_events.c.event_id.desc())
-            .limit(1)
-            .scalar_subquery()
-        )
+        """Move each task to the status of its latest recorded transition."""
         async with self.engine.begin() as conn:
-            await conn.execute(
-                update(tasks)
-                .where(tasks.c.task_id.in_(set(task_ids)))
-                .values(status=func.coalesce(latest, tasks.c.status))
-            )
+            await _set_latest_status(conn, task_ids)
 
     async def run(self, run_id: str) -> dict[str, Any] | None:
         async with self.engine.connect() as conn:
@@ -370,6 +367,41 @@ class TrackerRepo:
                 await conn.execute(
                     update(tasks).where(tasks.c.task_id == task_id).values(**task_values)
                 )
+
+
+async def _insert_events(
+    conn: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]]
+) -> set[int]:
+    await insert_ignore(conn, table, rows)
+    ids = [r["event_id"] for r in rows]
+    stored = {
+        r.event_id: r._mapping
+        for r in await conn.execute(select(table).where(table.c.event_id.in_(ids)))
+    }
+    return {
+        i for i, r in enumerate(rows) if any(stored[r["event_id"]][k] != v for k, v in r.items())
+    }
+
+
+async def _set_latest_status(conn: AsyncConnection, task_ids: Iterable[str]) -> None:
+    """Move each task to the status of its latest recorded transition.
+
+    Reads every stored transition, not just the batch at hand: transitions can arrive
+    out of order (a late or redelivered one, or one before its task), and a task must
+    never move back to an older status because of that.
+    """
+    latest = (
+        select(task_status_events.c.to_status)
+        .where(task_status_events.c.task_id == tasks.c.task_id)
+        .order_by(task_status_events.c.changed_at.desc(), task_status_events.c.event_id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    await conn.execute(
+        update(tasks)
+        .where(tasks.c.task_id.in_(set(task_ids)))
+        .values(status=func.coalesce(latest, tasks.c.status))
+    )
 
 
 @dataclass(frozen=True)

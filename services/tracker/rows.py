@@ -16,6 +16,7 @@ from tally.events import (
     RunFinished,
     RunStarted,
     TaskCreated,
+    TaskEstimated,
     TaskStatusChanged,
 )
 from tally.events.runs import WorkerCall
@@ -40,6 +41,18 @@ def task_row(e: TaskCreated) -> dict[str, Any]:
         "plan_id": e.plan_id,
         "team_estimate": e.team_estimate,
         "event_id": e.event_id,
+    }
+
+
+def estimate_facts(e: TaskEstimated) -> dict[str, Any]:
+    """The columns of a task that its estimate sets."""
+    est = e.estimate
+    return {
+        "story_points": est.story_points,
+        "hours_p50": est.hours_p50,
+        "hours_p90": est.hours_p90,
+        "value_score": est.value_score,
+        "task_type": est.task_type,
     }
 
 

@@ -7,6 +7,7 @@ policy): the redelivery must announce the assignment already made, not reserve a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -33,19 +34,28 @@ def flaky_announcements(monkeypatch: pytest.MonkeyPatch) -> list[TaskAssigned]:
     before the redelivery. Returns the announcements that failed.
     """
     failed: list[TaskAssigned] = []
-    publish, ranked = Bus.publish, Assigner.ranked
+    publish, publish_many, ranked = Bus.publish, Bus.publish_many, Assigner.ranked
 
-    async def flaky_publish(self: Bus, event: Event) -> bool:
+    def fail_first(event: Event) -> None:
         if isinstance(event, TaskAssigned) and event.attempt not in {a.attempt for a in failed}:
             failed.append(event)
             raise ConnectionError("nats: publish timed out")
+
+    async def flaky_publish(self: Bus, event: Event) -> bool:
+        fail_first(event)
         return await publish(self, event)
+
+    async def flaky_publish_many(self: Bus, events: Sequence[Event], **kw: Any) -> list[bool]:
+        for event in events:
+            fail_first(event)
+        return await publish_many(self, events, **kw)
 
     async def changed_ranking(self: Assigner, *args: Any, **kwargs: Any) -> Any:
         order = await ranked(self, *args, **kwargs)
         return order[::-1] if failed else order
 
     monkeypatch.setattr(Bus, "publish", flaky_publish)
+    monkeypatch.setattr(Bus, "publish_many", flaky_publish_many)
     monkeypatch.setattr(Assigner, "ranked", changed_ranking)
     return failed
 

@@ -69,6 +69,23 @@ tasks = Table(
     comment="writer: tracker",
 )
 
+#: What ``task.estimated`` and ``task.assigned`` said of tasks not recorded yet (the
+#: events can overtake ``task.created``): kept here until the task row exists, then
+#: moved onto it, so ``tasks`` only ever holds created tasks.
+task_facts_pending = Table(
+    "task_facts_pending",
+    metadata,
+    Column("task_id", String(128), primary_key=True),
+    Column("story_points", Float),
+    Column("hours_p50", Float),
+    Column("hours_p90", Float),
+    Column("value_score", Float),
+    Column("task_type", String(64)),
+    Column("model", String(128)),
+    _created(),
+    comment="writer: tracker",
+)
+
 runs = Table(
     "runs",
     metadata,

@@ -35,6 +35,21 @@ class ReserveReply(Model):
     expires_at: Timestamp | None = None
 
 
+class ReserveManyRequest(Event):
+    """Several reservations in one request (``quota.reserve_many``): each is made as its
+    own ``quota.reserve`` would be, and all are ledgered before the reply."""
+
+    subject = subjects.QUOTA_RESERVE_MANY
+
+    reservations: list[ReserveRequest] = Field(min_length=1, max_length=1000)
+
+
+class ReserveManyReply(Model):
+    """One answer per reservation asked for, in the same order."""
+
+    replies: list[ReserveReply]
+
+
 class ReleaseRequest(Event):
     """Give back a reservation that will not be used (``quota.release``)."""
 
