@@ -1,0 +1,19 @@
+// Builds the console into services/reporter/static/console (committed: serving it needs no
+// Node.js). `make console` runs this after `npm ci`.
+import { build } from "esbuild";
+import { copyFileSync, mkdirSync, rmSync } from "node:fs";
+
+const out = new URL("../services/reporter/static/console/", import.meta.url).pathname;
+rmSync(out, { recursive: true, force: true });
+mkdirSync(out + "assets", { recursive: true });
+await build({
+  entryPoints: { app: "src/main.js" },
+  bundle: true,
+  format: "esm",
+  target: ["chrome110", "firefox110", "safari16"],
+  minify: true,
+  legalComments: "eof",
+  outdir: out + "assets",
+  logLevel: "info",
+});
+copyFileSync("src/index.html", out + "index.html");

@@ -1,0 +1,80 @@
+// Budgets: subscriptions and their windows, reservations, thresholds crossed, the freeze
+// switch (quota:admin) and the tasks deferred for want of quota.
+import { get, post, seg } from "../api.js";
+import { badge, empty, errorBox, fmt, gauge, h, modelLink, section, table, taskLink, fill } from "../ui.js";
+
+const crossed = (w) => {
+  const used = (x, limit) => (limit ? x / limit : 0);
+  const share = Math.max(used(w.used_micros, w.limit_micros), used(w.used_tokens, w.limit_tokens));
+  return [75, 90, 100].filter((t) => share * 100 >= t);
+};
+
+export async function render(box, { state, rerender }) {
+  const workspace = state.workspace || undefined;
+  const deferred = await get("/tasks", { workspace, assigner: "deferred", limit: 200 });
+  const exhausted = await get("/tasks", { workspace, assigner: "exhausted", limit: 200 });
+  let quota = null;
+  if (state.me.operator) quota = await get("/quota").catch((err) => err);
+  const admin = state.can("quota:admin") && state.me.operator;
+
+  async function toggle(sub, frozen, button) {
+    button.disabled = true;
+    try {
+      await post(`/quota/${seg(sub)}/${frozen ? "unfreeze" : "freeze"}`);
+      await rerender();
+    } catch (err) {
+      button.after(errorBox(err));
+      button.disabled = false;
+    }
+  }
+
+  const windowCells = (w) => [
+    gauge(`${w.window} · dollars`, w.used_micros, w.reserved_micros, w.limit_micros, fmt.usd),
+    gauge(`${w.window} · tokens`, w.used_tokens, w.reserved_tokens, w.limit_tokens, fmt.int),
+    h("p", { class: "hint" }, `resets ${fmt.time(w.resets_at)} · reserved ${fmt.usd(w.reserved_micros)} / ${fmt.int(w.reserved_tokens)} tok`, crossed(w).length ? [" · alerts fired at ", crossed(w).map((t) => badge(`${t}%`, t >= 100 ? "bad" : "warn"))] : ""),
+  ];
+
+  fill(box, 
+    h("h1", {}, "Budgets"),
+    !state.me.operator
+      ? empty("Subscriptions are shared by every workspace: an operator token (workspace *) sees their use.")
+      : quota instanceof Error
+        ? errorBox(quota)
+        : !quota.subscriptions.length
+          ? empty("No subscriptions configured: add them to deploy/config/subscriptions.yaml.")
+          : h(
+              "div",
+              { class: "subs" },
+              quota.subscriptions.map((s) =>
+                h(
+                  "section",
+                  { class: "panel sub", "data-subscription": s.subscription, "aria-label": `subscription ${s.subscription}` },
+                  h("h2", {}, s.subscription, " ", s.frozen ? badge("frozen", "bad") : badge("open", "ok")),
+                  h("div", { class: "grid2" }, h("div", {}, windowCells(s.day)), h("div", {}, windowCells(s.month))),
+                  admin
+                    ? h("button", { type: "button", class: s.frozen ? "" : "danger", onclick: (e) => toggle(s.subscription, s.frozen, e.target) }, s.frozen ? `Unfreeze ${s.subscription}` : `Freeze ${s.subscription}`)
+                    : h("p", { class: "hint" }, "Freezing needs a token with the quota:admin scope."),
+                ),
+              ),
+            ),
+    section(
+      "Deferred tasks",
+      table(
+        [
+          { label: "task", cell: (t) => taskLink(t.task_id) },
+          { label: "title", cell: (t) => t.title },
+          { label: "priority", cell: (t) => badge(t.priority, t.priority) },
+          { label: "value", cell: (t) => fmt.num(t.value_score, 0), num: true },
+          { label: "why", cell: (t) => t.assigner_reason || "–" },
+          { label: "retry after", cell: (t) => fmt.time(t.retry_after) },
+        ],
+        deferred.tasks,
+        empty("No task is waiting for quota. Deferred tasks are retried as quota frees up; `uv run tally assign --pending --dry-run` shows a batch plan."),
+        { id: "deferred-table" },
+      ),
+    ),
+    exhausted.tasks.length
+      ? section("Tasks no model could take", table([{ label: "task", cell: (t) => taskLink(t.task_id) }, { label: "title", cell: (t) => t.title }, { label: "model", cell: (t) => modelLink(t.model) }, { label: "why", cell: (t) => t.assigner_reason || "–" }], exhausted.tasks))
+      : null,
+  );
+}
