@@ -9,6 +9,9 @@ const crossed = (w) => {
   return [75, 90, 100].filter((t) => share * 100 >= t);
 };
 
+/** "d:2026-11-30" -> "Day 2026-11-30", "m:2026-11" -> "Month 2026-11". */
+const windowName = (w) => (w.startsWith("d:") ? `Day ${w.slice(2)}` : w.startsWith("m:") ? `Month ${w.slice(2)}` : w);
+
 export async function render(box, { state, rerender }) {
   const workspace = state.workspace || undefined;
   const deferred = await get("/tasks", { workspace, assigner: "deferred", limit: 200 });
@@ -29,8 +32,9 @@ export async function render(box, { state, rerender }) {
   }
 
   const windowCells = (w) => [
-    gauge(`${w.window} · dollars`, w.used_micros, w.reserved_micros, w.limit_micros, fmt.usd),
-    gauge(`${w.window} · tokens`, w.used_tokens, w.reserved_tokens, w.limit_tokens, fmt.int),
+    h("h3", {}, windowName(w.window)),
+    gauge("dollars", w.used_micros, w.reserved_micros, w.limit_micros, fmt.usd),
+    gauge("tokens", w.used_tokens, w.reserved_tokens, w.limit_tokens, fmt.int),
     h("p", { class: "hint" }, `resets ${fmt.time(w.resets_at)} · reserved ${fmt.usd(w.reserved_micros)} / ${fmt.int(w.reserved_tokens)} tok`, crossed(w).length ? [" · alerts fired at ", crossed(w).map((t) => badge(`${t}%`, t >= 100 ? "bad" : "warn"))] : ""),
   ];
 

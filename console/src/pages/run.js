@@ -64,9 +64,11 @@ export async function render(box, { args, state }) {
   const [view, kpi] = await Promise.all([get(`/runs/${seg(id)}`), get(`/runs/${seg(id)}/kpi`)]);
   const run = view.run || {};
   const times = view.timeline.map((e) => Date.parse(e.at));
-  const t0 = run.started_at ? Date.parse(run.started_at) : Math.min(...times);
-  const runEnd = run.finished_at ? Date.parse(run.finished_at) : Math.max(...times, t0);
+  const runStart = run.started_at ? Date.parse(run.started_at) : Math.min(...times);
+  const runEnd = run.finished_at ? Date.parse(run.finished_at) : Math.max(...times, runStart);
   const rows = rowsOf(view.timeline, runEnd);
+  // A call's latency can reach back before the run's start as the agent reported it.
+  const t0 = Math.min(runStart, ...rows.map((r) => r.start));
   const t1 = Math.max(runEnd, ...rows.map((r) => r.end || r.start));
   const others = run.task_id ? (await get("/runs", { task_id: run.task_id, limit: 50 })).runs.filter((r) => r.run_id !== id) : [];
   const recent = (await get("/runs", { workspace: state.workspace || undefined, limit: 50 })).runs.filter((r) => r.run_id !== id && !others.some((o) => o.run_id === r.run_id));
