@@ -6,7 +6,7 @@ PY := $(UV) run
 # (Docker if an engine answers, else the PyPI wheel servers) and exports its URL.
 ENSURE := eval "$$($(PY) python -m tally.devservers ensure)"
 
-.PHONY: help setup run up down test test-unit lint format typecheck bench bench-tracker bench-quota bench-assign bench-estimate bench-route chaos clean
+.PHONY: help setup run up down test test-unit lint format typecheck bench bench-tracker bench-quota bench-assign bench-estimate bench-route chaos clean console
 
 help: ## Show the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -63,3 +63,6 @@ chaos: setup ## Fault drills: kill -9, NATS/Postgres/Redis faults, fuzzing; prin
 
 clean: ## Remove caches and local server data
 	rm -rf .pytest_cache .ruff_cache .mypy_cache .tally
+
+console: ## Rebuild the web console's committed assets from console/ (needs Node.js and npm)
+	cd console && npm ci --no-audit --no-fund && npm run build
