@@ -8,7 +8,7 @@ const FIELDS = [
   { name: "outcome", label: "Outcome", options: ["complete", "partial", "error", "cancelled"] },
 ];
 
-export async function render(box, { params, state }) {
+export async function render(box, { params, state, rerender }) {
   const filters = Object.fromEntries(FIELDS.map((f) => [f.name, params[f.name]]).filter(([, v]) => v));
   const list = await get("/runs", { ...filters, workspace: state.workspace || undefined, since: state.windowSince, limit: 200 });
   const picked = new Set();
@@ -52,4 +52,16 @@ export async function render(box, { params, state }) {
     ),
     list.runs.length > 1 ? h("p", {}, compareButton) : null,
   );
+  let timer = null;
+  return {
+    cleanup: () => clearTimeout(timer),
+    // A run recorded while the page is open: read the list again (unless the user is
+    // ticking runs or typing a filter).
+    onLive(name) {
+      const typing = box.contains(document.activeElement) && document.activeElement.tagName === "INPUT";
+      if (name !== "runs" || picked.size || typing) return;
+      clearTimeout(timer);
+      timer = setTimeout(rerender, 250);
+    },
+  };
 }

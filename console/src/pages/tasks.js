@@ -5,6 +5,7 @@ import { badge, empty, filterForm, fmt, h, hashOf, modelLink, table, taskLink, f
 const FIELDS = [
   { name: "q", label: "Search", placeholder: "words in the title or id", search: true },
   { name: "lane", label: "Lane", options: ["backlog", "work", "review", "qa", "blocked", "done"] },
+  { name: "status", label: "Status", options: ["backlog", "in_progress", "ready_to_review", "ready_to_qa", "blocked", "completed"] },
   { name: "priority", label: "Priority", options: ["P0", "P1", "P2", "P3", "P4"] },
   { name: "assigner", label: "Assigner", options: ["assigned", "deferred", "exhausted"] },
   { name: "model", label: "Model" },
@@ -13,7 +14,7 @@ const FIELDS = [
 
 export async function render(box, { params, state }) {
   const filters = Object.fromEntries(FIELDS.map((f) => [f.name, params[f.name]]).filter(([, v]) => v));
-  const list = await get("/tasks", { ...filters, status: params.status, plan_id: params.plan_id, workspace: state.workspace || undefined, limit: 200 });
+  const list = await get("/tasks", { ...filters, plan_id: params.plan_id, workspace: state.workspace || undefined, limit: 200 });
   const filtered = Object.keys(filters).length > 0;
   fill(box, 
     h("h1", {}, "Tasks", h("small", {}, ` ${list.tasks.length}${list.more ? "+" : ""} shown`)),
