@@ -36,6 +36,7 @@ from services.reporter.plans import plan_router
 from services.reporter.ratelimit import BodyLimit, RateLimiter
 from services.reporter.reads import reads_router
 from services.reporter.repo import ReportRepo
+from services.reporter.routing import routing_router
 from services.reporter.series import series_router
 from services.reporter.taskview import TaskRepo, task_router
 from services.reporter.tokens import tokens_router
@@ -100,6 +101,7 @@ def create_api(
         listings_router(repo.engine, namespace),
         series_router(repo.engine),
         whoami_router(),
+        routing_router(clients, max_wait_s=max_wait_s),
     )
     for router in routers:
         api.include_router(router)

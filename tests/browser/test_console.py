@@ -130,7 +130,11 @@ async def test_models_flow_and_budgets_show_what_was_learned_and_planned(
     await page.goto(f"{console.url}/console#/models")
     await page.select_option("#workspace", data.workspace)
     await expect(page.locator("#models-table")).to_contain_text(model, timeout=WAIT_MS)
-    await expect(page.get_by_role("region", name=re.compile("^Routing"))).to_contain_text(model)
+    chosen = page.get_by_role("region", name=re.compile("^Routing: what the assigner chose"))
+    await expect(chosen).to_contain_text(model)
+    learned = page.get_by_role("region", name="Routing policy (learned)")
+    await expect(learned).to_contain_text("feature", timeout=WAIT_MS)
+    await expect(learned).to_contain_text(model)
     await console.shot(page, "07-models")
 
     await page.keyboard.press("5")

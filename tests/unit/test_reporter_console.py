@@ -11,8 +11,10 @@ import pytest
 from services.reporter.app import create_app
 from services.reporter.console import ASSETS
 from services.reporter.listings import LANE_STATUSES, lane_of
+from services.reporter.routing import policy_of
 from services.reporter.series import bucket_starts
 from services.reporter.settings import ReporterSettings
+from tally.events.learning import LearnerReport
 
 
 @pytest.fixture
@@ -72,3 +74,29 @@ def test_every_status_of_the_flow_has_one_lane() -> None:
     assert lane_of("no-such-status") is None
     statuses = [s for held in LANE_STATUSES.values() for s in held]
     assert len(statuses) == len(set(statuses))
+
+
+def test_the_learners_policy_is_answered_class_by_class_most_likely_model_first() -> None:
+    report = LearnerReport(
+        kind="models",
+        workspace="acme",
+        data={
+            "policy": {
+                "version": 4,
+                "probabilities": {
+                    "feature|medium": {"gpt-5-mini": 0.25, "claude-sonnet-4": 0.75},
+                    "bug|simple": {"gpt-5-mini": 1.0},
+                },
+            },
+            "checkpoints": [{"id": 7, "version": 4, "score": 0.61}],
+        },
+    )
+    policy = policy_of(report)
+    assert (policy.workspace, policy.version) == ("acme", 4)
+    assert [(c.task_type, c.band) for c in policy.classes] == [
+        ("bug", "simple"),
+        ("feature", "medium"),
+    ]
+    assert [m.model for m in policy.classes[1].models] == ["claude-sonnet-4", "gpt-5-mini"]
+    assert policy.checkpoints[0].score == 0.61
+    assert policy_of(LearnerReport(kind="models", workspace="new")).classes == []

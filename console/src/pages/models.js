@@ -6,10 +6,11 @@ import { bars, empty, errorBox, fmt, h, hashOf, section, table, fill } from "../
 
 export async function render(box, { params, state }) {
   const workspace = state.workspace || undefined;
-  const [perf, series, experiments] = await Promise.all([
+  const [perf, series, experiments, policy] = await Promise.all([
     get("/models/performance", { workspace, model: params.model }),
     get("/dashboard/series", { since: state.windowSince, workspace }),
     state.me.operator ? get("/experiments") : Promise.resolve({ experiments: [] }),
+    workspace ? get("/models/policy", { workspace }).catch((err) => err) : Promise.resolve(null),
   ]);
   const byModel = new Map();
   for (const m of perf.models) {
@@ -48,9 +49,10 @@ export async function render(box, { params, state }) {
     h(
       "div",
       { class: "grid2" },
-      section("Routing: share of assignments in the window", bars(series.routing.map((r) => ({ label: h("a", { href: hashOf("#/models", { model: r.model }) }, r.model), value: r.share, text: `${fmt.pct(r.share)} · ${r.assignments}` })), empty("No assignments in this window: create tasks and the assigner routes them."), COLORS.input)),
+      section("Routing: what the assigner chose in the window", bars(series.routing.map((r) => ({ label: h("a", { href: hashOf("#/models", { model: r.model }) }, r.model), value: r.share, text: `${fmt.pct(r.share)} · ${r.assignments}` })), empty("No assignments in this window: create tasks and the assigner routes them."), COLORS.input)),
       section("Cost against quality", points.length ? frontierChart(points) : empty("The frontier needs runs that delivered story points, per model.")),
     ),
+    section("Routing policy (learned)", policyView(policy)),
     section(
       "Experiments",
       !state.me.operator
@@ -68,6 +70,17 @@ export async function render(box, { params, state }) {
           ),
     ),
   );
+}
+
+/** The learner's routing probabilities per task class, each a set of bars. */
+function policyView(policy) {
+  if (policy === null) return empty("Choose a workspace at the top: each workspace learns its own routing policy.");
+  if (policy instanceof Error) return errorBox(policy);
+  if (!policy.classes.length) return empty("The learner has no routing policy for this workspace yet: it learns one from recorded runs (`tally models` shows the same).");
+  return [
+    h("p", { class: "hint" }, `Version ${policy.version}; ${policy.checkpoints.length} checkpoint(s). Each class's shares sum to 100%.`),
+    h("div", { class: "policy-classes" }, policy.classes.map((c) => h("div", {}, h("h3", {}, `${c.task_type} · ${c.band}`), bars(c.models.map((m) => ({ label: h("a", { href: hashOf("#/models", { model: m.model }) }, m.model), value: m.probability, text: fmt.pct(m.probability) })), null, COLORS.runs)))),
+  ];
 }
 
 function significance(analysis) {
