@@ -83,13 +83,18 @@ export function follow(path, onEvent, onState) {
           signal: controller.signal,
         });
         if (!response.ok) throw new ApiError(response.status, await response.json().catch(() => null));
-        onState("live");
-        delay = 1000;
         const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
         let buffer = "";
+        let first = true;
         for (;;) {
           const { value, done } = await reader.read();
           if (done) break;
+          if (first) {
+            // The stream's first bytes come once the reporter subscribed: live from here.
+            first = false;
+            delay = 1000;
+            onState("live");
+          }
           buffer += value.replace(/\r\n?/g, "\n");
           let end;
           while ((end = buffer.indexOf("\n\n")) >= 0) {

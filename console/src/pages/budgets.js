@@ -3,10 +3,15 @@
 import { get, post, seg } from "../api.js";
 import { badge, empty, errorBox, fmt, gauge, h, modelLink, section, table, taskLink, fill } from "../ui.js";
 
+/**
+ * The alert thresholds (75, 90, 100%) a window has reached, as the quota service counts
+ * them: used plus reserved, in tokens or dollars, ``value * 100 >= t * limit``. It alerts
+ * once per window at each.
+ */
 const crossed = (w) => {
-  const used = (x, limit) => (limit ? x / limit : 0);
-  const share = Math.max(used(w.used_micros, w.limit_micros), used(w.used_tokens, w.limit_tokens));
-  return [75, 90, 100].filter((t) => share * 100 >= t);
+  const reached = (value, limit) => (limit && value > 0 ? [75, 90, 100].filter((t) => value * 100 >= t * limit) : []);
+  const all = [...reached(w.used_micros + w.reserved_micros, w.limit_micros), ...reached(w.used_tokens + w.reserved_tokens, w.limit_tokens)];
+  return [...new Set(all)].sort((a, b) => a - b);
 };
 
 /** "d:2026-11-30" -> "Day 2026-11-30", "m:2026-11" -> "Month 2026-11". */
@@ -35,7 +40,7 @@ export async function render(box, { state, rerender }) {
     h("h3", {}, windowName(w.window)),
     gauge("dollars", w.used_micros, w.reserved_micros, w.limit_micros, fmt.usd),
     gauge("tokens", w.used_tokens, w.reserved_tokens, w.limit_tokens, fmt.int),
-    h("p", { class: "hint" }, `resets ${fmt.time(w.resets_at)} · reserved ${fmt.usd(w.reserved_micros)} / ${fmt.int(w.reserved_tokens)} tok`, crossed(w).length ? [" · alerts fired at ", crossed(w).map((t) => badge(`${t}%`, t >= 100 ? "bad" : "warn"))] : ""),
+    h("p", { class: "hint" }, `resets ${fmt.time(w.resets_at)} · reserved ${fmt.usd(w.reserved_micros)} / ${fmt.int(w.reserved_tokens)} tok`, crossed(w).length ? [" · alerts fired (used + reserved) at ", crossed(w).map((t) => badge(`${t}%`, t >= 100 ? "bad" : "warn"))] : ""),
   ];
 
   fill(box, 
