@@ -44,9 +44,9 @@ async function render() {
   const page = PAGES[name];
   if (current && current.cleanup) current.cleanup();
   current = null;
+  const section = { task: "tasks", run: "runs", compare: "runs" }[name] || name;
   document.querySelectorAll("nav a").forEach((a) => {
-    const here = a.dataset.page === name || (a.dataset.page + "s" === name) || (name === "compare" && a.dataset.page === "runs") || (a.dataset.page === name.replace(/^(task|run)$/, "$1s"));
-    if (here) a.setAttribute("aria-current", "page");
+    if (a.dataset.page === section) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   });
   const view = $("view");

@@ -9,7 +9,7 @@ so far). Both answer at most ``limit`` rows and say whether there were more.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field, computed_field
@@ -124,7 +124,7 @@ class RunListParams(Params):
     limit: int = Field(100, ge=1, le=500)
 
 
-def _task_filters(q: TaskListParams, workspace: str | None, namespace: str) -> list[Any]:
+def _task_filters(q: TaskListParams, workspace: str | None) -> list[ColumnElement[bool]]:
     where: list[ColumnElement[bool]] = []
     if workspace:
         where.append(tasks.c.workspace == workspace)
@@ -169,7 +169,7 @@ async def task_list(
             run_count,
         )
         .select_from(joined)
-        .where(*_task_filters(q, workspace, namespace))
+        .where(*_task_filters(q, workspace))
         .order_by(tasks.c.created_at.desc(), tasks.c.task_id)
         .limit(q.limit + 1)
     )
