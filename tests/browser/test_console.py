@@ -62,6 +62,18 @@ async def test_sign_in_shows_the_overview_and_a_new_run_arrives_live(console: Co
     await expect(latest).to_contain_text(new_run, timeout=WAIT_MS)
     assert await stat(page, "runs_finished") == str(len(data.runs))
     await console.shot(page, "02-overview-after-live-run")
+    # The window: the last day in hours, or from a start of one's choosing.
+    await page.select_option("#window", "24h")
+    await expect(page.locator("figcaption").first).to_have_text("Tokens per hour")
+    assert await stat(page, "runs_finished") == str(len(data.runs))
+    await page.select_option("#window", "custom")
+    start = await page.evaluate(
+        "new Date(Date.now() - 3 * 864e5 - new Date().getTimezoneOffset() * 6e4)"
+        ".toISOString().slice(0, 16)"
+    )
+    await page.locator("#since").fill(start)
+    await expect(page.locator("figcaption").first).to_have_text("Tokens per day")
+    assert await stat(page, "runs_finished") == str(len(data.runs))
     no_errors(page)
 
 
