@@ -160,7 +160,11 @@ async def series(
         subs = (await conn.execute(subs_stmt)).all()
         shares = (await conn.execute(share_stmt)).all()
     points = []
-    for start in bucket_starts(since, now, bucket):
+    starts = bucket_starts(since, now, bucket)
+    # Rows stamped after ``now`` (an agent's clock ahead) keep their buckets too, so every
+    # token the totals count is in the series.
+    starts += sorted(k for k in {*used, *done} if k > starts[-1])
+    for start in starts:
         t, r = used.get(start), done.get(start)
         points.append(
             SeriesPoint(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -175,3 +176,27 @@ async def test_a_workspace_token_sees_only_its_workspace(seeded: Seeded) -> None
     assert named.status_code == 404 and named.json()["error"]["field"] == "workspace"
     series = (await http.get("/dashboard/series", headers=other)).json()
     assert series["by_subscription"] == [] and series["routing"] == []
+
+
+async def test_a_call_stamped_ahead_of_the_reporters_clock_stays_in_the_series(
+    harness: Harness, workspace: str
+) -> None:
+    await harness.start("tracker")
+    reporter = await harness.start("reporter")
+    t = Tally(harness.client, workspace)
+    ahead = utcnow() + timedelta(hours=3)
+    async with t.run(f"T-{new_id()[:8]}", model="claude-sonnet-4", lanes=None) as run:
+        await run.worker_call(worker="coder", usage=USAGE, at=ahead)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=reporter), base_url="http://t", headers=ADMIN
+    ) as http:
+        params = {"workspace": workspace, "since": "6h"}
+
+        async def stats() -> dict[str, int] | None:
+            got: dict[str, int] = (await http.get("/dashboard/stats", params=params)).json()
+            return got if got["input_tokens"] else None
+
+        totals = await harness.eventually(stats, what="the call's tokens")
+        series = (await http.get("/dashboard/series", params=params)).json()
+    assert sum(p["input_tokens"] for p in series["points"]) == totals["input_tokens"] == 1000
+    assert series["points"][-1]["start"] > series["now"]
