@@ -14,8 +14,8 @@ export async function render(box, { params }) {
     table(
       [
         { label: "metric", cell: (r) => r.metric },
-        { label: params.a, cell: (r) => r.a, num: true },
-        { label: params.b, cell: (r) => r.b, num: true },
+        { label: h("span", { class: "mono" }, params.a), cell: (r) => r.a, num: true },
+        { label: h("span", { class: "mono" }, params.b), cell: (r) => r.b, num: true },
         { label: "b − a", cell: (r) => r.delta, num: true },
       ],
       c.rows,
