@@ -82,8 +82,9 @@ function setLive(text, cls) {
 function startLive() {
   if (stream) stream.stop();
   stream = null;
-  if (!state.me.operator || !state.can("reports:read")) {
-    setLive("live: operator tokens only", "off");
+  // A workspace token's stream carries only its own workspace (the reporter filters it).
+  if (!state.can("reports:read")) {
+    setLive("live: needs reports:read", "off");
     return;
   }
   stream = follow(
