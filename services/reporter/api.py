@@ -23,6 +23,7 @@ from starlette.routing import BaseRoute
 
 from services.reporter import errors
 from services.reporter.actions import ClientFactory, actions_router
+from services.reporter.alerts import alerts_router
 from services.reporter.auth import TokenStore, document_scopes
 from services.reporter.compare import compare_router
 from services.reporter.console import console_routes
@@ -102,6 +103,7 @@ def create_api(
         series_router(repo.engine),
         whoami_router(),
         routing_router(clients, max_wait_s=max_wait_s),
+        alerts_router(repo.engine),
     )
     for router in routers:
         api.include_router(router)
