@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 from playwright.async_api import Page, expect
 
+from tally.events import QuotaAlert
 from tests.integration.conftest import ADMIN_TOKEN
 
 if TYPE_CHECKING:
@@ -159,10 +160,33 @@ async def test_models_flow_and_budgets_show_what_was_learned_and_planned(
     await expect(page.locator("#etas-table")).to_contain_text(next(iter(data.tasks)))
     await console.shot(page, "08-flow")
 
-    await page.keyboard.press("6")
     subscription = data.assigned[next(iter(data.tasks))].subscription
+    # An alert as the quota service fires one (at a subscription's own 60 % threshold);
+    # the reporter keeps it, and Budgets lists it.
+    alert = QuotaAlert(
+        subscription=subscription,
+        window="day",
+        window_id="d:2026-11-30",
+        metric="usd",
+        threshold_pct=60,
+        used=6.5,
+        limit=10.0,
+        workspace=data.workspace,
+    )
+    await console.harness.client.publish(alert)
+
+    async def recorded() -> bool:
+        got = await console.http.get("/quota/alerts", params={"workspace": data.workspace})
+        return any(a["event_id"] == alert.event_id for a in got.json()["alerts"])
+
+    await console.harness.eventually(recorded, what="the alert recorded")
+    await page.keyboard.press("6")
     panel = page.locator(f'[data-subscription="{subscription}"]')
     await expect(panel).to_contain_text("open", timeout=WAIT_MS)
+    alerts = page.locator("#alerts-table")
+    await expect(alerts).to_contain_text("60%", timeout=WAIT_MS)
+    await expect(alerts).to_contain_text("$6.50 of $10.00")
+    await expect(alerts).to_contain_text(subscription)
     await console.shot(page, "09-budgets")
     # The switch works from the page (an admin token), and is put back.
     await panel.get_by_role("button", name=f"Freeze {subscription}").click()

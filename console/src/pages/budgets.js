@@ -1,5 +1,6 @@
-// Budgets: subscriptions and their windows, reservations, thresholds crossed, the freeze
-// switch (quota:admin) and the tasks deferred for want of quota.
+// Budgets: subscriptions and their windows, reservations, thresholds crossed, the alerts
+// the quota service fired, the freeze switch (quota:admin) and the tasks deferred for want
+// of quota.
 import { get, post, seg } from "../api.js";
 import { badge, empty, errorBox, fmt, gauge, h, modelLink, section, table, taskLink, fill } from "../ui.js";
 
@@ -14,6 +15,9 @@ const crossed = (w) => {
   return [...new Set(all)].sort((a, b) => a - b);
 };
 
+/** An alert's use or limit: tokens, or micro-dollars for the ``usd`` metric. */
+const amount = (a, x) => (a.metric === "usd" ? fmt.usd(x) : `${fmt.int(x)} tok`);
+
 /** "d:2026-11-30" -> "Day 2026-11-30", "m:2026-11" -> "Month 2026-11". */
 const windowName = (w) => (w.startsWith("d:") ? `Day ${w.slice(2)}` : w.startsWith("m:") ? `Month ${w.slice(2)}` : w);
 
@@ -21,6 +25,7 @@ export async function render(box, { state, rerender }) {
   const workspace = state.workspace || undefined;
   const deferred = await get("/tasks", { workspace, assigner: "deferred", limit: 200 });
   const exhausted = await get("/tasks", { workspace, assigner: "exhausted", limit: 200 });
+  const alerts = state.can("reports:read") ? await get("/quota/alerts", { workspace, since: state.windowSince, limit: 200 }) : null;
   let quota = null;
   if (state.me.operator) quota = await get("/quota").catch((err) => err);
   const admin = state.can("quota:admin") && state.me.operator;
@@ -66,6 +71,24 @@ export async function render(box, { state, rerender }) {
                 ),
               ),
             ),
+    alerts
+      ? section(
+          "Alerts fired",
+          table(
+            [
+              { label: "time", cell: (a) => fmt.time(a.fired_at) },
+              { label: "subscription", cell: (a) => a.subscription },
+              { label: "window", cell: (a) => windowName(a.window_id) },
+              { label: "threshold", cell: (a) => badge(`${a.threshold_pct}%`, a.threshold_pct >= 100 ? "bad" : "warn") },
+              { label: "used", cell: (a) => `${amount(a, a.used)} of ${amount(a, a.limit)}`, num: true },
+              { label: "workspace", cell: (a) => a.workspace },
+            ],
+            alerts.alerts,
+            empty("No quota alert fired in this window. The quota service alerts once per window at each of a subscription's thresholds (alert_thresholds, 75/90/100% unless set)."),
+            { id: "alerts-table" },
+          ),
+        )
+      : null,
     section(
       "Deferred tasks",
       table(
