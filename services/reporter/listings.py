@@ -9,11 +9,11 @@ so far). Both answer at most ``limit`` rows and say whether there were more.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field, computed_field
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.reporter.auth import RunsRead
@@ -149,9 +149,9 @@ def _task_filters(q: TaskListParams, workspace: str | None) -> list[ColumnElemen
     return where
 
 
-async def task_list(
-    engine: AsyncEngine, q: TaskListParams, workspace: str | None, namespace: str
-) -> TaskList:
+def task_list_query(q: TaskListParams, workspace: str | None, namespace: str) -> Select[Any]:
+    """The tasks of ``GET /tasks``: newest first (``ix_tasks_listed``, or per workspace
+    ``ix_tasks_workspace_listed``), one more than ``limit``."""
     run_count = (
         select(func.count()).where(runs.c.task_id == tasks.c.task_id).scalar_subquery()
     ).label("run_count")
@@ -173,8 +173,14 @@ async def task_list(
         .order_by(tasks.c.created_at.desc(), tasks.c.task_id)
         .limit(q.limit + 1)
     )
+    return stmt
+
+
+async def task_list(
+    engine: AsyncEngine, q: TaskListParams, workspace: str | None, namespace: str
+) -> TaskList:
     async with engine.connect() as conn:
-        rows = (await conn.execute(stmt)).all()
+        rows = (await conn.execute(task_list_query(q, workspace, namespace))).all()
     return TaskList(
         tasks=[
             TaskRow(
@@ -188,27 +194,14 @@ async def task_list(
     )
 
 
-async def run_list(engine: AsyncEngine, q: RunListParams, workspace: str | None) -> RunList:
-    u = token_usage.c
-    used = (
-        select(
-            u.run_id,
-            func.count().label("calls"),
-            *(
-                func.sum(u[k]).label(k)
-                for k in (
-                    "input_tokens",
-                    "output_tokens",
-                    "cache_read_tokens",
-                    "cache_write_tokens",
-                )
-            ),
-            func.coalesce(func.sum(u.cost_micros), 0).label("cost_micros"),
-            func.count().filter(u.cost_known.is_(False)).label("unpriced_calls"),
-        )
-        .group_by(u.run_id)
-        .subquery()
-    )
+def run_list_query(q: RunListParams, workspace: str | None) -> Select[Any]:
+    """The runs of ``GET /runs``: newest first, one more than ``limit``.
+
+    The page of runs is chosen first, in the order of ``ix_runs_listed`` (or, in one
+    workspace, ``ix_runs_workspace_listed``); only then are each chosen run's calls summed
+    (``ix_token_usage_run_id``), so a listing reads a page's rows, never the whole table.
+    """
+    listed_at = func.coalesce(runs.c.started_at, runs.c.created_at)
     where: list[ColumnElement[bool]] = []
     if workspace:
         where.append(runs.c.workspace == workspace)
@@ -219,17 +212,36 @@ async def run_list(engine: AsyncEngine, q: RunListParams, workspace: str | None)
     if q.outcome:
         where.append(runs.c.outcome == q.outcome)
     if q.since:
-        since = window_start("since", q.since, datetime.now(UTC))
-        where.append(func.coalesce(runs.c.started_at, runs.c.created_at) >= since)
-    stmt = (
-        select(runs, *(c for c in used.c if c.name != "run_id"))
-        .select_from(runs.join(used, used.c.run_id == runs.c.run_id, isouter=True))
+        where.append(listed_at >= window_start("since", q.since, datetime.now(UTC)))
+    page = (
+        select(runs, listed_at.label("listed_at"))
         .where(*where)
-        .order_by(func.coalesce(runs.c.started_at, runs.c.created_at).desc(), runs.c.run_id)
+        .order_by(listed_at.desc(), runs.c.run_id)
         .limit(q.limit + 1)
+        .subquery("page")
     )
+    u = token_usage.c
+    kinds = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+    used = (
+        select(
+            func.count().label("calls"),
+            *(func.sum(u[k]).label(k) for k in kinds),
+            func.coalesce(func.sum(u.cost_micros), 0).label("cost_micros"),
+            func.count().filter(u.cost_known.is_(False)).label("unpriced_calls"),
+        )
+        .where(u.run_id == page.c.run_id)
+        .lateral("used")
+    )
+    return (
+        select(page, used)
+        .select_from(page.join(used, true()))
+        .order_by(page.c.listed_at.desc(), page.c.run_id)
+    )
+
+
+async def run_list(engine: AsyncEngine, q: RunListParams, workspace: str | None) -> RunList:
     async with engine.connect() as conn:
-        rows = (await conn.execute(stmt)).all()
+        rows = (await conn.execute(run_list_query(q, workspace))).all()
     counted = ("calls", "unpriced_calls", "cost_micros")
     return RunList(
         runs=[
