@@ -15,6 +15,17 @@ def register(bus: Bus, engine: AsyncEngine) -> None:
     @bus.on(QuotaAlert)
     async def on_alert(e: QuotaAlert) -> None:
         await record_alert(engine, e)
+        # Pages showing alerts read them again (GET /quota/alerts): history stays the API's.
+        await bus.publish_live(
+            "alerts",
+            {
+                "event_id": e.event_id,
+                "workspace": e.workspace,
+                "subscription": e.subscription,
+                "window_id": e.window_id,
+                "threshold_pct": e.threshold_pct,
+            },
+        )
 
     @bus.on(RunRecorded)
     async def on_recorded(e: RunRecorded) -> None:

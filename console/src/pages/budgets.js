@@ -48,6 +48,7 @@ export async function render(box, { state, rerender }) {
     h("p", { class: "hint" }, `resets ${fmt.time(w.resets_at)} · reserved ${fmt.usd(w.reserved_micros)} / ${fmt.int(w.reserved_tokens)} tok`, crossed(w).length ? [" · alerts fired (used + reserved) at ", crossed(w).map((t) => badge(`${t}%`, t >= 100 ? "bad" : "warn"))] : ""),
   ];
 
+  let timer = null;
   fill(box, 
     h("h1", {}, "Budgets"),
     !state.me.operator
@@ -109,4 +110,13 @@ export async function render(box, { state, rerender }) {
       ? section("Tasks no model could take", table([{ label: "task", cell: (t) => taskLink(t.task_id) }, { label: "title", cell: (t) => t.title }, { label: "model", cell: (t) => modelLink(t.model) }, { label: "why", cell: (t) => t.assigner_reason || "–" }], exhausted.tasks))
       : null,
   );
+  return {
+    // An alert the reporter just recorded: read the page again (its history is the API's).
+    onLive(name) {
+      if (name !== "alerts") return;
+      clearTimeout(timer);
+      timer = setTimeout(rerender, 250);
+    },
+    cleanup: () => clearTimeout(timer),
+  };
 }
