@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 from playwright.async_api import Page, expect
 
-from tally.events import QuotaAlert
+from tally.events import QuotaAlert, utcnow
 from tests.integration.conftest import ADMIN_TOKEN
 
 if TYPE_CHECKING:
@@ -170,7 +170,7 @@ async def test_models_flow_and_budgets_show_what_was_learned_and_planned(
     alert = QuotaAlert(
         subscription=subscription,
         window="day",
-        window_id="d:2026-11-30",
+        window_id=f"d:{utcnow():%Y-%m-%d}",
         metric="usd",
         threshold_pct=60,
         used=6.5,
@@ -182,6 +182,8 @@ async def test_models_flow_and_budgets_show_what_was_learned_and_planned(
     await expect(alerts).to_contain_text("60%", timeout=WAIT_MS)
     await expect(alerts).to_contain_text("$6.50 of $10.00")
     await expect(alerts).to_contain_text(subscription)
+    # Today's window says which thresholds fired, as the quota service applied them.
+    await expect(panel.locator(".hint").first).to_contain_text("alerts fired at 60%")
     await console.shot(page, "09-budgets")
     # The switch works from the page (an admin token), and is put back.
     await panel.get_by_role("button", name=f"Freeze {subscription}").click()

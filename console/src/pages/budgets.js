@@ -4,17 +4,6 @@
 import { get, post, seg } from "../api.js";
 import { badge, empty, errorBox, fmt, gauge, h, modelLink, section, table, taskLink, fill } from "../ui.js";
 
-/**
- * The alert thresholds (75, 90, 100%) a window has reached, as the quota service counts
- * them: used plus reserved, in tokens or dollars, ``value * 100 >= t * limit``. It alerts
- * once per window at each.
- */
-const crossed = (w) => {
-  const reached = (value, limit) => (limit && value > 0 ? [75, 90, 100].filter((t) => value * 100 >= t * limit) : []);
-  const all = [...reached(w.used_micros + w.reserved_micros, w.limit_micros), ...reached(w.used_tokens + w.reserved_tokens, w.limit_tokens)];
-  return [...new Set(all)].sort((a, b) => a - b);
-};
-
 /** An alert's use or limit: tokens, or micro-dollars for the ``usd`` metric. */
 const amount = (a, x) => (a.metric === "usd" ? fmt.usd(x) : `${fmt.int(x)} tok`);
 
@@ -27,7 +16,16 @@ export async function render(box, { state, rerender }) {
   const exhausted = await get("/tasks", { workspace, assigner: "exhausted", limit: 200 });
   const alerts = state.can("reports:read") ? await get("/quota/alerts", { workspace, since: state.windowSince, limit: 200 }) : null;
   let quota = null;
-  if (state.me.operator) quota = await get("/quota").catch((err) => err);
+  // The thresholds each window reached, as the quota service applied them (a
+  // subscription's own alert_thresholds too): the alerts it fired, never recomputed here.
+  const fired = new Map();
+  if (state.me.operator) {
+    quota = await get("/quota").catch((err) => err);
+    for (const a of alerts ? (await get("/quota/alerts", { limit: 500 })).alerts : []) {
+      const key = `${a.subscription} ${a.window_id}`;
+      fired.set(key, [...new Set([...(fired.get(key) || []), a.threshold_pct])].sort((x, y) => x - y));
+    }
+  }
   const admin = state.can("quota:admin") && state.me.operator;
 
   async function toggle(sub, frozen, button) {
@@ -41,12 +39,15 @@ export async function render(box, { state, rerender }) {
     }
   }
 
-  const windowCells = (w) => [
+  const windowCells = (sub, w) => {
+    const reached = fired.get(`${sub} ${w.window}`) || [];
+    return [
     h("h3", {}, windowName(w.window)),
     gauge("dollars", w.used_micros, w.reserved_micros, w.limit_micros, fmt.usd),
     gauge("tokens", w.used_tokens, w.reserved_tokens, w.limit_tokens, fmt.int),
-    h("p", { class: "hint" }, `resets ${fmt.time(w.resets_at)} · reserved ${fmt.usd(w.reserved_micros)} / ${fmt.int(w.reserved_tokens)} tok`, crossed(w).length ? [" · alerts fired (used + reserved) at ", crossed(w).map((t) => badge(`${t}%`, t >= 100 ? "bad" : "warn"))] : ""),
-  ];
+    h("p", { class: "hint" }, `resets ${fmt.time(w.resets_at)} · reserved ${fmt.usd(w.reserved_micros)} / ${fmt.int(w.reserved_tokens)} tok`, reached.length ? [" · alerts fired at ", reached.map((t) => badge(`${t}%`, t >= 100 ? "bad" : "warn"))] : ""),
+    ];
+  };
 
   let timer = null;
   fill(box, 
@@ -65,7 +66,7 @@ export async function render(box, { state, rerender }) {
                   "section",
                   { class: "panel sub", "data-subscription": s.subscription, "aria-label": `subscription ${s.subscription}` },
                   h("h2", {}, s.subscription, " ", s.frozen ? badge("frozen", "bad") : badge("open", "ok")),
-                  h("div", { class: "grid2" }, h("div", {}, windowCells(s.day)), h("div", {}, windowCells(s.month))),
+                  h("div", { class: "grid2" }, h("div", {}, windowCells(s.subscription, s.day)), h("div", {}, windowCells(s.subscription, s.month))),
                   admin
                     ? h("button", { type: "button", class: s.frozen ? "" : "danger", onclick: (e) => toggle(s.subscription, s.frozen, e.target) }, s.frozen ? `Unfreeze ${s.subscription}` : `Freeze ${s.subscription}`)
                     : h("p", { class: "hint" }, "Freezing needs a token with the quota:admin scope."),
