@@ -6,7 +6,7 @@ PY := $(UV) run
 # (Docker if an engine answers, else the PyPI wheel servers) and exports its URL.
 ENSURE := eval "$$($(PY) python -m tally.devservers ensure)"
 
-.PHONY: help setup run up down test test-unit lint format typecheck bench bench-tracker bench-quota bench-assign bench-estimate bench-report bench-route bench-chain chaos load-jobs clean
+.PHONY: help setup run up down test test-unit lint format typecheck bench bench-tracker bench-quota bench-assign bench-estimate bench-report bench-route bench-chain chaos load-jobs console clean
 
 help: ## Show the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -73,3 +73,6 @@ load-jobs: setup ## 100 concurrent learning jobs finish, P0 first; a learner kil
 
 clean: ## Remove caches and local server data
 	rm -rf .pytest_cache .ruff_cache .mypy_cache .tally
+
+console: ## Rebuild the web console's committed assets from console/ (needs Node.js and npm)
+	cd console && npm ci --no-audit --no-fund && npm run build

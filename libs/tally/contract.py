@@ -135,7 +135,7 @@ CHANNELS: tuple[Channel, ...] = (
         S.RUN_RECORDED, RunRecorded, ("tracker",), ("learner", "quota", "assigner", "reporter")
     ),
     Channel(S.QUOTA_SETTLED, QuotaSettled, ("quota",), ("dashboards",)),
-    Channel(S.QUOTA_ALERT, QuotaAlert, ("quota",), ("dashboards", AGENTS)),
+    Channel(S.QUOTA_ALERT, QuotaAlert, ("quota",), ("dashboards", AGENTS, "reporter")),
     Channel(S.LEARNER_SCORES_UPDATED, ScoresUpdated, ("learner",), ("assigner",)),
     Channel(S.LEARNER_CALIBRATION_UPDATED, CalibrationUpdated, ("learner",), ("estimator",)),
     Channel(S.LEARNER_POLICY_UPDATED, PolicyUpdated, ("learner",), ("assigner",)),

@@ -27,20 +27,26 @@ from starlette.routing import BaseRoute
 
 from services.reporter import errors
 from services.reporter.actions import ClientFactory, actions_router
+from services.reporter.alerts import alerts_router
 from services.reporter.auth import TokenStore, document_scopes
 from services.reporter.compare import compare_router
+from services.reporter.console import console_routes
 from services.reporter.export import export_router
 from services.reporter.flow import lanes_router
 from services.reporter.insights import insights_router
 from services.reporter.learning import learning_router
+from services.reporter.listings import listings_router
 from services.reporter.live import LiveHub, live_router
 from services.reporter.params import known_parameters_only
 from services.reporter.plans import plan_router
 from services.reporter.ratelimit import BodyLimit, RateLimiter
 from services.reporter.reads import reads_router
 from services.reporter.repo import ReportRepo
+from services.reporter.routing import routing_router
+from services.reporter.series import series_router
 from services.reporter.taskview import TaskRepo, task_router
 from services.reporter.tokens import tokens_router
+from services.reporter.whoami import whoami_router
 
 TITLE = "Tally reporter API"
 VERSION = "1.0.0"
@@ -103,10 +109,16 @@ def create_api(
         live_router(live),
         tokens_router(tokens),
         learning_router(clients, max_wait_s=max_wait_s),
+        listings_router(repo.engine, namespace),
+        series_router(repo.engine),
+        whoami_router(),
+        routing_router(clients, max_wait_s=max_wait_s),
+        alerts_router(repo.engine),
     )
     for router in routers:
         api.include_router(router)
     api.router.routes.extend(raw_routes)
+    api.router.routes.extend(console_routes())
     document_scopes(api, routers)
     own_limit = tuple(getattr(r, "path", "") for r in raw_routes)
     api.add_middleware(BodyLimit, max_bytes=max_body_bytes, own_limit=own_limit)

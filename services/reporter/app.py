@@ -29,7 +29,7 @@ def create_app(settings: ReporterSettings | None = None) -> AsgiFastStream:
     kit = ServiceKit("reporter", settings)
     engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
     kit.probe("postgres", ping(engine))
-    handlers.register(kit.bus)
+    handlers.register(kit.bus, engine)
     kit.on_shutdown(engine.dispose)
     # The live page's one subscription to metrics.>, on the broker's connection.
     live = LiveHub(nats_feed(lambda: kit.broker.connection, kit.catalog))

@@ -1,13 +1,31 @@
-"""Reporter subscribers: turn recorded runs into live metric messages."""
+"""Reporter subscribers: recorded runs become live metric messages; quota alerts are kept."""
 
 from __future__ import annotations
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.reporter.alerts import record_alert
 from tally.bus import Bus
-from tally.events import RunRecorded
+from tally.events import QuotaAlert, RunRecorded
 
 
-def register(bus: Bus) -> None:
+def register(bus: Bus, engine: AsyncEngine) -> None:
     """Subscribe the reporter's handlers on ``bus``."""
+
+    @bus.on(QuotaAlert)
+    async def on_alert(e: QuotaAlert) -> None:
+        await record_alert(engine, e)
+        # Pages showing alerts read them again (GET /quota/alerts): history stays the API's.
+        await bus.publish_live(
+            "alerts",
+            {
+                "event_id": e.event_id,
+                "workspace": e.workspace,
+                "subscription": e.subscription,
+                "window_id": e.window_id,
+                "threshold_pct": e.threshold_pct,
+            },
+        )
 
     @bus.on(RunRecorded)
     async def on_recorded(e: RunRecorded) -> None:

@@ -5,12 +5,15 @@ a Server-Sent Event named for the part after ``metrics.`` (``runs`` for a record
 its data the message's JSON payload. One :class:`LiveHub` per reporter process holds the
 only NATS subscription, opened when the first client connects and closed with the
 service; each client reads from a bounded queue of its own, so a slow client loses its
-oldest messages instead of holding up the others.
+oldest messages instead of holding up the others. A client bound to a workspace (a
+workspace token's stream, or an operator's ``?workspace=``) gets only the messages whose
+JSON names that workspace: the filter runs here, on the server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -21,7 +24,7 @@ from pydantic import Field
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 
 from services.reporter.auth import ReportsRead
-from services.reporter.params import Params
+from services.reporter.params import Params, Workspace
 from tally.subjects import Catalog
 
 log = structlog.get_logger(__name__)
@@ -36,6 +39,16 @@ FeedOpener = Callable[[Deliver], Awaitable[Callable[[], Awaitable[None]]]]
 CLIENT_BACKLOG = 256
 #: Seconds of silence after which a stream sends a comment, so proxies keep it open.
 HEARTBEAT_S = 15.0
+
+
+def message_workspace(data: bytes) -> str | None:
+    """The ``workspace`` a metric message's JSON object names, or None."""
+    try:
+        body = json.loads(data)
+    except ValueError:
+        return None
+    workspace = body.get("workspace") if isinstance(body, dict) else None
+    return workspace if isinstance(workspace, str) else None
 
 
 def _offer(queue: asyncio.Queue[Message | None], item: Message | None) -> bool:
@@ -59,7 +72,8 @@ class LiveHub:
     def __init__(self, open_feed: FeedOpener, *, backlog: int = CLIENT_BACKLOG) -> None:
         self._open_feed = open_feed
         self._backlog = backlog
-        self._queues: set[asyncio.Queue[Message | None]] = set()
+        #: Each client's queue and the workspace it is bound to (None: every workspace).
+        self._queues: dict[asyncio.Queue[Message | None], str | None] = {}
         self._close_feed: Callable[[], Awaitable[None]] | None = None
         self._lock = asyncio.Lock()
         self._closed = False
@@ -72,8 +86,14 @@ class LiveHub:
         return len(self._queues)
 
     @asynccontextmanager
-    async def connect(self) -> AsyncIterator[asyncio.Queue[Message | None]]:
-        """A client's queue of messages, ``None`` once the hub closes; opens the feed first."""
+    async def connect(
+        self, workspace: str | None = None
+    ) -> AsyncIterator[asyncio.Queue[Message | None]]:
+        """A client's queue of messages, ``None`` once the hub closes; opens the feed first.
+
+        Args:
+            workspace: only messages naming this workspace reach the client (None: all).
+        """
         queue: asyncio.Queue[Message | None] = asyncio.Queue(maxsize=self._backlog)
         async with self._lock:
             if self._closed:
@@ -81,16 +101,19 @@ class LiveHub:
             else:
                 if self._close_feed is None:
                     self._close_feed = await self._open_feed(self.publish)
-                self._queues.add(queue)
+                self._queues[queue] = workspace
         try:
             yield queue
         finally:
-            self._queues.discard(queue)
+            self._queues.pop(queue, None)
 
     def publish(self, name: str, data: bytes) -> None:
-        """Hand one message to every client, never waiting for any of them."""
-        for queue in self._queues:
-            self.dropped += _offer(queue, (name, data))
+        """Hand one message to every client it is for, never waiting for any of them."""
+        bound = any(w is not None for w in self._queues.values())
+        workspace = message_workspace(data) if bound else None
+        for queue, only in self._queues.items():
+            if only is None or only == workspace:
+                self.dropped += _offer(queue, (name, data))
 
     async def close(self) -> None:
         """End every client's stream and close the feed (the service is stopping)."""
@@ -135,10 +158,14 @@ def sse_event(name: str, data: bytes) -> bytes:
 
 
 async def event_stream(
-    hub: LiveHub, limit: int | None = None, heartbeat_s: float = HEARTBEAT_S
+    hub: LiveHub,
+    limit: int | None = None,
+    heartbeat_s: float = HEARTBEAT_S,
+    workspace: str | None = None,
 ) -> AsyncIterator[bytes]:
-    """The SSE body: events until ``limit`` of them were sent or the hub closes."""
-    async with hub.connect() as queue:
+    """The SSE body: events (of ``workspace``, if given) until ``limit`` were sent or the
+    hub closes."""
+    async with hub.connect(workspace) as queue:
         yield b": connected\n\n"
         sent = 0
         while limit is None or sent < limit:
@@ -154,6 +181,9 @@ async def event_stream(
 
 
 class LiveParams(Params):
+    workspace: Workspace | None = Field(
+        None, description="Only this workspace's events (a workspace token: its own)."
+    )
     limit: int | None = Field(None, ge=1, description="End the stream after this many events.")
 
 
@@ -179,10 +209,11 @@ def live_router(hub: LiveHub, heartbeat_s: float = HEARTBEAT_S) -> APIRouter:
     async def events(q: Annotated[LiveParams, Query()], who: ReportsRead) -> StreamingResponse:
         """Server-Sent Events: one per ``metrics.*`` message (``runs``: a recorded run).
 
-        The stream carries every workspace's metrics: operator tokens only."""
-        who.operator_only("the live stream")
+        An operator token streams every workspace (or the one named); a workspace token
+        streams only its own workspace's messages."""
+        workspace = who.workspace_for(q.workspace)
         return StreamingResponse(
-            event_stream(hub, q.limit, heartbeat_s),
+            event_stream(hub, q.limit, heartbeat_s, workspace),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )

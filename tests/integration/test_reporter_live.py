@@ -138,3 +138,50 @@ async def test_a_bad_limit_is_refused_and_the_page_points_at_the_stream(
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert 'EventSource("/live/events")' in page.text
+
+
+async def test_a_workspace_token_streams_only_its_own_workspace(
+    harness: Harness, workspace: str
+) -> None:
+    h = harness
+    await h.start("tracker")
+    reporter = await h.start("reporter")
+    other = f"{workspace}-b"
+    ours = [f"run-{new_id()}", f"run-{new_id()}"]
+    theirs = [f"run-{new_id()}", f"run-{new_id()}"]
+
+    async with client(reporter) as http:
+        made = await http.post(
+            "/auth/tokens",
+            json={"name": "team-a", "workspace": workspace, "scopes": ["reports:read"]},
+        )
+        assert made.status_code == 201, made.text
+        bound = {"Authorization": f"Bearer {made.json()['token']}"}
+        elsewhere = await http.get(
+            "/live/events", params={"workspace": other, "limit": 1}, headers=bound
+        )
+        assert elsewhere.status_code == 404
+        assert elsewhere.json()["error"]["field"] == "workspace"
+        response = asyncio.create_task(http.get("/live/events", params={"limit": 2}, headers=bound))
+        try:
+            await connected(h, reporter)
+            # Theirs before each of ours: a leak would be the first event the stream sends.
+            for minutes, (mine, not_mine) in enumerate(zip(ours, theirs, strict=True)):
+                started = T0 + timedelta(minutes=minutes)
+                for ws, run_id in ((other, not_mine), (workspace, mine)):
+                    for event in bare_run(
+                        ws,
+                        f"task-{new_id()}",
+                        started=started,
+                        finished=started + timedelta(minutes=5),
+                        run_id=run_id,
+                    ):
+                        await h.client.publish(event)
+            done = await finish(response)
+        finally:
+            response.cancel()
+
+    assert done.status_code == 200
+    events = parse_sse(done.text)
+    assert sorted(data["run_id"] for _, data in events) == sorted(ours)
+    assert {data["workspace"] for _, data in events} == {workspace}

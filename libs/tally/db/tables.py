@@ -570,3 +570,41 @@ learner_propensities = Table(
     _created(),
     comment="writer: learner",
 )
+#: The quota service's alerts (``quota.alert``) as they fired: the threshold it applied
+#: (a subscription's own, or 75/90/100) and the use that crossed it, in tokens or, for
+#: ``metric = 'usd'``, integer micro-dollars. ``workspace`` is the one whose reservation
+#: crossed it.
+quota_alerts = Table(
+    "quota_alerts",
+    metadata,
+    Column("event_id", String(128), primary_key=True),
+    Column("workspace", String(64), nullable=False),
+    Column("subscription", String(128), nullable=False),
+    Column("period", String(8), nullable=False),
+    Column("window_id", String(32), nullable=False),
+    Column("metric", String(8), nullable=False),
+    Column("threshold_pct", Integer, nullable=False),
+    Column("used", BigInteger, nullable=False),
+    Column("quota_limit", BigInteger, nullable=False),
+    Column("fired_at", DateTime(timezone=True), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_quota_alerts_fired_at", "fired_at"),
+    Index("ix_quota_alerts_workspace_fired_at", "workspace", "fired_at"),
+    comment="writer: reporter",
+)
+
+# The console's listings, newest first: runs by when they started (or were first seen),
+# tasks by when they were created, across workspaces or within one.
+Index(
+    "ix_runs_listed",
+    func.coalesce(runs.c.started_at, runs.c.created_at).desc(),
+    runs.c.run_id,
+)
+Index(
+    "ix_runs_workspace_listed",
+    runs.c.workspace,
+    func.coalesce(runs.c.started_at, runs.c.created_at).desc(),
+    runs.c.run_id,
+)
+Index("ix_tasks_listed", tasks.c.created_at.desc(), tasks.c.task_id)
+Index("ix_tasks_workspace_listed", tasks.c.workspace, tasks.c.created_at.desc(), tasks.c.task_id)
