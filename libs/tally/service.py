@@ -34,6 +34,10 @@ log = structlog.get_logger(__name__)
 
 Hook = Callable[[], Awaitable[None]]
 
+#: Seconds a stopping service gives its in-flight handlers to finish and acknowledge
+#: (an orchestrator's grace period must be longer: deploy/k8s/).
+GRACEFUL_TIMEOUT_S = 15.0
+
 
 class ServiceKit:
     """The parts every service is built from, wired the same way for all six."""
@@ -48,7 +52,7 @@ class ServiceKit:
             settings.nats_url,
             **_broker_credentials(settings),
             middlewares=[NatsPrometheusMiddleware(registry=self.registry, app_name=name)],
-            graceful_timeout=15.0,
+            graceful_timeout=GRACEFUL_TIMEOUT_S,
             logger=None,
             # Reconnect for as long as it takes: after nats-py's default budget (about two
             # minutes) a client stays closed and its service deaf until restarted.
