@@ -6,7 +6,7 @@ PY := $(UV) run
 # (Docker if an engine answers, else the PyPI wheel servers) and exports its URL.
 ENSURE := eval "$$($(PY) python -m tally.devservers ensure)"
 
-.PHONY: help setup run up down test test-unit lint format typecheck bench bench-tracker bench-quota bench-assign bench-estimate bench-route chaos clean
+.PHONY: help setup run up down test test-unit lint format typecheck bench bench-tracker bench-quota bench-assign bench-estimate bench-route chaos clean test-cluster
 
 help: ## Show the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ down: ## Stop servers that `make run`/`make test` started themselves
 
 test: setup ## Run every test: unit, integration and end-to-end (real servers)
 	$(ENSURE) && $(PY) pytest -q
+
+test-cluster: setup ## The cluster tests alone: a 3-node NATS cluster (kill -9 mid-ingest), Redis Cluster (also in `make test`)
+	$(PY) pytest -q -m cluster tests/cluster
 
 test-unit: setup ## Run the unit tests only (no servers)
 	$(PY) pytest -q tests/unit

@@ -54,8 +54,12 @@ DEAD_LETTER_ERROR_CHARS = 4096
 DLQ_BODIES = "DLQ_BODIES"
 
 
-async def provision_streams(nc: NATS, catalog: Catalog) -> list[str]:
+async def provision_streams(nc: NATS, catalog: Catalog, *, replicas: int = 1) -> list[str]:
     """Create or update every Tally stream; safe to call any number of times.
+
+    Args:
+        replicas: copies of each stream in a NATS cluster (``TALLY_STREAM_REPLICAS``; a
+            stream made with fewer is raised to it).
 
     Returns:
         The names of the streams, as provisioned.
@@ -68,6 +72,7 @@ async def provision_streams(nc: NATS, catalog: Catalog) -> list[str]:
             subjects=[catalog.subject(s) for s in spec.subjects],
             duplicate_window=DUPLICATE_WINDOW_S,
             max_age=spec.max_age_s,
+            num_replicas=replicas,
         )
         try:
             await js.stream_info(config.name or "")
@@ -79,7 +84,9 @@ async def provision_streams(nc: NATS, catalog: Catalog) -> list[str]:
     try:
         await js.object_store(bucket)
     except BucketNotFoundError:
-        await js.create_object_store(bucket, ObjectStoreConfig(max_bytes=1 << 30))
+        await js.create_object_store(
+            bucket, ObjectStoreConfig(max_bytes=1 << 30, replicas=replicas)
+        )
     return names
 
 

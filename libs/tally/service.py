@@ -80,7 +80,7 @@ class ServiceKit:
     async def _provision(self) -> None:
         nc = await nats.connect(self.settings.nats_url, **self.settings.nats_options())
         try:
-            await provision_streams(nc, self.catalog)
+            await provision_streams(nc, self.catalog, replicas=self.settings.stream_replicas)
         finally:
             await nc.close()
 

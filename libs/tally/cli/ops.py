@@ -84,7 +84,7 @@ def streams_provision(as_json: bool = JsonOpt) -> None:
         async with TallyClient.connect(
             s.nats_url, namespace=s.namespace, options=s.nats_options()
         ) as client:
-            return await provision_streams(client.nc, client.catalog)
+            return await provision_streams(client.nc, client.catalog, replicas=s.stream_replicas)
 
     names = run(main())
     if as_json:
