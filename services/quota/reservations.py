@@ -32,8 +32,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from redis.asyncio import Redis
-
 from services.quota.fallback import fallback_micros
 from services.quota.keys import SubscriptionKeys
 from services.quota.results import (
@@ -61,6 +59,7 @@ from services.quota.windows import (
     window_id,
 )
 from tally.events import TokenTotals
+from tally.redis import RedisClient
 from tally.registry import Prices
 
 _LUA = Path(__file__).with_name("lua")
@@ -100,7 +99,7 @@ class QuotaStore:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         subscriptions: SubscriptionsConfig | Iterable[Subscription],
         *,
         namespace: str = "tally",
@@ -135,7 +134,7 @@ class QuotaStore:
         return self._namespace
 
     @property
-    def redis(self) -> Redis:
+    def redis(self) -> RedisClient:
         """The Redis client the store's keys live in."""
         return self._redis
 

@@ -145,3 +145,74 @@ def nats_cluster(tmp: Path) -> Iterator[NatsCluster]:
                     node.process.wait(10)
             if node.process.poll() is None:
                 node.kill()
+
+
+@dataclass
+class RedisCluster:
+    ports: list[int]
+    processes: list[subprocess.Popen[bytes]]
+
+    @property
+    def url(self) -> str:
+        """What the quota service is given: a cluster URL naming one node (it finds the rest)."""
+        return f"redis+cluster://127.0.0.1:{self.ports[0]}/0"
+
+
+@contextlib.contextmanager
+def redis_cluster(tmp: Path) -> Iterator[RedisCluster]:
+    """Three masters (``redis-server --cluster-enabled yes``) joined by
+    ``redis-cli --cluster create``; every slot covered before it is yielded."""
+    server = binary("redis-server", "/usr/bin/redis-server")
+    cli = binary("redis-cli", "/usr/bin/redis-cli")
+    ports = free_ports(6)
+    # The cluster bus on ports of its own (by default port + 10000, maybe out of range).
+    ports, bus_ports = ports[:3], ports[3:]
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for port, bus_port in zip(ports, bus_ports, strict=True):
+            data = tmp / f"redis-{port}"
+            data.mkdir()
+            log = data / "redis.log"
+            processes.append(
+                subprocess.Popen(
+                    [
+                        server,
+                        "--port", str(port),
+                        "--bind", "127.0.0.1",
+                        "--cluster-enabled", "yes",
+                        "--cluster-port", str(bus_port),
+                        "--cluster-config-file", str(data / "nodes.conf"),
+                        "--dir", str(data),
+                        "--save", "",
+                        "--appendonly", "no",
+                        "--logfile", str(log),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                )
+            )  # fmt: skip
+            wait_for_port(port, processes[-1], log)
+        subprocess.run(
+            [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            info = subprocess.run(
+                [cli, "-p", str(ports[0]), "cluster", "info"], capture_output=True, text=True
+            ).stdout
+            if "cluster_state:ok" in info and "cluster_slots_assigned:16384" in info:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the Redis cluster never became ok: {info}")
+            time.sleep(0.1)
+        yield RedisCluster(ports, processes)
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
