@@ -60,7 +60,7 @@ from tally.events.assign import (
 from tally.events.envelope import SCHEMA_VERSIONS
 from tally.events.learner import CalibrationUpdated, PolicyUpdated, ScoresUpdated
 from tally.events.learning import LearnerReport, LearnerReportRequest
-from tally.events.plans import HistoryImportReply, HistoryImportRequest
+from tally.events.plans import HistoryChanged, HistoryImportReply, HistoryImportRequest
 from tally.events.quota import QuotaAlert, QuotaSettled
 
 Kind = Literal["event", "request", "notice"]
@@ -169,6 +169,7 @@ CHANNELS: tuple[Channel, ...] = (
         HistoryImportReply,
     ),
     Channel(S.QUOTA_FREED, QuotaFreed, ("quota",), ("assigner",), "notice"),
+    Channel(S.HISTORY_CHANGED, HistoryChanged, ("estimator",), ("estimator",), "notice"),
     Channel(
         f"{S.DLQ_PREFIX}.{{service}}",
         DeadLetter,

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from tally import subjects as S
 from tally.bus import DLQ_BODIES
 from tally.contract import AGENTS, CHANNELS
+from tally.lease import bucket_name
 from tally.subjects import Catalog
 
 SERVICES = ("estimator", "assigner", "quota", "tracker", "learner", "reporter")
@@ -104,6 +105,8 @@ def permissions(role: str, catalog: Catalog | None = None) -> Permissions:
             deny_publish=(cat.subject(S.RUN_RECORDED),),
         )
     bodies = f"$O.{cat.stream(DLQ_BODIES)}.>"
+    #: Leases of replicas that work one at a time (tally/lease.py): KV writes.
+    leases = f"$KV.{bucket_name(cat)}.>"
     if role == OPERATOR:
         # Replays dead letters to the subject they failed on: any streamed event a
         # service consumes, except the tracker's own run.recorded.
@@ -114,11 +117,11 @@ def permissions(role: str, catalog: Catalog | None = None) -> Permissions:
             if set(c.consumers) & set(SERVICES)
         ]
         return Permissions(
-            _dedupe([*pub, *replayable, JS_API, JS_ACK, JS_FC, bodies]),
+            _dedupe([*pub, *replayable, JS_API, JS_ACK, JS_FC, bodies, leases]),
             _dedupe([*sub, cat.subject(f"{S.DLQ_PREFIX}.>"), cat.metrics(">"), f"{inbox(role)}.>"]),
             deny_publish=(cat.subject(S.RUN_RECORDED),),
         )
-    pub += [cat.dlq(role), JS_API, JS_ACK, JS_FC, bodies]
+    pub += [cat.dlq(role), JS_API, JS_ACK, JS_FC, bodies, leases]
     if role == "reporter":
         pub.append(cat.metrics(">"))
         sub.append(cat.metrics(">"))

@@ -47,6 +47,9 @@ HISTORY_IMPORT: Final = "history.import"
 
 #: Core-NATS notice (not persisted): quota was given back, deferred tasks may now fit.
 QUOTA_FREED: Final = "quota.freed"
+#: Core-NATS notice (not persisted): a workspace's history changed; every estimator
+#: replica drops its model of it at once.
+HISTORY_CHANGED: Final = "history.changed"
 
 #: Every request/reply and notice subject: no stream may capture them.
 UNSTREAMED: Final = (
@@ -62,6 +65,7 @@ UNSTREAMED: Final = (
     LEARNER_REPORT,
     HISTORY_IMPORT,
     QUOTA_FREED,
+    HISTORY_CHANGED,
 )
 
 #: Live metric subjects (core NATS, not persisted): ``metrics.<name>``.

@@ -46,3 +46,6 @@ class LearnerSettings(ServiceSettings):
     #: When the daily learning pass runs (UTC); disabled when ``daily_enabled`` is false.
     daily_at: time = time(3, 0)
     daily_enabled: bool = True
+    #: One replica learns at a time (a lease in the JetStream KV bucket ``*_LEASES``): a
+    #: standby takes over this long after the holder stops renewing.
+    lease_ttl_s: float = 9.0
