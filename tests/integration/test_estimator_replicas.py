@@ -22,7 +22,10 @@ ASKS = 24
 
 
 async def test_an_import_stored_by_one_replica_is_in_the_next_answer_of_both(
-    harness: Harness, workspace: str, tmp_path: Path, cli_env: None  # noqa: F811
+    harness: Harness,
+    workspace: str,
+    tmp_path: Path,
+    cli_env: None,  # noqa: F811
 ) -> None:
     h = harness
     # Fingerprints are read at most once an hour: only the notice can tell a replica.
