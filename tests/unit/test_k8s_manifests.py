@@ -182,7 +182,9 @@ def test_keda_scales_each_consumer_service_on_the_lag_of_its_durable_consumers(
 def test_the_migrations_job_upgrades_the_schema_and_provisions_the_streams() -> None:
     job = by_kind("overlays/production/migrate", "Job")["tally-migrate"]
     container = job["spec"]["template"]["spec"]["containers"][0]
-    assert container["command"][-1] == "tally db upgrade && tally streams provision"
+    assert container["command"][-1] == (
+        "tally db upgrade && tally db partitions && tally streams provision"
+    )
     env = {e["name"]: e for e in container["env"]}
     assert env["TALLY_NATS_USER"]["value"] == "operator"
     services = by_kind("overlays/production", "Deployment")
@@ -233,3 +235,15 @@ def test_redis_chart_values_read_the_password_tally_secrets_init_writes() -> Non
     quota = _container(by_kind("overlays/production", "Deployment")["tally-quota"])
     env = {e["name"]: e for e in quota["env"]}
     assert env["TALLY_REDIS_URL"]["value"].startswith("redis+cluster://:$(REDIS_PASSWORD)@")
+
+
+def test_a_daily_job_keeps_the_partitions_with_the_retention_setting() -> None:
+    job = by_kind("overlays/production", "CronJob")["tally-partitions"]
+    pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["command"] == ["tally", "db", "partitions"]
+    assert container["envFrom"] == [{"configMapRef": {"name": "tally-settings"}}]
+    settings = by_kind("overlays/production", "ConfigMap")["tally-settings"]["data"]
+    assert settings["TALLY_PARTITION_RETENTION_MONTHS"] == "0"
+    image = _container(by_kind("overlays/production", "Deployment")["tally-tracker"])["image"]
+    assert container["image"] == image

@@ -91,6 +91,8 @@ runs = Table(
     comment="writer: tracker",
 )
 
+#: run_events and token_usage are partitioned by month of ``at`` (tally/db/partitions.py):
+#: their primary key holds the partition key, and a redelivery (same ``at``) conflicts.
 run_events = Table(
     "run_events",
     metadata,
@@ -98,10 +100,11 @@ run_events = Table(
     Column("run_id", String(128), nullable=False),
     Column("workspace", String(64), nullable=False),
     Column("kind", String(32), nullable=False),
-    Column("at", DateTime(timezone=True), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False, primary_key=True),
     Column("detail", JSONB, nullable=False),
     Index("ix_run_events_run_id_at", "run_id", "at"),
     comment="writer: tracker",
+    postgresql_partition_by="RANGE (at)",
 )
 
 token_usage = Table(
@@ -133,9 +136,10 @@ token_usage = Table(
     Column("cost_micros", BigInteger),
     #: false when neither the registry nor the price catalogue knew the model's price
     Column("cost_known", Boolean, nullable=False, server_default="true"),
-    Column("at", DateTime(timezone=True), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False, primary_key=True),
     Column("metadata", JSONB, nullable=False, server_default="{}"),
     comment="writer: tracker",
+    postgresql_partition_by="RANGE (at)",
 )
 
 task_status_events = Table(
