@@ -31,6 +31,7 @@ from tally import metrics
 from tally.consumers import BatchConsumer, EventConsumer
 from tally.errors import PermanentError, StepTimeout, TransientError, ValidationFailed
 from tally.events import DeadLetter, Event, utcnow
+from tally.lease import bucket_name
 from tally.subjects import STREAMS, Catalog
 
 log = structlog.get_logger(__name__)
@@ -91,13 +92,16 @@ async def provision_streams(nc: NATS, catalog: Catalog, *, replicas: int = 1) ->
 
 
 async def delete_streams(nc: NATS, catalog: Catalog) -> None:
-    """Delete the namespace's streams (used to clean up after tests)."""
+    """Delete the namespace's streams, dead-letter bodies and leases (used to clean up
+    after tests)."""
     js = nc.jetstream()
     for spec in STREAMS:
         with contextlib.suppress(NotFoundError):
             await js.delete_stream(catalog.stream(spec.name))
     with contextlib.suppress(NotFoundError):
         await js.delete_object_store(catalog.stream(DLQ_BODIES))
+    with contextlib.suppress(NotFoundError):
+        await js.delete_key_value(bucket_name(catalog))
 
 
 def _headers(raw: Any) -> dict[str, str]:

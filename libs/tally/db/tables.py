@@ -321,6 +321,18 @@ velocity_logs = Table(
     comment="writer: learner",
 )
 
+#: Running sums of ``velocity_logs.velocity`` per workspace and task type, kept with each
+#: log row, so a run's historical velocity is one key lookup, not an average over every run.
+velocity_totals = Table(
+    "velocity_totals",
+    metadata,
+    Column("workspace", String(64), primary_key=True),
+    Column("task_type", String(64), primary_key=True),
+    Column("runs", BigInteger, nullable=False),
+    Column("velocity_sum", Float, nullable=False),
+    comment="writer: learner",
+)
+
 policy_checkpoints = Table(
     "policy_checkpoints",
     metadata,

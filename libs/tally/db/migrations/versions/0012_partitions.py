@@ -1,4 +1,5 @@
-"""run_events and token_usage partitioned by month of ``at`` (declarative, range).
+"""run_events and token_usage partitioned by month of ``at`` (declarative, range); the
+learner's velocity history kept as running sums (``velocity_totals``).
 
 Each table is rebuilt as a partitioned parent with the same columns and indexes, a
 ``_default`` partition and this month's and the next two months' partitions; its rows are
@@ -14,6 +15,7 @@ Revises: 0009_api_tokens
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0012_partitions"
@@ -85,8 +87,23 @@ def _unpartition(table: str) -> None:
 def upgrade() -> None:
     for table in INDEXES:
         _partition(table)
+    op.create_table(
+        "velocity_totals",
+        sa.Column("workspace", sa.String(64), nullable=False),
+        sa.Column("task_type", sa.String(64), nullable=False),
+        sa.Column("runs", sa.BigInteger(), nullable=False),
+        sa.Column("velocity_sum", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("workspace", "task_type", name=op.f("pk_velocity_totals")),
+        comment="writer: learner",
+    )
+    op.execute(
+        "INSERT INTO velocity_totals (workspace, task_type, runs, velocity_sum) "
+        "SELECT workspace, task_type, count(velocity), sum(velocity) FROM velocity_logs "
+        "WHERE velocity IS NOT NULL AND task_type IS NOT NULL GROUP BY workspace, task_type"
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("velocity_totals")
     for table in INDEXES:
         _unpartition(table)
