@@ -247,3 +247,10 @@ def test_a_daily_job_keeps_the_partitions_with_the_retention_setting() -> None:
     assert settings["TALLY_PARTITION_RETENTION_MONTHS"] == "0"
     image = _container(by_kind("overlays/production", "Deployment")["tally-tracker"])["image"]
     assert container["image"] == image
+
+
+def test_the_reporter_reads_from_the_replicas() -> None:
+    reporter = _container(by_kind("overlays/production", "Deployment")["tally-reporter"])
+    env = {e["name"]: e for e in reporter["env"]}
+    assert "@tally-pg-ro:5432/tally" in env["TALLY_REPORTER_DATABASE_URL"]["value"]
+    assert "@tally-pg-rw:5432/tally" in env["TALLY_DATABASE_URL"]["value"]  # its tokens
