@@ -6,7 +6,7 @@ PY := $(UV) run
 # (Docker if an engine answers, else the PyPI wheel servers) and exports its URL.
 ENSURE := eval "$$($(PY) python -m tally.devservers ensure)"
 
-.PHONY: help setup run up down test test-unit lint format typecheck bench bench-tracker bench-quota bench-assign bench-estimate bench-route chaos clean test-cluster
+.PHONY: help setup run up down test test-unit lint format typecheck bench bench-tracker bench-quota bench-assign bench-estimate bench-route chaos clean test-cluster bench-scale
 
 help: ## Show the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -27,7 +27,7 @@ test: setup ## Run every test: unit, integration and end-to-end (real servers)
 	$(ENSURE) && $(PY) pytest -q
 
 test-cluster: setup ## The cluster tests alone: a 3-node NATS cluster (kill -9 mid-ingest), Redis Cluster (also in `make test`)
-	$(PY) pytest -q -m cluster tests/cluster
+	$(ENSURE) && $(PY) pytest -q -m cluster
 
 test-unit: setup ## Run the unit tests only (no servers)
 	$(PY) pytest -q tests/unit
@@ -60,6 +60,9 @@ bench-estimate: setup ## Points and hours against history baselines (public data
 
 bench-route: setup ## Routing frontier vs best single, cheapest, oracle, fixed pairs, a bandit (DATA=x.csv; BUS=1: live replay)
 	$(ENSURE) && $(PY) python benchmarks/route.py $(if $(DATA),--data $(DATA)) $(if $(MODELS),--models $(MODELS)) $(if $(BUS),--bus)
+
+bench-scale: setup ## 1 vs 2 replicas: task.created->task.assigned tasks/s, tracker events/s; reporter p95 at 100k vs 10M run_events (EVENTS=N)
+	$(ENSURE) && $(PY) python benchmarks/scale.py $(if $(EVENTS),--events $(EVENTS))
 
 chaos: setup ## Fault drills: kill -9, NATS/Postgres/Redis faults, fuzzing; prints the table (~10 min; DRILLS="a e")
 	$(ENSURE) && $(PY) python -m tests.chaos $(DRILLS)
