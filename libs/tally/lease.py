@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import structlog
 from nats.aio.client import Client as NATS
@@ -65,16 +64,13 @@ class Lease:
         self.replicas = replicas
         self._revision: int | None = None
         self._renewed_at = 0.0
-        #: Terms this replica has held the lease (in ``/healthz``).
+        #: Terms this replica has held the lease.
         self.terms = 0
 
     @property
     def held(self) -> bool:
         """Whether this replica holds the lease now (renewed within its TTL)."""
         return self._revision is not None and time.monotonic() - self._renewed_at < self.ttl_s
-
-    def health(self) -> dict[str, Any]:
-        return {"lease": self.name, "holder": self.holder, "held": self.held, "terms": self.terms}
 
     async def bucket(self, nc: NATS) -> KeyValue:
         js = nc.jetstream()
