@@ -82,7 +82,8 @@ class Lease:
             return await js.create_key_value(config)
 
     async def try_acquire(self, kv: KeyValue) -> bool:
-        """Take the lease if nobody holds it (or this holder already does)."""
+        """Take the lease if nobody holds it (or this holder already does). The caller of
+        a successful attempt outside :meth:`run` starts the holder's work itself."""
         try:
             revision = await kv.create(self.name, self.holder.encode())
         except KeyWrongLastSequenceError:
@@ -92,6 +93,7 @@ class Lease:
             revision = entry.revision or 0  # ours from before a reconnect: adopt it
         self._revision = revision
         self._renewed_at = time.monotonic()
+        self.terms += 1
         return True
 
     async def renew(self, kv: KeyValue) -> bool:
@@ -122,7 +124,6 @@ class Lease:
             while True:
                 if self._revision is None:
                     if await self.try_acquire(kv):
-                        self.terms += 1
                         log.info("lease_acquired", lease=self.name, holder=self.holder)
                         await on_acquired()
                 elif not await self.renew(kv):

@@ -95,6 +95,9 @@ class ServiceKit:
         if self._lease is not None:
             nc = self._nc = await self._connect(f"{self.name}-consumers")
             lease = self._lease
+            # One attempt now: a replica alone leads (and has its consumers) once started.
+            if await lease.try_acquire(await lease.bucket(nc)):
+                await self._lead()
             self.supervise(
                 f"lease:{lease.name}",
                 lambda: lease.run(nc, on_acquired=self._lead, on_lost=self._follow),
