@@ -6,7 +6,7 @@ PY := $(UV) run
 # (Docker if an engine answers, else the PyPI wheel servers) and exports its URL.
 ENSURE := eval "$$($(PY) python -m tally.devservers ensure)"
 
-.PHONY: help setup run up down test test-unit lint format typecheck bench bench-tracker bench-quota bench-assign bench-estimate bench-report bench-route bench-chain chaos load-jobs console clean
+.PHONY: help setup run up down test test-unit lint format typecheck bench bench-tracker bench-quota bench-assign bench-estimate bench-report bench-route bench-chain bench-scale chaos load-jobs console test-cluster clean
 
 help: ## Show the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ down: ## Stop servers that `make run`/`make test` started themselves
 
 test: setup ## Run every test: unit, integration and end-to-end (real servers)
 	$(ENSURE) && $(PY) pytest -q
+
+test-cluster: setup ## The cluster tests alone: a 3-node NATS cluster (kill -9 mid-ingest), Redis Cluster (also in `make test`)
+	$(ENSURE) && $(PY) pytest -q -m cluster
 
 test-unit: setup ## Run the unit tests only (no servers)
 	$(PY) pytest -q tests/unit
@@ -64,6 +67,9 @@ bench-route: setup ## Routing frontier vs best single, cheapest, oracle, fixed p
 
 bench-chain: setup ## The six services under task.created at 100-2,000/s: assigned/s, latency, CPU/task vs a raw relay (QUICK=1: short)
 	$(ENSURE) && $(PY) python benchmarks/chain.py $(if $(QUICK),--quick)
+
+bench-scale: setup ## 1 vs 2 replicas: task.created->task.assigned tasks/s, tracker events/s; reporter p95 at 100k vs 10M run_events (EVENTS=N)
+	$(ENSURE) && $(PY) python benchmarks/scale.py $(if $(EVENTS),--events $(EVENTS))
 
 chaos: setup ## Fault drills: kill -9, NATS/Postgres/Redis faults, fuzzing; prints the table (~10 min; DRILLS="a e")
 	$(ENSURE) && $(PY) python -m tests.chaos $(DRILLS)

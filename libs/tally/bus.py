@@ -32,6 +32,7 @@ from tally import metrics
 from tally.consumers import BatchConsumer, EventConsumer
 from tally.errors import PermanentError, StepTimeout, TransientError, ValidationFailed
 from tally.events import DeadLetter, Event, utcnow
+from tally.lease import bucket_name
 from tally.subjects import STREAMS, Catalog
 
 log = structlog.get_logger(__name__)
@@ -55,8 +56,12 @@ DEAD_LETTER_ERROR_CHARS = 4096
 DLQ_BODIES = "DLQ_BODIES"
 
 
-async def provision_streams(nc: NATS, catalog: Catalog) -> list[str]:
+async def provision_streams(nc: NATS, catalog: Catalog, *, replicas: int = 1) -> list[str]:
     """Create or update every Tally stream; safe to call any number of times.
+
+    Args:
+        replicas: copies of each stream in a NATS cluster (``TALLY_STREAM_REPLICAS``; a
+            stream made with fewer is raised to it).
 
     Returns:
         The names of the streams, as provisioned.
@@ -70,6 +75,7 @@ async def provision_streams(nc: NATS, catalog: Catalog) -> list[str]:
             duplicate_window=DUPLICATE_WINDOW_S,
             max_age=spec.max_age_s,
             retention=RetentionPolicy(spec.retention),
+            num_replicas=replicas,
         )
         try:
             await js.stream_info(config.name or "")
@@ -81,18 +87,23 @@ async def provision_streams(nc: NATS, catalog: Catalog) -> list[str]:
     try:
         await js.object_store(bucket)
     except BucketNotFoundError:
-        await js.create_object_store(bucket, ObjectStoreConfig(max_bytes=1 << 30))
+        await js.create_object_store(
+            bucket, ObjectStoreConfig(max_bytes=1 << 30, replicas=replicas)
+        )
     return names
 
 
 async def delete_streams(nc: NATS, catalog: Catalog) -> None:
-    """Delete the namespace's streams (used to clean up after tests)."""
+    """Delete the namespace's streams, dead-letter bodies and leases (used to clean up
+    after tests)."""
     js = nc.jetstream()
     for spec in STREAMS:
         with contextlib.suppress(NotFoundError):
             await js.delete_stream(catalog.stream(spec.name))
     with contextlib.suppress(NotFoundError):
         await js.delete_object_store(catalog.stream(DLQ_BODIES))
+    with contextlib.suppress(NotFoundError):
+        await js.delete_key_value(bucket_name(catalog))
 
 
 def _headers(raw: Any) -> dict[str, str]:

@@ -69,7 +69,7 @@ from tally.events.jobs import (
 )
 from tally.events.learner import CalibrationUpdated, PolicyUpdated, ScoresUpdated
 from tally.events.learning import LearnerReport, LearnerReportRequest
-from tally.events.plans import HistoryImportReply, HistoryImportRequest
+from tally.events.plans import HistoryChanged, HistoryImportReply, HistoryImportRequest
 from tally.events.quota import QuotaAlert, QuotaSettled
 
 Kind = Literal["event", "request", "notice"]
@@ -202,6 +202,7 @@ CHANNELS: tuple[Channel, ...] = (
         "request",
         LearningJobReply,
     ),
+    Channel(S.HISTORY_CHANGED, HistoryChanged, ("estimator",), ("estimator",), "notice"),
     Channel(
         f"{S.DLQ_PREFIX}.{{service}}",
         DeadLetter,

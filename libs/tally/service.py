@@ -27,12 +27,17 @@ from nats.aio.client import Client as NATS
 from tally import metrics
 from tally.bus import Bus, provision_streams
 from tally.health import Health, Supervised
+from tally.lease import Lease
 from tally.settings import ServiceSettings
 from tally.subjects import Catalog
 
 log = structlog.get_logger(__name__)
 
 Hook = Callable[[], Awaitable[None]]
+
+#: Seconds a stopping service gives its in-flight handlers to finish and acknowledge
+#: (an orchestrator's grace period must be longer: deploy/k8s/).
+GRACEFUL_TIMEOUT_S = 15.0
 
 
 class ServiceKit:
@@ -48,7 +53,7 @@ class ServiceKit:
             settings.nats_url,
             **_broker_credentials(settings),
             middlewares=[NatsPrometheusMiddleware(registry=self.registry, app_name=name)],
-            graceful_timeout=15.0,
+            graceful_timeout=GRACEFUL_TIMEOUT_S,
             logger=None,
             # Reconnect for as long as it takes: after nats-py's default budget (about two
             # minutes) a client stays closed and its service deaf until restarted.
@@ -69,6 +74,9 @@ class ServiceKit:
         self._on_exit_signal: list[Hook] = []
         self._nc: NATS | None = None
         self._routes: list[tuple[str, ASGIApp]] = []
+        self._lease: Lease | None = None
+        #: tasks that run only on the lease holder (see :meth:`lead`)
+        self._leader_tasks: list[Supervised] = []
         self.health = Health(stale_after_s=settings.health_stale_s)
         self.health.connections["broker"] = lambda: getattr(self.broker, "_connection", None)
         self.health.connections["consumers"] = lambda: self._nc
@@ -76,7 +84,7 @@ class ServiceKit:
     async def _provision(self) -> None:
         nc = await nats.connect(self.settings.nats_url, **self.settings.nats_options())
         try:
-            await provision_streams(nc, self.catalog)
+            await provision_streams(nc, self.catalog, replicas=self.settings.stream_replicas)
         finally:
             await nc.close()
 
@@ -84,16 +92,53 @@ class ServiceKit:
         # A round trip to the server: once it answers, every subscription of this service
         # is registered there, so a request sent right after start-up finds a responder.
         await self.broker.connection.flush()
-        if self.bus.consumers:
+        if self._lease is not None:
+            nc = self._nc = await self._connect(f"{self.name}-consumers")
+            lease = self._lease
+            # One attempt now: a replica alone leads (and has its consumers) once started.
+            if await lease.try_acquire(await lease.bucket(nc)):
+                await self._lead()
+            self.supervise(
+                f"lease:{lease.name}",
+                lambda: lease.run(nc, on_acquired=self._lead, on_lost=self._follow),
+            )
+        elif self.bus.consumers:
             self._nc = await self._connect(f"{self.name}-consumers")
-            for consumer in self.bus.consumers:
-                await consumer.start(self._nc)
-                self.health.consumers.append(consumer)
+            await self._lead()
         else:
             del self.health.connections["consumers"]
         for task in self.health.tasks:
             task.start()
         self.health.started = True
+
+    async def _lead(self) -> None:
+        """Start the durable consumers (and leader-only tasks): this replica does the work."""
+        assert self._nc is not None
+        for consumer in self.bus.consumers:
+            await consumer.start(self._nc)
+            self.health.consumers.append(consumer)
+        for task in self._leader_tasks:
+            task.start()
+            self.health.tasks.append(task)
+
+    async def _follow(self) -> None:
+        """Stop the durable consumers (in-flight handlers finish and ack) and leader-only
+        tasks: another replica holds the lease."""
+        for task in self._leader_tasks:
+            await task.stop()
+            if task in self.health.tasks:
+                self.health.tasks.remove(task)
+        for consumer in self.bus.consumers:
+            await consumer.stop()
+            if consumer in self.health.consumers:
+                self.health.consumers.remove(consumer)
+
+    def lead(self, lease: Lease) -> None:
+        """Do this service's stream work on one replica at a time: the durable consumers,
+        and tasks supervised with ``leader_only=True``, run only while this replica holds
+        ``lease``; the others are hot standbys (they answer requests, follow broadcasts
+        and take over within the lease's TTL). ``/healthz`` shows the lease task."""
+        self._lease = lease
 
     async def _connect(self, name: str) -> NATS:
         async def disconnected() -> None:
@@ -125,10 +170,18 @@ class ServiceKit:
         down): while it does not answer, health is red and names it."""
         self.health.servers[name] = check
 
-    def supervise(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+    def supervise(
+        self, name: str, run: Callable[[], Awaitable[None]], *, leader_only: bool = False
+    ) -> None:
         """Run ``run()`` in the background once consumers are running, started again with
-        back-off if it crashes, and part of ``/healthz`` (sweepers, daily jobs)."""
-        self.health.tasks.append(Supervised(self.name, name, run))
+        back-off if it crashes, and part of ``/healthz`` (sweepers, daily jobs). With
+        ``leader_only`` it runs only while this replica holds the service's lease
+        (:meth:`lead`), or always when the service has none."""
+        task = Supervised(self.name, name, run)
+        if leader_only and self._lease is not None:
+            self._leader_tasks.append(task)
+        else:
+            self.health.tasks.append(task)
 
     async def _observe_consumers(self) -> None:
         # On a scrape: the lag as the server sees it now, on the consumers' connection.

@@ -44,6 +44,9 @@ class TallySettings(BaseSettings):
     #: Prefix for subjects, stream names and Redis keys; empty in production, unique per test.
     namespace: str = Field("", validation_alias=_shared("NAMESPACE"))
     workspace: str = Field("default", validation_alias=_shared("WORKSPACE"))
+    #: Copies of each stream's messages in a NATS cluster: 3 in production (a node may
+    #: fail), 1 on a single server. Every process provisions with the same number.
+    stream_replicas: int = Field(1, ge=1, le=5, validation_alias=_shared("STREAM_REPLICAS"))
     log_level: str = Field("INFO", validation_alias=_shared("LOG_LEVEL"))
     #: NATS user and password; empty for a server without authentication (development).
     nats_user: str = Field("", validation_alias=_shared("NATS_USER"))

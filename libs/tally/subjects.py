@@ -56,6 +56,9 @@ LEARNER_JOB_COMMAND: Final = "learner.job.command"
 
 #: Core-NATS notice (not persisted): quota was given back, deferred tasks may now fit.
 QUOTA_FREED: Final = "quota.freed"
+#: Core-NATS notice (not persisted): a workspace's history changed; every estimator
+#: replica drops its model of it at once.
+HISTORY_CHANGED: Final = "history.changed"
 
 #: Every request/reply and notice subject: no stream may capture them.
 UNSTREAMED: Final = (
@@ -73,6 +76,7 @@ UNSTREAMED: Final = (
     HISTORY_IMPORT,
     QUOTA_FREED,
     LEARNER_JOB_COMMAND,
+    HISTORY_CHANGED,
 )
 
 #: Live metric subjects (core NATS, not persisted): ``metrics.<name>``.

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
+import structlog
 from nats.errors import NoRespondersError
 
 from services.estimator.cache import WorkspaceCache
@@ -16,7 +18,7 @@ from services.estimator.tokens import TokenCalibration
 from services.estimator.workspace import WorkspaceModel, build_workspace
 from tally import metrics
 from tally.bus import Bus
-from tally.errors import TallyError
+from tally.errors import PermanentError, TallyError
 from tally.events import (
     CalibrationUpdated,
     Estimate,
@@ -24,9 +26,17 @@ from tally.events import (
     TaskCreated,
     TaskEstimated,
     TaskSpec,
+    new_id,
 )
 from tally.events.assign import RecommendReply, RecommendRequest
-from tally.events.plans import HistoryImportReply, HistoryImportRequest
+from tally.events.plans import (
+    HISTORY_CHANGED,
+    HistoryChanged,
+    HistoryImportReply,
+    HistoryImportRequest,
+)
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -40,6 +50,8 @@ class Estimator:
     #: The learner's latest calibration per workspace (its token factors).
     calibrations: dict[str, CalibrationUpdated] = field(default_factory=dict)
     workspaces: WorkspaceCache = field(init=False)
+    #: This process among the estimator's replicas (history notices name their sender).
+    replica: str = field(default_factory=lambda: new_id()[:12])
 
     def __post_init__(self) -> None:
         self.workspaces = WorkspaceCache(self._fingerprint, self._build, self.check_interval_s)
@@ -68,6 +80,12 @@ class Estimator:
 #: Tasks estimated at most per batch: enough to share the round trips, few enough that
 #: the first of a batch is not held long behind the estimates of the rest.
 BATCH = 64
+
+
+async def announce_history_change(bus: Bus, r: HistoryImportRequest, replica: str) -> None:
+    """Tell every estimator replica that ``r``'s workspace has a new history."""
+    notice = r.child(HistoryChanged, replica=replica)
+    await bus.broker.publish(notice.to_json(), bus.catalog.subject(HISTORY_CHANGED))
 
 
 def register(bus: Bus, estimator: Estimator) -> None:
@@ -117,4 +135,18 @@ def register(bus: Bus, estimator: Estimator) -> None:
     async def on_history_import(r: HistoryImportRequest) -> HistoryImportReply:
         size = await estimator.repo.import_history(r.workspace, r.records)
         estimator.forget(r.workspace)
+        await announce_history_change(bus, r, estimator.replica)
         return HistoryImportReply(workspace=r.workspace, imported=len(r.records), history_size=size)
+
+    @bus.broker.subscriber(bus.catalog.subject(HISTORY_CHANGED))
+    async def on_history_changed(body: Any) -> None:
+        # Every replica (no queue group): an import one replica stored is reflected by
+        # the next answer of any other, without waiting for a fingerprint check.
+        raw = bus.broker.context.get_local("message").raw_message
+        try:
+            notice = HistoryChanged.parse(raw.data)
+        except PermanentError as exc:
+            log.warning("history_notice_invalid", error=str(exc))
+            return
+        if notice.replica != estimator.replica:
+            estimator.forget(notice.workspace)

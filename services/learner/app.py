@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 from faststream.asgi import AsgiFastStream
 
 from services.learner import handlers
@@ -16,6 +18,8 @@ from services.learner.rewards import RewardSelection, default_registry
 from services.learner.settings import LearnerSettings
 from tally.db import create_engine, ping
 from tally.errors import ConfigError
+from tally.events import new_id
+from tally.lease import Lease
 from tally.registry import load_models
 from tally.service import ServiceKit
 
@@ -37,8 +41,20 @@ def create_app(settings: LearnerSettings | None = None) -> AsgiFastStream:
     store = JobStore(engine)
     jobs = JobCommands(store, learner)
     handlers.register(kit.bus, learner, jobs)
+    # One replica learns (its trainer and policy versions per workspace are not shared
+    # between processes); the others stand by and answer reports. Learning jobs run on
+    # every replica: each claims a job from the work queue.
+    kit.lead(
+        Lease(
+            kit.catalog,
+            "learner",
+            holder=f"learner-{socket.gethostname()}-{new_id()[:8]}",
+            ttl_s=settings.lease_ttl_s,
+            replicas=settings.stream_replicas,
+        )
+    )
     if settings.daily_enabled:
-        kit.supervise("daily-pass", DailyPass(learner).run)
+        kit.supervise("daily-pass", DailyPass(learner).run, leader_only=True)
     if settings.jobs_enabled:
         runner = JobRunner(
             store,

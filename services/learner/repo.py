@@ -28,6 +28,7 @@ from services.learner.policy_store import (
 )
 from services.learner.stats import ModelScore
 from services.learner.training import LearnedRun
+from services.learner.velocity_totals import add_velocity, history_velocity
 from tally.db.tables import (
     assignments,
     calibrations,
@@ -74,13 +75,7 @@ class LearnerRepo(PolicyStore):
         """
         key = (run_row["workspace"], run_row["model"], run_row["task_type"], run_row["band"])
         async with self.engine.begin() as conn:
-            history = await conn.scalar(
-                select(func.avg(velocity_logs.c.velocity)).where(
-                    velocity_logs.c.workspace == key[0],
-                    velocity_logs.c.task_type == key[2],
-                    velocity_logs.c.velocity.is_not(None),
-                )
-            )
+            history = await history_velocity(conn, key[0], key[2])
             velocity = log_row.get("velocity")
             log = {**log_row, "history_velocity": history, "change_pct": None}
             if history and velocity is not None:
@@ -91,6 +86,8 @@ class LearnerRepo(PolicyStore):
             )
             if inserted.first() is None:
                 return None
+            if velocity is not None:
+                await add_velocity(conn, key[0], key[2], velocity)
             earlier = await conn.scalar(
                 select(func.count())
                 .select_from(learner_runs)

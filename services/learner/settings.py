@@ -55,3 +55,6 @@ class LearnerSettings(ServiceSettings):
     jobs_enabled: bool = True
     #: How often ``tally_learning_jobs{status}`` is counted again (seconds).
     job_metrics_every_s: float = 5.0
+    #: One replica learns at a time (a lease in the JetStream KV bucket ``*_LEASES``): a
+    #: standby takes over this long after the holder stops renewing.
+    lease_ttl_s: float = 9.0

@@ -17,7 +17,7 @@ from services.quota.settings import QuotaSettings
 from services.quota.subscriptions import load_subscriptions
 from services.quota.switches import FreezeSwitches
 from tally.db import create_engine, ping
-from tally.redis import connect_redis
+from tally.redis import connect_redis, prepare_redis
 from tally.registry import load_models
 from tally.service import ServiceKit
 
@@ -39,6 +39,11 @@ def create_app(
     redis = connect_redis(settings.redis_url)
     kit.probe("postgres", ping(engine))
     kit.probe("redis", redis.ping)
+
+    @kit.on_startup
+    async def open_redis() -> None:
+        await prepare_redis(redis)
+
     subscriptions = load_subscriptions(settings.subscriptions_path)
     store = QuotaStore(
         redis,

@@ -31,9 +31,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
-
-from redis.asyncio import Redis
+from typing import Any, Literal, cast
 
 from services.quota.fallback import fallback_micros
 from services.quota.keys import SubscriptionKeys
@@ -62,6 +60,7 @@ from services.quota.windows import (
     window_id,
 )
 from tally.events import TokenTotals
+from tally.redis import RedisClient
 from tally.registry import Prices
 
 _LUA = Path(__file__).with_name("lua")
@@ -117,7 +116,7 @@ class QuotaStore:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         subscriptions: SubscriptionsConfig | Iterable[Subscription],
         *,
         namespace: str = "tally",
@@ -152,7 +151,7 @@ class QuotaStore:
         return self._namespace
 
     @property
-    def redis(self) -> Redis:
+    def redis(self) -> RedisClient:
         """The Redis client the store's keys live in."""
         return self._redis
 
@@ -308,7 +307,9 @@ class QuotaStore:
         to_run = [ask for ask, r in zip(asks, refused, strict=True) if r is None]
         async with self._redis.pipeline(transaction=False) as pipe:
             for ask in to_run:
-                await self._reserve(keys=ask.keys, args=ask.args, client=pipe)
+                # redis-py queues a script in a pipeline (loading it first); its stub names
+                # only clients.
+                await self._reserve(keys=ask.keys, args=ask.args, client=cast(Any, pipe))
             answers = iter(await pipe.execute() if to_run else [])
         return [
             r if r is not None else self.outcome(ask, next(answers))

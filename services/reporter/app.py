@@ -29,6 +29,12 @@ def create_app(settings: ReporterSettings | None = None) -> AsgiFastStream:
     kit = ServiceKit("reporter", settings)
     engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
     kit.probe("postgres", ping(engine))
+    # Reads may go to a replica; the API's tokens stay on the primary.
+    reads = engine
+    if settings.read_database_url and settings.read_database_url != settings.database_url:
+        reads = create_engine(settings.read_database_url)
+        kit.probe("postgres-reads", ping(reads))
+        kit.on_shutdown(reads.dispose)
     handlers.register(kit.bus, engine)
     kit.on_shutdown(engine.dispose)
     # The live page's one subscription to metrics.>, on the broker's connection.
@@ -36,7 +42,7 @@ def create_app(settings: ReporterSettings | None = None) -> AsgiFastStream:
     # Open streams end as soon as the process is asked to stop, not when browsers leave.
     kit.on_exit_signal(live.close)
     orphan_after = timedelta(seconds=settings.orphan_after_s)
-    kit.supervise("orphans", orphan_gauge(engine, orphan_after, settings.orphan_check_s, utcnow))
+    kit.supervise("orphans", orphan_gauge(reads, orphan_after, settings.orphan_check_s, utcnow))
     otlp = Options(
         run_attribute=settings.otlp_run_attribute,
         task_attribute=settings.otlp_task_attribute,
@@ -61,7 +67,7 @@ def create_app(settings: ReporterSettings | None = None) -> AsgiFastStream:
         authorize=raw_authorizer(tokens, limiter, "tasks:write"),
     )
     api = create_api(
-        ReportRepo(engine),
+        ReportRepo(reads),
         live,
         lambda: TallyClient(kit.broker.connection, kit.catalog, source="api"),
         tokens,

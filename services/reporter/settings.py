@@ -2,7 +2,7 @@
 
 from typing import Self
 
-from pydantic import model_validator
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from tally.settings import ServiceSettings
@@ -12,6 +12,12 @@ class ReporterSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="TALLY_REPORTER_", extra="ignore")
 
     http_port: int = 8106
+    #: Where reports, exports and the API's reads come from: a read replica of the
+    #: database (``TALLY_REPORTER_DATABASE_URL``); empty reads ``database_url``. API
+    #: tokens are always read and written on ``database_url`` (a new token works at once).
+    read_database_url: str = Field(
+        "", validation_alias=AliasChoices("TALLY_REPORTER_DATABASE_URL", "read_database_url")
+    )
     #: A run whose events are this old with no run.started is reported as an orphan.
     orphan_after_s: float = 600.0
     #: How often the orphan count (``tally_orphan_runs``) is refreshed.

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.tracker import facts
 from services.tracker.totals import SubtaskMark, UsageRow
 from tally import metrics
+from tally.db.partitions import PARTITIONED
 from tally.db.tables import run_events, runs, task_status_events, tasks, token_usage
 from tally.events import RunFinished
 
@@ -51,9 +52,13 @@ async def copy_ignore(
     stage = _stage(table)
     await conn.copy_records_to_table(stage, records=records, columns=columns)
     names = ", ".join(f'"{c}"' for c in columns)
+    key = f'"{columns[0]}"'
+    # The key alone decides, also where the table's primary key holds more (a partitioned
+    # table's includes ``at``): one row per key, none whose key is already stored.
     stored = await conn.fetch(
-        f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM {stage} ON CONFLICT DO NOTHING'
-        f' RETURNING "{columns[0]}"'
+        f'INSERT INTO "{table.name}" ({names}) SELECT DISTINCT ON ({key}) {names} '
+        f'FROM {stage} s WHERE NOT EXISTS (SELECT 1 FROM "{table.name}" t '
+        f"WHERE t.{key} = s.{key}) ON CONFLICT DO NOTHING RETURNING {key}"
     )
     keys = {r[0] for r in stored}
     new = []
@@ -62,6 +67,25 @@ async def copy_ignore(
             keys.discard(r[0])
             new.append(r)
     return new
+
+
+class _ReusedId(Exception):
+    """A copied row's event id is stored under another ``at`` (see ``_refuse_reused_ids``)."""
+
+
+#: Their primary key is ``(event_id, at)`` (partitioned by month of ``at``), so the COPY
+#: alone would store an event id reused with another timestamp: it is checked after it.
+_REUSED = (
+    'SELECT EXISTS (SELECT 1 FROM "{table}" WHERE event_id = ANY($1::text[]) '
+    "GROUP BY event_id HAVING count(*) > 1)"
+)
+
+
+async def _refuse_reused_ids(conn: Any, table: Table, records: Sequence[tuple[Any, ...]]) -> None:
+    """Raise if a copied id now has two rows (the transaction is rolled back and the batch
+    goes through staging, where the stored row wins and the other is reported)."""
+    if await conn.fetchval(_REUSED.format(table=table.name), [r[0] for r in records]):
+        raise _ReusedId(table.name)
 
 
 def _stage(table: Table) -> str:
@@ -125,7 +149,9 @@ class TrackerRepo:
                                 await conn.copy_records_to_table(
                                     table.name, records=records, columns=columns
                                 )
-                except asyncpg.UniqueViolationError:
+                                if table.name in PARTITIONED:
+                                    await _refuse_reused_ids(conn, table, records)
+                except (asyncpg.UniqueViolationError, _ReusedId):
                     self._direct = False
                 else:
                     for table, _, records in batches:

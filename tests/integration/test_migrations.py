@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 
 from tally.db import create_engine
 from tally.db.migrate import alembic_config, drop_database, ensure_database, upgrade
+from tally.db.partitions import include_name
 from tally.db.tables import metadata
 from tally.events import new_id
 from tally.settings import TallySettings
@@ -25,7 +26,9 @@ def downgrade(url: str, revision: str) -> None:
 
 
 def _diff(conn: Connection) -> list[Any]:
-    ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+    ctx = MigrationContext.configure(
+        conn, opts={"compare_type": True, "include_name": include_name}
+    )
     return list(compare_metadata(ctx, metadata))
 
 

@@ -123,3 +123,32 @@ async def test_sql_lanes_equal_the_python_rules(harness: Harness) -> None:
                 value = e[key]
                 expected = None if value is None else pytest.approx(round(value, 2), abs=0.011)
                 assert got[key] == expected, (since, task, key)
+
+
+async def test_lanes_hold_more_open_tasks_than_a_statement_has_parameters(
+    harness: Harness,
+) -> None:
+    """The defect: each open task id was its own query parameter, and past 32,767 open
+    tasks (asyncpg's limit) /lanes answered 500."""
+    workspace = f"wip-{new_id()[:8]}"
+    n = 33_000
+    await harness.execute(
+        insert(tasks),
+        [
+            {"task_id": f"{workspace}-{i}", "workspace": workspace, "title": "t",
+             "priority": "P2", "status": "in_progress", "event_id": f"{workspace}-{i}-c"}
+            for i in range(n)
+        ],
+    )  # fmt: skip
+    await harness.execute(
+        insert(task_status_events),
+        [
+            {"event_id": f"{workspace}-{i}-s", "task_id": f"{workspace}-{i}",
+             "workspace": workspace, "from_status": "backlog", "to_status": "in_progress",
+             "changed_at": NOW - timedelta(days=40)}
+            for i in range(0, n, 1000)
+        ],
+    )  # fmt: skip
+    since = NOW - timedelta(days=7)
+    view = lanes_view(await read_flow(harness.engine, since, workspace), since, NOW)
+    assert view["lanes"]["work"]["wip"] == n // 1000

@@ -116,3 +116,12 @@ def test_secrets_init_writes_every_password_once(tmp_path: Path) -> None:
         "TALLY_NATS_USER=agent",
         f"TALLY_NATS_PASSWORD={values['TALLY_NATS_PASSWORD_AGENT']}",
     ]
+
+
+def test_the_committed_authorization_block_matches_the_generator() -> None:
+    committed = REPO_ROOT / "deploy" / "nats" / "auth.conf"
+    assert committed.read_text() == server_config("", auth_only=True), (
+        "deploy/nats/auth.conf is stale: run "
+        "`uv run tally nats config --auth-only -o deploy/nats/auth.conf`"
+    )
+    assert "jetstream" not in committed.read_text()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from pathlib import Path
 
 import typer
 
@@ -69,6 +71,49 @@ def db_upgrade(as_json: bool = JsonOpt) -> None:
         console.print("database is up to date")
 
 
+@db.command("partitions")
+def db_partitions(
+    ahead: int = typer.Option(3, min=0, help="Months of partitions kept ready past this one."),
+    retention_months: int = typer.Option(
+        0,
+        min=0,
+        envvar="TALLY_PARTITION_RETENTION_MONTHS",
+        help="Drop partitions older than this many whole months before this one (0: keep all).",
+    ),
+    export_dir: Path | None = typer.Option(
+        None,
+        envvar="TALLY_PARTITION_EXPORT_DIR",
+        help="Write each partition to <table>_pYYYYMM.csv here before dropping it.",
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Keep run_events and token_usage's monthly partitions: create ahead, adopt rows of
+    months without one, drop (after exporting, if asked) what retention lets go."""
+    from tally.db.partitions import maintain
+
+    if export_dir is not None:
+        export_dir.mkdir(parents=True, exist_ok=True)
+    done = run(
+        maintain(
+            settings().database_url,
+            ahead=ahead,
+            retention_months=retention_months,
+            export_dir=export_dir,
+        )
+    )
+    if as_json:
+        emit_json(dataclasses.asdict(done))
+        return
+    for table, created in done.created.items():
+        console.print(
+            f"{table}: created {', '.join(created) or 'none'}; "
+            f"moved {done.moved_rows[table]} rows from the default partition; "
+            f"dropped {', '.join(done.dropped[table]) or 'none'}"
+        )
+    for path in done.exported:
+        console.print(f"exported {path}")
+
+
 streams = typer.Typer(help="The JetStream streams.", no_args_is_help=True)
 
 
@@ -84,7 +129,7 @@ def streams_provision(as_json: bool = JsonOpt) -> None:
         async with TallyClient.connect(
             s.nats_url, namespace=s.namespace, options=s.nats_options()
         ) as client:
-            return await provision_streams(client.nc, client.catalog)
+            return await provision_streams(client.nc, client.catalog, replicas=s.stream_replicas)
 
     names = run(main())
     if as_json:

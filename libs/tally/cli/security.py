@@ -53,10 +53,13 @@ def read_env(path: Path) -> dict[str, str]:
 def config(
     namespace: str = typer.Option("", help="Subjects under this namespace (TALLY_NAMESPACE)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write here, not to stdout."),
+    auth_only: bool = typer.Option(
+        False, "--auth-only", help="Only the authorization block, to include in a cluster's."
+    ),
 ) -> None:
     """The NATS server configuration: one user per service and client role, each allowed
     only the subjects its role publishes and reads (derived from the bus contract)."""
-    text = server_config(namespace)
+    text = server_config(namespace, auth_only=auth_only)
     if out is None:
         typer.echo(text, nl=False)
         return

@@ -120,6 +120,8 @@ RUN_TIME = func.coalesce(runs.c.started_at, runs.c.created_at)
 Index("ix_runs_natural_time", RUN_TIME, runs.c.run_id)
 Index("ix_runs_workspace_natural_time", runs.c.workspace, RUN_TIME, runs.c.run_id)
 
+#: run_events and token_usage are partitioned by month of ``at`` (tally/db/partitions.py):
+#: their primary key holds the partition key, and a redelivery (same ``at``) conflicts.
 run_events = Table(
     "run_events",
     metadata,
@@ -127,11 +129,12 @@ run_events = Table(
     Column("run_id", String(128), nullable=False),
     Column("workspace", String(64), nullable=False),
     Column("kind", String(32), nullable=False),
-    Column("at", DateTime(timezone=True), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False, primary_key=True),
     Column("detail", JSONB, nullable=False),
     Index("ix_run_events_run_id_at", "run_id", "at"),
     Index("ix_run_events_at_run_id", "at", "run_id"),
     comment="writer: tracker",
+    postgresql_partition_by="RANGE (at)",
 )
 
 token_usage = Table(
@@ -163,13 +166,14 @@ token_usage = Table(
     Column("cost_micros", BigInteger),
     #: false when neither the registry nor the price catalogue knew the model's price
     Column("cost_known", Boolean, nullable=False, server_default="true"),
-    Column("at", DateTime(timezone=True), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False, primary_key=True),
     Column("metadata", JSONB, nullable=False, server_default="{}"),
     # export pages and report windows: (time, id) keysets, whole or per workspace
     Index("ix_token_usage_at_event_id", "at", "event_id"),
     Index("ix_token_usage_workspace_at_event_id", "workspace", "at", "event_id"),
     Index("ix_token_usage_task_id", "task_id"),
     comment="writer: tracker",
+    postgresql_partition_by="RANGE (at)",
 )
 
 #: ``token_usage`` summed per UTC hour, run, model, provider and command: what ``/tokens``
@@ -395,6 +399,18 @@ velocity_logs = Table(
     Column("change_pct", Float),
     Column("reward", Float),
     Column("at", DateTime(timezone=True), nullable=False),
+    comment="writer: learner",
+)
+
+#: Running sums of ``velocity_logs.velocity`` per workspace and task type, kept with each
+#: log row, so a run's historical velocity is one key lookup, not an average over every run.
+velocity_totals = Table(
+    "velocity_totals",
+    metadata,
+    Column("workspace", String(64), primary_key=True),
+    Column("task_type", String(64), primary_key=True),
+    Column("runs", BigInteger, nullable=False),
+    Column("velocity_sum", Float, nullable=False),
     comment="writer: learner",
 )
 

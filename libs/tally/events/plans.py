@@ -16,6 +16,7 @@ from tally.events.envelope import Event, Model, Timestamp
 from tally.events.tasks import MAX_DESCRIPTION_CHARS
 
 HISTORY_IMPORT = subjects.HISTORY_IMPORT
+HISTORY_CHANGED = subjects.HISTORY_CHANGED
 #: Rows per import request: a batch stays well under NATS's 1 MiB payload for ordinary
 #: descriptions; the CLI splits further by size.
 MAX_HISTORY_BATCH = 500
@@ -49,3 +50,14 @@ class HistoryImportReply(Model):
     imported: int = Field(ge=0)
     #: Completed tasks the workspace's history holds after the import.
     history_size: int = Field(ge=0)
+
+
+class HistoryChanged(Event):
+    """A workspace's imported history changed (``history.changed``, a core-NATS notice):
+    every estimator replica rebuilds its model of the workspace before its next answer,
+    not only the replica that stored the import."""
+
+    subject = HISTORY_CHANGED
+
+    #: The process that stored the change (it has already dropped its model).
+    replica: str

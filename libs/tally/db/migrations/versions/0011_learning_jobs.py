@@ -1,7 +1,7 @@
 """Learning jobs, their checkpoints and runs; the assigner's propensities; run signals.
 
 Revision ID: 0011_learning_jobs
-Revises: 0009_api_tokens
+Revises: 0010_report_indexes
 """
 
 from collections.abc import Sequence

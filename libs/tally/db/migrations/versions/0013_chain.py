@@ -2,7 +2,7 @@
 overtaking ``task.created``), held by the tracker until the task is recorded.
 
 Revision ID: 0013_chain
-Revises: 0009_api_tokens
+Revises: 0012_partitions
 """
 
 from collections.abc import Sequence
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0013_chain"
-down_revision: str | None = "0011_learning_jobs"
+down_revision: str | None = "0012_partitions"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

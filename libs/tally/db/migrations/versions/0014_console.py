@@ -1,7 +1,7 @@
 """The console: quota alerts as they fired, and the indexes behind its run and task lists.
 
 Revision ID: 0014_console
-Revises: 0009_api_tokens
+Revises: 0013_chain
 """
 
 from collections.abc import Sequence

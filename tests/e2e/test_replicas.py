@@ -1,0 +1,202 @@
+"""Two replicas of every service (each its own process) give the same results as one.
+
+The same tasks and runs go through a Tally of one process per service, then through one
+of two processes per service, whose learner holding the lease is killed with ``kill -9``
+half-way: every task is assigned and reserved once, every run recorded and learned once,
+routing policies come out in order, and the figures equal the single-replica ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+import tally
+from tally.client import TallyClient
+from tally.db import create_engine
+from tally.db.tables import assignments, learner_runs, learner_state, model_scores, quota_ledger
+from tally.db.tables import runs as runs_table
+from tally.events import PolicyUpdated, TaskAssigned, TaskCreated
+from tally.sandbox import sandbox
+from tally.settings import TallySettings
+from tests.chaos.deployment import FAST
+from tests.chaos.fleet import Fleet, eventually
+from tests.chaos.workload import subscriptions_file
+
+pytestmark = pytest.mark.e2e
+
+TASKS = 16
+WORKSPACE = "replicas"
+
+
+@dataclass(frozen=True)
+class Results:
+    """What a user of either deployment would compare."""
+
+    models: dict[str, str]  # task -> model assigned
+    assignment_rows: Counter[str]  # task -> assignments stored
+    reserves: Counter[str]  # reservation -> reserve rows in the ledger
+    assigned_events: Counter[str]  # task -> distinct task.assigned events seen
+    runs_recorded: int
+    runs_learned: int
+    samples: int  # summed over model_scores: a run learned twice counts twice
+    policy_version: int
+    policy_versions_seen: list[int]  # in the order they were published
+
+
+@contextlib.asynccontextmanager
+async def fleets(
+    base: TallySettings, workdir: Path, replicas: int
+) -> AsyncIterator[tuple[TallySettings, list[Fleet]]]:
+    """``replicas`` processes of each service on a fresh namespace and database."""
+    async with sandbox(base, prefix="rp", database=True) as s:
+        env = {
+            "TALLY_NATS_URL": s.nats_url,
+            "TALLY_DATABASE_URL": s.database_url,
+            "TALLY_REDIS_URL": s.redis_url,
+            "TALLY_NAMESPACE": s.namespace,
+            "TALLY_QUOTA_SUBSCRIPTIONS_PATH": str(subscriptions_file(workdir)),
+            "TALLY_LEARNER_LEASE_TTL_S": "3",
+            **FAST,
+        }
+        started = [Fleet(env, workdir / f"logs-{replicas}-{i}") for i in range(replicas)]
+        try:
+            for fleet in started:
+                await fleet.start(timeout=120)
+            yield s, started
+        finally:
+            for fleet in started:
+                fleet.stop()
+
+
+async def _lease_holder(learners: list[Fleet]) -> Fleet | None:
+    """The fleet whose learner consumes ``run.recorded`` now (it holds the lease)."""
+    async with httpx.AsyncClient(timeout=3.0) as http:
+        for fleet in learners:
+            report = (await http.get(fleet.url("learner"))).json()
+            if report["consumers"]:
+                return fleet
+    return None
+
+
+async def _scalar(engine: Any, query: Any) -> Any:
+    async with engine.connect() as conn:
+        return (await conn.execute(query)).scalar()
+
+
+async def drive(s: TallySettings, deployment: list[Fleet]) -> Results:
+    """Create the tasks, run each assignment through the SDK, wait until all is learned."""
+    engine = create_engine(s.database_url)
+    ids = [f"rep-{i:02d}" for i in range(TASKS)]
+    seen_assigned: dict[str, set[str]] = {t: set() for t in ids}
+    policies: dict[str, int] = {}
+    try:
+        async with (
+            TallyClient.connect(s.nats_url, namespace=s.namespace, source="test") as client,
+            client.watch(TaskAssigned, lambda e: e.workspace == WORKSPACE) as assigned,
+            client.watch(PolicyUpdated, lambda e: e.workspace == WORKSPACE) as policy_q,
+        ):
+            for i, task_id in enumerate(ids):
+                await client.publish(
+                    TaskCreated(
+                        workspace=WORKSPACE,
+                        task_id=task_id,
+                        title=f"Fix flaky test number {i} in the {('api', 'ui')[i % 2]}",
+                        description="- reproduce\n- fix",
+                        priority="P2",
+                    )
+                )
+            by_task: dict[str, TaskAssigned] = {}
+            while len(by_task) < TASKS:
+                event = await asyncio.wait_for(assigned.get(), 120)
+                seen_assigned[event.task_id].add(event.event_id)
+                by_task.setdefault(event.task_id, event)
+
+            async with tally.connect(s.nats_url, workspace=WORKSPACE, namespace=s.namespace) as t:
+                for n, task_id in enumerate(ids):
+                    if n == TASKS // 2 and len(deployment) > 1:
+                        holder = await eventually(
+                            lambda: _lease_holder(deployment),
+                            timeout=30,
+                            what="a learner holding the lease",
+                        )
+                        holder.kill("learner")
+                    a = by_task[task_id]
+                    async with t.run(
+                        task_id,
+                        model=a.model,
+                        provider=a.provider,
+                        reservation_id=a.reservation.reservation_id,
+                    ) as run:
+                        await run.worker_call(
+                            worker="coder",
+                            model=a.model,
+                            usage={"input_tokens": 100 + n, "output_tokens": 50 + n},
+                        )
+
+            learned: Callable[[], Awaitable[bool]] = lambda: _count_is(  # noqa: E731
+                engine, learner_runs, TASKS
+            )
+            await eventually(learned, timeout=120, what=f"{TASKS} runs learned")
+            # Drain the policies published so far (a republish carries the same id).
+            await asyncio.sleep(0)
+            seen: dict[str, int] = {}
+            while not policy_q.empty():
+                p = policy_q.get_nowait()
+                seen.setdefault(p.event_id, p.version)
+            policies = seen
+        async with engine.connect() as conn:
+            rows = (await conn.execute(select(assignments.c.task_id, assignments.c.model))).all()
+            ledger = (
+                await conn.execute(
+                    select(quota_ledger.c.reservation_id).where(quota_ledger.c.op == "reserve")
+                )
+            ).all()
+        return Results(
+            models={r.task_id: r.model for r in rows},
+            assignment_rows=Counter(r.task_id for r in rows),
+            reserves=Counter(r.reservation_id for r in ledger),
+            assigned_events=Counter({t: len(v) for t, v in seen_assigned.items()}),
+            runs_recorded=await _scalar(engine, select(func.count()).select_from(runs_table)),
+            runs_learned=await _scalar(engine, select(func.count()).select_from(learner_runs)),
+            samples=await _scalar(engine, select(func.sum(model_scores.c.samples))),
+            policy_version=await _scalar(engine, select(func.max(learner_state.c.version))) or 0,
+            policy_versions_seen=list(policies.values()),
+        )
+    finally:
+        await engine.dispose()
+
+
+async def _count_is(engine: Any, table: Any, n: int) -> bool:
+    return bool(await _scalar(engine, select(func.count()).select_from(table)) == n)
+
+
+async def test_two_replicas_of_every_service_give_the_results_of_one(
+    base_settings: TallySettings, tmp_path: Path
+) -> None:
+    async with fleets(base_settings, tmp_path, replicas=1) as (s, one):
+        single = await drive(s, one)
+    async with fleets(base_settings, tmp_path, replicas=2) as (s, two):
+        double = await drive(s, two)
+
+    for results in (single, double):
+        assert len(results.models) == TASKS
+        assert set(results.assignment_rows.values()) == {1}  # no task assigned twice
+        assert len(results.reserves) == TASKS and set(results.reserves.values()) == {1}
+        assert set(results.assigned_events.values()) == {1}
+        assert results.runs_recorded == results.runs_learned == TASKS
+        assert results.samples == TASKS  # no run learned twice
+        versions = results.policy_versions_seen
+        assert versions == sorted(versions) and len(set(versions)) == len(versions)
+    assert double.models == single.models
+    assert double.samples == single.samples
+    assert double.policy_version == single.policy_version
