@@ -25,6 +25,7 @@ read from the injected clock in Python and passed to the scripts.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -32,6 +33,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, cast
+
+from redis.asyncio.cluster import RedisCluster
 
 from services.quota.fallback import fallback_micros
 from services.quota.keys import SubscriptionKeys
@@ -305,12 +308,21 @@ class QuotaStore:
             for ask, claimed in zip(asks, claims, strict=True)
         ]
         to_run = [ask for ask, r in zip(asks, refused, strict=True) if r is None]
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for ask in to_run:
-                # redis-py queues a script in a pipeline (loading it first); its stub names
-                # only clients.
-                await self._reserve(keys=ask.keys, args=ask.args, client=cast(Any, pipe))
-            answers = iter(await pipe.execute() if to_run else [])
+        if isinstance(self._redis, RedisCluster):
+            # redis-py refuses scripts in a cluster pipeline: each runs on its own slot's
+            # master, all at once.
+            answers = iter(
+                await asyncio.gather(
+                    *(self._reserve(keys=ask.keys, args=ask.args) for ask in to_run)
+                )
+            )
+        else:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for ask in to_run:
+                    # redis-py queues a script in a pipeline (loading it first); its stub
+                    # names only clients.
+                    await self._reserve(keys=ask.keys, args=ask.args, client=cast(Any, pipe))
+                answers = iter(await pipe.execute() if to_run else [])
         return [
             r if r is not None else self.outcome(ask, next(answers))
             for ask, r in zip(asks, refused, strict=True)

@@ -12,7 +12,16 @@ from typing import TYPE_CHECKING
 import pytest
 from redis.asyncio.cluster import RedisCluster as ClusterClient
 
-from tally.events import ReleaseReply, ReleaseRequest, UsageReply, UsageRequest, new_id
+from tally.events import (
+    ReleaseReply,
+    ReleaseRequest,
+    ReserveManyReply,
+    ReserveManyRequest,
+    ReserveRequest,
+    UsageReply,
+    UsageRequest,
+    new_id,
+)
 from tally.redis import connect_redis
 from tests.cluster.servers import redis_cluster
 from tests.integration.test_quota_concurrency import ledger_rows, reserve, write_subscription
@@ -74,3 +83,34 @@ async def test_concurrent_reservations_on_a_redis_cluster_never_pass_a_hard_limi
             assert {client.get_node_from_key(k).port for k in keys} <= {n.port for n in primaries}
         finally:
             await client.aclose()
+
+
+async def test_a_batch_of_reservations_is_the_first_thing_a_cluster_sees(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """``quota.reserve_many`` (the assigner's path) runs its scripts in a cluster pipeline;
+    on a fresh cluster no master has loaded them yet."""
+    h = harness
+    name = f"cluster-{new_id()[:8]}"
+    with redis_cluster(tmp_path) as cluster:
+        await h.start(
+            "quota",
+            redis_url=cluster.url,
+            subscriptions_path=write_subscription(tmp_path, name, {"day": {"tokens": 1_000}}),
+        )
+        prefix = f"many-{new_id()[:8]}-"
+        asks = [
+            ReserveRequest(
+                subscription=name, tokens=30, cost_usd=0.0, reservation_id=f"{prefix}{i}"
+            )
+            for i in range(40)  # 1,200 tokens asked of 1,000
+        ]
+        reply = await h.client.request(
+            ReserveManyRequest(reservations=asks), ReserveManyReply, step="quota", timeout=60.0
+        )
+        accepted = {r.reservation_id for r in reply.replies if r.ok}
+        assert len(accepted) == 33 and all(
+            "limit" in r.reason for r in reply.replies if not r.ok
+        ), [r.reason for r in reply.replies if not r.ok]
+        rows = await ledger_rows(h, prefix)
+        assert {r.reservation_id for r in rows if r.op == "reserve"} == accepted
