@@ -227,8 +227,13 @@ class TrackerRepo:
     async def record_status_changes(self, rows: Sequence[dict[str, Any]]) -> set[int]:
         """Store transitions and move their tasks to their latest status, in one
         transaction. Returns the positions of rows that reused a stored id with other
-        values (the stored row stays)."""
+        values (the stored row stays).
+
+        Takes each task's turn first, as recording tasks does: otherwise a task recorded
+        while its transition is being stored misses it, and the update misses the task.
+        """
         async with self.engine.begin() as conn:
+            await facts.lock_tasks(conn, [r["task_id"] for r in rows])
             conflicts = await _insert_events(conn, task_status_events, rows)
             await _set_latest_status(conn, [r["task_id"] for r in rows])
         return conflicts

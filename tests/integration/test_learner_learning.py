@@ -121,8 +121,14 @@ async def test_runs_move_scores_calibration_and_policy(harness: Harness, workspa
         policy = [await h.next_item(policies, what="policy") for _ in range(6)][-1]
         # Calibration is debounced: an early pass may predate the last runs, so wait for
         # the one that has seen all of them.
+        # (The last "cheap" run comes before the last "pricey" one: a pass between them
+        # has all six of one and eleven estimates.)
         calibration = await h.next_item(calibrations, what="calibration")
-        while calibration.velocity.get("cheap|feature", (0, 0, 0))[2] < 6:
+        while (
+            calibration.velocity.get("cheap|feature", (0, 0, 0))[2] < 6
+            or calibration.error_trend is None
+            or calibration.error_trend.samples < 12
+        ):
             calibration = await h.next_item(calibrations, what="the calibration of all runs")
 
     last = {r.model: r for r in score_updates[-1].scores}

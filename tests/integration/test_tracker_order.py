@@ -16,6 +16,7 @@ from tally.events import (
     TaskAssigned,
     TaskCreated,
     TaskEstimated,
+    TaskStatusChanged,
     TokenEstimate,
     new_id,
     utcnow,
@@ -133,3 +134,42 @@ async def test_interleaved_arrivals_leave_nothing_behind(harness: Harness, works
     await h.eventually(lambda: complete(h, ids), timeout=60, what="facts on every task")
     waiting = select(func.count()).select_from(task_facts_pending)
     assert await h.scalar(waiting.where(task_facts_pending.c.task_id.in_(ids))) == 0
+
+
+async def test_a_status_change_racing_its_task_is_never_lost(
+    harness: Harness, workspace: str
+) -> None:
+    """The defect: a task recorded while a status change about it was being stored kept an
+    older status (each transaction missed the other's uncommitted row)."""
+    import asyncio
+    import random
+    from datetime import timedelta
+
+    from services.tracker import rows
+    from services.tracker.repo import TrackerRepo
+
+    repo = TrackerRepo(harness.engine)
+    ids = [f"{workspace}-race-{i}" for i in range(200)]
+    at = utcnow()
+
+    def moved(task_id: str, to_status: str, seconds: int) -> dict[str, object]:
+        return rows.status_row(
+            TaskStatusChanged(
+                task_id=task_id,
+                workspace=workspace,
+                to_status=to_status,
+                changed_at=at + timedelta(seconds=seconds),
+            )
+        )
+
+    work = []
+    for lo in range(0, len(ids), 5):
+        chunk = ids[lo : lo + 5]
+        work.append(repo.record_status_changes([moved(t, "in_progress", 1) for t in chunk]))
+        work.append(repo.record_tasks([rows.task_row(created(t, workspace)) for t in chunk]))
+        work.append(repo.record_status_changes([moved(t, "ready_to_review", 2) for t in chunk]))
+    random.Random(5).shuffle(work)
+    await asyncio.gather(*work)
+
+    found = await harness.rows(select(tasks.c.status).where(tasks.c.task_id.in_(ids)))
+    assert [r.status for r in found] == ["ready_to_review"] * len(ids)
