@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+
+from tally.db.partitions import PARTITIONED, add_months, create_month, existing_months, month_of
 
 WORKSPACES = ("ws-0", "ws-1", "ws-2", "ws-3")
 MODELS = (
@@ -61,11 +63,14 @@ def detail(kind: str, j: int, model: str, phase: str) -> dict[str, Any]:
 class Load:
     """Rows of every table, generated task by task (deterministic for a seed)."""
 
-    def __init__(self, runs: int, now: datetime, seed: int = 7, days: int = DAYS) -> None:
+    def __init__(
+        self, runs: int, now: datetime, seed: int = 7, days: int = DAYS, first: int = 0
+    ) -> None:
         self.count = runs
+        self.first = first
         self.days = days
         self.now = now
-        self.rnd = random.Random(seed)
+        self.rnd = random.Random(seed + first)
         self.tasks: list[tuple[Any, ...]] = []
         self.runs: list[tuple[Any, ...]] = []
         self.assignments: list[tuple[Any, ...]] = []
@@ -76,7 +81,7 @@ class Load:
     def events(self) -> Iterator[tuple[tuple[Any, ...], tuple[Any, ...] | None]]:
         """Each run event, with its token_usage row for a worker call (else None)."""
         rnd = self.rnd
-        for i in range(self.count):
+        for i in range(self.first, self.first + self.count):
             ws = WORKSPACES[i % len(WORKSPACES)]
             task_id, run_id = f"task-{i:07d}", f"run-{i:07d}"
             model, provider = MODELS[rnd.randrange(len(MODELS))]
@@ -186,11 +191,11 @@ ASSIGNMENT_COLUMNS = (
 
 
 async def load(
-    dsn: str, runs: int, now: datetime, *, days: int = DAYS, chunk: int = 50_000
+    dsn: str, runs: int, now: datetime, *, days: int = DAYS, chunk: int = 50_000, first: int = 0
 ) -> Load:
     """COPY ``runs`` runs (``runs * EVENTS_PER_RUN`` run events) and their rows, spread over
-    the last ``days`` days; ANALYZE."""
-    data = Load(runs, now, days=days)
+    the last ``days`` days; ANALYZE. ``first`` numbers the runs on from an earlier load."""
+    data = Load(runs, now, days=days, first=first)
     conn = await asyncpg.connect(dsn)
     try:
         events: list[tuple[Any, ...]] = []
@@ -222,3 +227,19 @@ async def load(
     finally:
         await conn.close()
     return data
+
+
+async def partitions_for(dsn: str, months: int) -> None:
+    """Monthly partitions back to ``months`` months ago, so the load lands in its months'
+    partitions as a year of writes would, not in the default partition."""
+    today = datetime.now(UTC).date()
+    conn = await asyncpg.connect(dsn)
+    try:
+        for table in PARTITIONED:
+            have = await existing_months(conn, table)
+            for back in range(months + 1):
+                month = add_months(month_of(today), -back)
+                if month not in have:
+                    await create_month(conn, table, month)
+    finally:
+        await conn.close()

@@ -8,14 +8,16 @@ own processes (``tally serve``), as in production:
    and quota with 1 and then 2 processes each.
 2. **Tracker**: run events stored per second: E ``run.event`` messages published at once,
    the clock stops when Postgres holds all of them; 1 and then 2 tracker processes.
-3. **Reporter**: p50/p95 of ``GET /runs/{id}`` (a run's timeline, from the partitioned
-   ``run_events``) with 100 thousand events stored, then with ``--events`` (10 million).
+3. **Reporter**: p50/p95 at concurrency 1 of every reporter read that touches the
+   partitioned ``run_events`` or ``token_usage`` (``READS``; ``/healthz`` is the baseline of
+   the same run) with 100 thousand run events stored, then with ``--events`` (10 million),
+   COPYed in and spread over twelve monthly partitions, with their ``token_usage`` rows.
 
 Ratios are printed beside the figures (the machine is shared: compare within one run).
 
-Run: ``uv run python benchmarks/scale.py [--tasks N] [--run-events E] [--events 10000000]``
-(``make bench-scale``). Servers from ``TALLY_NATS_URL``, ``TALLY_DATABASE_URL``,
-``TALLY_REDIS_URL``; everything made for the run is removed at the end.
+Run: ``uv run python -m benchmarks.scale [--tasks N] [--run-events E] [--events 10000000]
+[--parts chain,tracker,reporter]`` (``make bench-scale``). Servers from ``TALLY_NATS_URL``,
+``TALLY_DATABASE_URL``, ``TALLY_REDIS_URL``; everything made for the run is removed at the end.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ import httpx
 import numpy as np
 import yaml
 
+from benchmarks.report import TOKEN as REPORT_TOKEN
+from benchmarks.report import reporter as report_server
+from benchmarks.report_data import EVENTS_PER_RUN, load, partitions_for
 from tally.client import TallyClient
 from tally.db.partitions import asyncpg_dsn
 from tally.events import RunEvent, TaskAssigned, TaskCreated, new_id
@@ -183,70 +188,91 @@ async def tracker(base: TallySettings, replicas: int, events: int, workdir: Path
             await conn.close()
 
 
-async def fill(conn: asyncpg.Connection, first_run: int, runs: int, per_run: int) -> None:
-    """``runs`` runs of ``per_run`` events each, straight into Postgres (one statement)."""
-    await conn.execute(
-        """
-        INSERT INTO runs (run_id, task_id, workspace, model, started_at)
-        SELECT 'run-' || r, 'T-' || r, 'bench', 'm', now() - interval '1 hour'
-        FROM generate_series($1::bigint, $2::bigint) AS r
-        """,
-        first_run,
-        first_run + runs - 1,
-    )
-    await conn.execute(
-        """
-        INSERT INTO run_events (event_id, run_id, workspace, kind, at, detail)
-        SELECT 'e-' || r || '-' || i, 'run-' || r, 'bench', 'note',
-               date_trunc('month', now()) + (r * 60 + i) * interval '10 millisecond',
-               jsonb_build_object('kind', 'note', 'text', 'step ' || i)
-        FROM generate_series($1::bigint, $2::bigint) AS r, generate_series(1, $3) AS i
-        """,
-        first_run,
-        first_run + runs - 1,
-        per_run,
-    )
-    await conn.execute("ANALYZE run_events")
+#: Reporter reads that touch ``run_events`` or ``token_usage`` (and /healthz, the baseline
+#: of the same run: a request that only pings Postgres). ``{run}``/``{other}``: a random
+#: run per request; ``{n}``: a window of its own per request, never a cached answer.
+READS = {
+    "healthz": "/healthz",
+    "run timeline": "/runs/{run}",
+    "run kpi": "/runs/{run}/kpi",
+    "compare": "/compare?a={run}&b={other}",
+    "runs list": "/runs?limit=50",
+    "tokens 7d by model": "/tokens?since=7d",
+    "tokens 30d by agent": "/tokens?since=30d&by=agent",
+    "tokens 7d ws by task": "/tokens?since=7d&by=task&workspace=ws-1",
+    "lanes 30d": "/lanes",
+    "lanes 30d+n h, cold": "/lanes?since={n}",
+    "dashboard stats 7d": "/dashboard/stats?since=7d",
+    "dashboard series": "/dashboard/series",
+    "export token_usage": "/export/token_usage?limit=500",
+    "export token_usage ws 60d": "/export/token_usage?limit=500&workspace=ws-3&since=60d",
+    "export runs 30d": "/export/runs?limit=500&since=30d",
+    "models": "/models/performance",
+}
+#: Months the reporter's load spreads over (a partition each).
+MONTHS = 12
 
 
-async def timeline_ms(port: int, runs: int, samples: int) -> tuple[float, float]:
-    """p50 and p95 of ``GET /runs/{id}`` over random runs."""
+async def reads_ms(
+    http: httpx.AsyncClient, path: str, run_ids: list[str], samples: int, budget_s: float
+) -> tuple[float, float, int]:
+    """p50, p95 and count of ``samples`` GETs of ``path`` one at a time (fewer if
+    ``budget_s`` runs out); every answer must be 200."""
     rng = random.Random(5)
-    ms = []
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{port}",
-        headers={"Authorization": f"Bearer {TOKEN}"},
-        timeout=30,
-    ) as http:
-        for _ in range(samples):
-            start = time.perf_counter()
-            got = await http.get(f"/runs/run-{rng.randrange(runs)}")
-            ms.append((time.perf_counter() - start) * 1000)
-            if got.status_code != 200:
-                raise RuntimeError(f"GET /runs answered {got.status_code}: {got.text[:200]}")
+    asked = 0
+
+    def url() -> str:
+        nonlocal asked
+        asked += 1
+        return (
+            path.replace("{run}", rng.choice(run_ids))
+            .replace("{other}", rng.choice(run_ids))
+            .replace("{n}", f"{720 + asked}h")
+        )
+
+    for _ in range(3):  # warm-up
+        await http.get(url())
+    ms: list[float] = []
+    deadline = time.perf_counter() + budget_s
+    while len(ms) < samples and time.perf_counter() < deadline:
+        target = url()
+        start = time.perf_counter()
+        got = await http.get(target)
+        ms.append((time.perf_counter() - start) * 1000)
+        if got.status_code != 200:
+            raise RuntimeError(f"GET {target} answered {got.status_code}: {got.text[:200]}")
     p50, p95 = np.percentile(ms, [50, 95])
-    return float(p50), float(p95)
+    return float(p50), float(p95), len(ms)
 
 
 async def reporter(
-    base: TallySettings, events: int, workdir: Path
-) -> list[tuple[int, float, float]]:
-    """Timeline latency with 100k events, then with ``events``."""
-    per_run = 100
-    out = []
-    async with sandbox(base, prefix="br") as s:
-        conn = await asyncpg.connect(asyncpg_dsn(s.database_url))
-        try:
-            async with processes(s, {"reporter": 1}, workdir) as ports:
-                stored = 0
-                for target in (100_000, events):
-                    runs = (target - stored) // per_run
-                    await fill(conn, stored // per_run, runs, per_run)
-                    stored = target
-                    p50, p95 = await timeline_ms(ports["reporter"][0], stored // per_run, 300)
-                    out.append((stored, p50, p95))
-        finally:
-            await conn.close()
+    base: TallySettings, events: int, samples: int, budget_s: float
+) -> dict[int, dict[str, tuple[float, float, int]]]:
+    """Every read at concurrency 1 with 100k run events stored, then with ``events``, spread
+    over the last 12 months (tasks, runs, worker calls with their token_usage rows, status
+    changes: ``report_data.py``)."""
+    out: dict[int, dict[str, tuple[float, float, int]]] = {}
+    now = datetime.now(UTC)
+    async with sandbox(base, prefix="br", database=True) as s:
+        dsn = asyncpg_dsn(s.database_url)
+        await partitions_for(dsn, MONTHS)
+        run_ids: list[str] = []
+        stored = 0
+        for target in (100_000, events):
+            runs = (target - stored) // EVENTS_PER_RUN
+            started = time.perf_counter()
+            data = await load(dsn, runs, now, days=MONTHS * 30, first=stored // EVENTS_PER_RUN)
+            run_ids += data.run_ids
+            stored = target
+            print(f"  loaded to {stored:,} run events in {time.perf_counter() - started:.0f} s",
+                  flush=True)  # fmt: skip
+            with report_server(s.database_url, free_port(), ROOT) as url:
+                headers = {"Authorization": f"Bearer {REPORT_TOKEN}"}
+                async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as http:
+                    out[stored] = {
+                        name: await reads_ms(http, path, run_ids, samples, budget_s)
+                        for name, path in READS.items()
+                    }
     return out
 
 
@@ -257,20 +283,29 @@ async def main(args: argparse.Namespace) -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        rates = {r: await chain(base, r, args.tasks, workdir) for r in (1, 2)}
-        print(f"chain task.created -> task.assigned, {args.tasks} tasks:")
-        for r, rate in rates.items():
-            print(f"  {r} replica(s) of estimator, assigner, quota: {rate:,.0f} tasks/s "
-                  f"({rate / rates[1]:.2f}x)")  # fmt: skip
-        stored = {r: await tracker(base, r, args.run_events, workdir) for r in (1, 2)}
-        print(f"tracker, {args.run_events} run events:")
-        for r, rate in stored.items():
-            print(f"  {r} tracker replica(s): {rate:,.0f} events/s ({rate / stored[1]:.2f}x)")
-        rows = await reporter(base, args.events, workdir)
-        print("reporter GET /runs/{id} (timeline):")
-        for n, p50, p95 in rows:
-            print(f"  {n:>12,} run_events: p50 {p50:.1f} ms, p95 {p95:.1f} ms "
-                  f"({p95 / rows[0][2]:.2f}x the p95 at {rows[0][0]:,})")  # fmt: skip
+        if "chain" in args.parts.split(","):
+            rates = {r: await chain(base, r, args.tasks, workdir) for r in (1, 2)}
+            print(f"chain task.created -> task.assigned, {args.tasks} tasks:")
+            for r, rate in rates.items():
+                print(f"  {r} replica(s) of estimator, assigner, quota: {rate:,.0f} tasks/s "
+                      f"({rate / rates[1]:.2f}x)")  # fmt: skip
+        if "tracker" in args.parts.split(","):
+            stored = {r: await tracker(base, r, args.run_events, workdir) for r in (1, 2)}
+            print(f"tracker, {args.run_events} run events:")
+            for r, rate in stored.items():
+                print(f"  {r} tracker replica(s): {rate:,.0f} events/s ({rate / stored[1]:.2f}x)")
+    if "reporter" in args.parts.split(","):
+        load_1m = os.getloadavg()
+        print(f"reporter, concurrency 1 (load average before: {load_1m[0]:.2f}):", flush=True)
+        table = await reporter(base, args.events, args.samples, args.budget)
+        small, large = table[100_000], table[args.events]
+        base_small, base_large = small["healthz"][1], large["healthz"][1]
+        print(f"  {'endpoint':28} {'100k p50':>9} {'p95':>7} {'10M p50':>9} {'p95':>7}  p95 ratio")
+        for name in READS:
+            (a50, a95, _), (b50, b95, _) = small[name], large[name]
+            print(f"  {name:28} {a50:9.1f} {a95:7.1f} {b50:9.1f} {b95:7.1f}  {b95 / a95:.2f}x")
+        print(f"  (healthz p95 ratio {base_large / base_small:.2f}x; load average after: "
+              f"{os.getloadavg()[0]:.2f})")  # fmt: skip
 
 
 if __name__ == "__main__":
@@ -278,4 +313,9 @@ if __name__ == "__main__":
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--run-events", type=int, default=30_000)
     parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--samples", type=int, default=100, help="reporter GETs per endpoint")
+    parser.add_argument("--budget", type=float, default=10.0, help="seconds per endpoint")
+    parser.add_argument(
+        "--parts", default="chain,tracker,reporter", help="which measurements, comma-separated"
+    )
     asyncio.run(main(parser.parse_args()))

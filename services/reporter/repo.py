@@ -56,8 +56,14 @@ class ReportRepo:
             rows = (
                 await conn.execute(
                     select(run_events, token_usage)
+                    # A worker call's usage row has its event's id and run: the run id
+                    # lets every partition answer from its run index, where the event id
+                    # alone made Postgres hash all of token_usage (linear in its size).
                     .join(
-                        token_usage, token_usage.c.event_id == run_events.c.event_id, isouter=True
+                        token_usage,
+                        (token_usage.c.event_id == run_events.c.event_id)
+                        & (token_usage.c.run_id == run_events.c.run_id),
+                        isouter=True,
                     )
                     .where(run_events.c.run_id == run_id)
                     .order_by(run_events.c.at)

@@ -19,7 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.reporter.auth import ReportsRead
 from services.reporter.errors import bad_parameter
 from services.reporter.params import Params, Since, Workspace, window_start
-from tally.db.tables import assignments, runs, tasks, token_usage
+from services.reporter.usage import usage_since
+from tally.db.tables import assignments, runs, tasks
 from tally.moneyview import Micros
 
 #: The most buckets one answer holds (an hourly series of ~7 months).
@@ -107,19 +108,17 @@ def _scoped(column: Any, workspace: str | None, *more: ColumnElement[bool]) -> A
 async def series(
     engine: AsyncEngine, since: datetime, now: datetime, workspace: str | None, bucket: Bucket
 ) -> Series:
-    u = token_usage.c
-    use_at = func.date_trunc(bucket, u.at, "UTC")
+    # Token use from the hourly rollup (a row per run and hour, not per call): the cost
+    # follows the runs in the window. Its hours fall in the same hour and day buckets.
+    u = usage_since(since, workspace)
+    use_at = func.date_trunc(bucket, u.c.at, "UTC")
     run_at = func.date_trunc(bucket, runs.c.finished_at, "UTC")
-    used_stmt = (
-        select(
-            use_at.label("start"),
-            *(func.sum(u[k]).label(k) for k in KINDS),
-            func.coalesce(func.sum(u.cost_micros), 0).label("spend"),
-            func.count().filter(u.cost_known.is_(False)).label("unpriced"),
-        )
-        .where(_scoped(u.workspace, workspace, u.at >= since))
-        .group_by(use_at)
-    )
+    used_stmt = select(
+        use_at.label("start"),
+        *(func.sum(u.c[k]).label(k) for k in KINDS),
+        func.coalesce(func.sum(u.c.cost_micros), 0).label("spend"),
+        func.sum(u.c.unpriced_calls).label("unpriced"),
+    ).group_by(use_at)
     runs_stmt = (
         select(
             run_at.label("start"),
@@ -133,20 +132,19 @@ async def series(
     subs_stmt = (
         select(
             subscription.label("subscription"),
-            func.count().label("calls"),
-            *(func.sum(u[k]).label(k) for k in KINDS),
-            func.coalesce(func.sum(u.cost_micros), 0).label("spend"),
+            func.sum(u.c.calls).label("calls"),
+            *(func.sum(u.c[k]).label(k) for k in KINDS),
+            func.coalesce(func.sum(u.c.cost_micros), 0).label("spend"),
         )
         .select_from(
-            token_usage.join(runs, runs.c.run_id == u.run_id, isouter=True).join(
+            u.join(runs, runs.c.run_id == u.c.run_id, isouter=True).join(
                 assignments,
                 assignments.c.assignment_id == runs.c.assignment_id,
                 isouter=True,
             )
         )
-        .where(_scoped(u.workspace, workspace, u.at >= since))
         .group_by(subscription)
-        .order_by(func.coalesce(func.sum(u.cost_micros), 0).desc())
+        .order_by(func.sum(u.c.cost_micros).desc())
     )
     share_stmt = (
         select(assignments.c.model, func.count().label("n"))
@@ -173,7 +171,7 @@ async def series(
                 runs_succeeded=r.ok if r else 0,
                 **{k: int(getattr(t, k) or 0) if t else 0 for k in KINDS},
                 spend_micros=int(t.spend) if t else 0,
-                unpriced_calls=t.unpriced if t else 0,
+                unpriced_calls=int(t.unpriced) if t else 0,
             )
         )
     total = sum(s.n for s in shares)
@@ -186,7 +184,7 @@ async def series(
         by_subscription=[
             SubscriptionSpend(
                 subscription=s.subscription,
-                calls=s.calls,
+                calls=int(s.calls),
                 **{k: int(getattr(s, k) or 0) for k in KINDS},
                 spend_micros=int(s.spend),
             )

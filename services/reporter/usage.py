@@ -54,16 +54,21 @@ def _raw(column: str) -> ColumnElement[object]:
 def usage_since(since: datetime, workspace: str | None = None) -> Subquery:
     """Every worker call since ``since``: part-hour rows of ``token_usage`` and rollup rows.
 
-    Columns: ``workspace, run_id, model, provider, command`` and the :data:`COUNTERS`
-    (summed over the calls a row stands for). Sum them grouped as a report needs.
+    Columns: ``workspace, run_id, model, provider, command``, the :data:`COUNTERS`
+    (summed over the calls a row stands for) and ``at`` (a call's time, or the start of
+    the hour a rollup row sums: the same hour and day buckets). Sum them grouped as a
+    report needs.
     """
     whole = next_hour(since)
-    part = select(*(token_usage.c[k] for k in KEYS), *(_raw(c).label(c) for c in COUNTERS)).where(
-        token_usage.c.at >= since, token_usage.c.at < whole
-    )
-    hours = select(*(token_usage_hourly.c[k] for k in (*KEYS, *COUNTERS))).where(
-        token_usage_hourly.c.hour >= whole
-    )
+    part = select(
+        *(token_usage.c[k] for k in KEYS),
+        *(_raw(c).label(c) for c in COUNTERS),
+        token_usage.c.at.label("at"),
+    ).where(token_usage.c.at >= since, token_usage.c.at < whole)
+    hours = select(
+        *(token_usage_hourly.c[k] for k in (*KEYS, *COUNTERS)),
+        token_usage_hourly.c.hour.label("at"),
+    ).where(token_usage_hourly.c.hour >= whole)
     if workspace:
         part = part.where(token_usage.c.workspace == workspace)
         hours = hours.where(token_usage_hourly.c.workspace == workspace)

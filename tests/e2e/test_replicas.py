@@ -23,9 +23,17 @@ from sqlalchemy import func, select
 import tally
 from tally.client import TallyClient
 from tally.db import create_engine
-from tally.db.tables import assignments, learner_runs, learner_state, model_scores, quota_ledger
+from tally.db.tables import (
+    assignments,
+    estimates,
+    learner_runs,
+    learner_state,
+    model_scores,
+    quota_ledger,
+    token_usage,
+)
 from tally.db.tables import runs as runs_table
-from tally.events import PolicyUpdated, TaskAssigned, TaskCreated
+from tally.events import PolicyUpdated, TaskAssigned, TaskCreated, TaskEstimated
 from tally.sandbox import sandbox
 from tally.settings import TallySettings
 from tests.chaos.deployment import FAST
@@ -70,8 +78,8 @@ async def fleets(
         }
         started = [Fleet(env, workdir / f"logs-{replicas}-{i}") for i in range(replicas)]
         try:
-            for fleet in started:
-                await fleet.start(timeout=120)
+            # All at once: their start-up is mostly imports, which overlap.
+            await asyncio.gather(*(fleet.start(timeout=180) for fleet in started))
             yield s, started
         finally:
             for fleet in started:
@@ -200,3 +208,198 @@ async def test_two_replicas_of_every_service_give_the_results_of_one(
     assert double.models == single.models
     assert double.samples == single.samples
     assert double.policy_version == single.policy_version
+
+
+KILLED_TASKS = 30
+#: Worker calls per run, and their usage: (input, output) tokens of call ``c`` of run ``n``.
+CALLS = 3
+
+
+def _usage(n: int, c: int) -> tuple[int, int]:
+    return 200 + 10 * n + c, 40 + n + c
+
+
+async def _runs_for(
+    t: Any, queue: asyncio.Queue[TaskAssigned], count: int, done: list[str]
+) -> None:
+    """Run each assignment as an agent would, as it arrives (``count`` of them)."""
+    for _ in range(count):
+        a = await asyncio.wait_for(queue.get(), 120)
+        async with t.run(
+            a.task_id,
+            run_id=f"run-{a.task_id}",
+            model=a.model,
+            provider=a.provider,
+            reservation_id=a.reservation.reservation_id,
+        ) as run:
+            for c in range(CALLS):
+                inp, out = _usage(int(a.task_id.rsplit("-", 1)[1]), c)
+                await run.worker_call(
+                    worker="coder",
+                    model=a.model,
+                    usage={"input_tokens": inp, "output_tokens": out},
+                )
+        done.append(a.task_id)
+
+
+async def test_killing_one_process_of_each_service_mid_stream_loses_nothing(
+    base_settings: TallySettings, tmp_path: Path
+) -> None:
+    """Two processes of every service; while tasks are being estimated and assigned and
+    runs reported, one process of each is killed with ``kill -9`` (the learner holding the
+    lease among them). Every task is estimated and assigned once, every run recorded once
+    with its totals, the quota ledger settles exactly what token_usage holds, and the
+    surviving learner learns each run once."""
+    ids = [f"kill-{i:02d}" for i in range(KILLED_TASKS)]
+    estimated: dict[str, set[str]] = {t: set() for t in ids}
+    assigned: dict[str, set[str]] = {t: set() for t in ids}
+    first: dict[str, TaskAssigned] = {}
+    async with fleets(base_settings, tmp_path, replicas=2) as (s, deployment):
+        engine = create_engine(s.database_url)
+        try:
+            async with (
+                TallyClient.connect(s.nats_url, namespace=s.namespace, source="test") as client,
+                client.watch(TaskEstimated, lambda e: e.workspace == WORKSPACE) as est_q,
+                client.watch(TaskAssigned, lambda e: e.workspace == WORKSPACE) as asg_q,
+                tally.connect(s.nats_url, workspace=WORKSPACE, namespace=s.namespace) as t,
+            ):
+                to_run: asyncio.Queue[TaskAssigned] = asyncio.Queue()
+
+                async def collect() -> None:
+                    while True:
+                        event = await asyncio.wait_for(asg_q.get(), 180)
+                        assigned[event.task_id].add(event.event_id)
+                        if event.task_id not in first:
+                            first[event.task_id] = event
+                            to_run.put_nowait(event)
+
+                async def publish(batch: list[str]) -> None:
+                    for task_id in batch:
+                        i = int(task_id.rsplit("-", 1)[1])
+                        await client.publish(
+                            TaskCreated(
+                                workspace=WORKSPACE,
+                                task_id=task_id,
+                                title=f"Fix flaky test number {i} in the {('api', 'ui')[i % 2]}",
+                                description="- reproduce\n- fix",
+                                priority="P2",
+                            )
+                        )
+
+                done: list[str] = []
+                collector = asyncio.create_task(collect())
+                runner = asyncio.create_task(_runs_for(t, to_run, KILLED_TASKS, done))
+                try:
+                    half = KILLED_TASKS // 2
+                    await publish(ids[:half])
+
+                    async def some_runs_done() -> bool:
+                        return len(done) >= 4
+
+                    await eventually(some_runs_done, timeout=120, what="the first runs")
+                    # Mid-stream: the second half of the tasks is on its way and runs are
+                    # being reported while one process of every service dies.
+                    publishing = asyncio.create_task(publish(ids[half:]))
+                    holder = await eventually(
+                        lambda: _lease_holder(deployment),
+                        timeout=30,
+                        what="a learner holding the lease",
+                    )
+                    other = next(f for f in deployment if f is not holder)
+                    holder.kill("learner")
+                    for service in ("estimator", "assigner", "quota", "tracker", "reporter"):
+                        other.kill(service)
+                    await publishing
+                    await asyncio.wait_for(runner, 240)
+                finally:
+                    collector.cancel()
+                    runner.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                        await collector
+                while not est_q.empty():
+                    e = est_q.get_nowait()
+                    estimated[e.task_id].add(e.event_id)
+
+            expected = {
+                f"run-{task_id}": sum(
+                    sum(_usage(int(task_id.rsplit("-", 1)[1]), c)) for c in range(CALLS)
+                )
+                for task_id in ids
+            }
+
+            async def settled() -> bool:
+                facts = await _kill_facts(engine)
+                return bool(
+                    facts["learned"] == KILLED_TASKS
+                    and facts["settled"]
+                    == {first[t].reservation.reservation_id: expected[f"run-{t}"] for t in ids}
+                )
+
+            await eventually(settled, timeout=180, what="every run settled and learned")
+            facts = await _kill_facts(engine)
+        finally:
+            await engine.dispose()
+
+    assert {t: len(v) for t, v in estimated.items() if len(v) != 1} == {}
+    assert {t: len(v) for t, v in assigned.items() if len(v) != 1} == {}
+    assert facts["estimates"] == KILLED_TASKS
+    assert (
+        set(facts["assignment_rows"].values()) == {1}
+        and len(facts["assignment_rows"]) == KILLED_TASKS
+    )
+    assert set(facts["reserves"].values()) == {1} and len(facts["reserves"]) == KILLED_TASKS
+    assert facts["runs"] == KILLED_TASKS
+    assert facts["usage"] == expected  # every call stored once
+    assert facts["calls"] == {r: CALLS for r in expected}
+    assert facts["totals"] == expected  # runs.totals: in + out tokens
+    assert sum(facts["settled"].values()) == sum(facts["usage"].values())
+    assert facts["learned"] == facts["samples"] == KILLED_TASKS
+
+
+async def _kill_facts(engine: Any) -> dict[str, Any]:
+    """What Postgres holds for the kill test's workspace."""
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(assignments.c.task_id))).all()
+        reserves = (
+            await conn.execute(
+                select(quota_ledger.c.reservation_id).where(quota_ledger.c.op == "reserve")
+            )
+        ).all()
+        ledger = (
+            await conn.execute(
+                select(quota_ledger.c.reservation_id, quota_ledger.c.tokens).where(
+                    quota_ledger.c.op.in_(("settle", "resettle"))
+                )
+            )
+        ).all()
+        usage = (
+            await conn.execute(
+                select(
+                    token_usage.c.run_id,
+                    func.count(),
+                    func.sum(token_usage.c.input_tokens + token_usage.c.output_tokens),
+                ).group_by(token_usage.c.run_id)
+            )
+        ).all()
+        totals = (await conn.execute(select(runs_table.c.run_id, runs_table.c.totals))).all()
+        settled: dict[str, int] = {}
+        for rid, tokens in ledger:  # per reservation: the largest cumulative settle
+            settled[rid] = max(settled.get(rid, 0), int(tokens))
+        return {
+            "estimates": await _scalar(engine, select(func.count()).select_from(estimates)),
+            "assignment_rows": Counter(r.task_id for r in rows),
+            "reserves": Counter(r.reservation_id for r in reserves),
+            "settled": settled,
+            "usage": {r[0]: int(r[2]) for r in usage},
+            "calls": {r[0]: int(r[1]) for r in usage},
+            "runs": len(totals),
+            "totals": {
+                r.run_id: sum(
+                    int((r.totals or {}).get("tokens", {}).get(k) or 0)
+                    for k in ("input_tokens", "output_tokens")
+                )
+                for r in totals
+            },
+            "learned": await _scalar(engine, select(func.count()).select_from(learner_runs)),
+            "samples": await _scalar(engine, select(func.sum(model_scores.c.samples))) or 0,
+        }

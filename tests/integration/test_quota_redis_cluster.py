@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,13 +25,40 @@ from tally.events import (
     new_id,
 )
 from tally.redis import connect_redis
-from tests.cluster.servers import redis_cluster
+from tests.cluster.servers import RedisCluster, redis_cluster
 from tests.integration.test_quota_concurrency import ledger_rows, reserve, write_subscription
 
 if TYPE_CHECKING:
     from tests.integration.conftest import Harness
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
+
+#: Seconds the quota service may take to stop (its graceful timeout is 15 s).
+STOP_S = 30.0
+
+
+@asynccontextmanager
+async def quota_on_a_cluster(
+    h: Harness, tmp_path: Path, name: str, tokens: int
+) -> AsyncIterator[RedisCluster]:
+    """A Redis Cluster and the quota service on it, with a day limit of ``tokens`` for
+    subscription ``name``.
+
+    The service stops before its cluster does, within ``STOP_S``: a failing test may leave
+    reservations in flight, and once the cluster is gone each of them would wait out the
+    client's reconnect back-off before the service could stop: the teardown hung instead
+    of the test failing.
+    """
+    with redis_cluster(tmp_path) as cluster:
+        try:
+            await h.start(
+                "quota",
+                redis_url=cluster.url,
+                subscriptions_path=write_subscription(tmp_path, name, {"day": {"tokens": tokens}}),
+            )
+            yield cluster
+        finally:
+            await asyncio.wait_for(h.stop_all(), STOP_S)
 
 
 async def test_concurrent_reservations_on_a_redis_cluster_never_pass_a_hard_limit(
@@ -38,12 +67,7 @@ async def test_concurrent_reservations_on_a_redis_cluster_never_pass_a_hard_limi
     h = harness
     limit = 5_000
     name = f"cluster-{new_id()[:8]}"
-    with redis_cluster(tmp_path) as cluster:
-        await h.start(
-            "quota",
-            redis_url=cluster.url,
-            subscriptions_path=write_subscription(tmp_path, name, {"day": {"tokens": limit}}),
-        )
+    async with quota_on_a_cluster(h, tmp_path, name, limit) as cluster:
         rng = random.Random(11)
         sizes = [rng.randint(1, 50) for _ in range(1_000)]  # ~25k tokens asked
         prefix = f"cl-{new_id()[:8]}-"
@@ -92,12 +116,7 @@ async def test_a_batch_of_reservations_is_the_first_thing_a_cluster_sees(
     on a fresh cluster no master has loaded them yet."""
     h = harness
     name = f"cluster-{new_id()[:8]}"
-    with redis_cluster(tmp_path) as cluster:
-        await h.start(
-            "quota",
-            redis_url=cluster.url,
-            subscriptions_path=write_subscription(tmp_path, name, {"day": {"tokens": 1_000}}),
-        )
+    async with quota_on_a_cluster(h, tmp_path, name, 1_000):
         prefix = f"many-{new_id()[:8]}-"
         asks = [
             ReserveRequest(
