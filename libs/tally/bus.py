@@ -176,21 +176,26 @@ class Bus:
         if not events:
             return []
         js = self._js()
-        acks = []
-        for event in events:
-            if event.source == "unknown":
-                event = event.model_copy(update={"source": self.service})
-            base = type(event).subject
-            acks.append(
-                await js.publish_async(
-                    self.catalog.subject(base),
-                    event.to_json(),
-                    headers={"Nats-Msg-Id": event.event_id, "content-type": "application/json"},
-                    wait_stall=timeout,
-                )
-            )
+        acks: list[asyncio.Future[Any]] = []
         try:
-            done = await asyncio.wait_for(asyncio.gather(*acks), timeout)
+            # One deadline for the batch: a ``wait_stall`` per message would wrap each
+            # publish in a task of its own (``asyncio.wait_for``), an event-loop turn per
+            # message, which under load cost more than the batch's round trip.
+            async with asyncio.timeout(timeout):
+                for event in events:
+                    if event.source == "unknown":
+                        event = event.model_copy(update={"source": self.service})
+                    acks.append(
+                        await js.publish_async(
+                            self.catalog.subject(type(event).subject),
+                            event.to_json(),
+                            headers={
+                                "Nats-Msg-Id": event.event_id,
+                                "content-type": "application/json",
+                            },
+                        )
+                    )
+                done = await asyncio.gather(*acks)
         except BaseException:
             for ack in acks:
                 ack.cancel()

@@ -25,6 +25,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.quota.rebuild import LedgerRow
+from tally.db import autocommit
 from tally.db.tables import quota_ledger
 
 log = structlog.get_logger(__name__)
@@ -158,7 +159,9 @@ class QuotaLedger:
             _settle(batch, None)
 
     async def _insert(self, rows: list[dict[str, Any]]) -> None:
-        async with self.engine.begin() as conn:
+        # One round trip: asyncpg sends the rows and the commit together, and applies all
+        # of them or none (no BEGIN and COMMIT of their own around it).
+        async with autocommit(self.engine) as conn:
             await conn.execute(insert(LEDGER).on_conflict_do_nothing(), rows)
         self.commits += 1
 
