@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, text, union, update
+from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -114,13 +114,13 @@ class AssignmentRepo:
     async def known(self, task_ids: Sequence[str]) -> set[str]:
         """Which of ``task_ids`` the assigner has met before: a task it remembers, or one
         with a first assignment stored (a crash between storing it and the task)."""
-        a, t = assignments.c, assigner_tasks.c
-        stmt = union(
-            select(t.task_id).where(t.namespace == self.namespace, t.task_id.in_(task_ids)),
-            select(a.task_id).where(a.assignment_id.in_([f"{i}-a1" for i in task_ids])),
-        )
+        params = {
+            "namespace": self.namespace,
+            "task_ids": list(task_ids),
+            "assignment_ids": [f"{i}-a1" for i in task_ids],
+        }
         async with autocommit(self.engine) as conn:  # one round trip: no BEGIN, no ROLLBACK
-            return set((await conn.execute(stmt)).scalars())
+            return set((await conn.execute(_KNOWN, params)).scalars())
 
     async def record(
         self, assigned: Sequence[TaskAssigned], tasks: Sequence[dict[str, Any]]
@@ -260,6 +260,18 @@ def _upsert_task() -> Any:
 
 
 _UPSERT_TASK = _upsert_task()
+
+#: Which of a batch's tasks were met before (see :meth:`AssignmentRepo.known`). The ids go
+#: as arrays, so the statement's text (and its prepared form on each connection) is the
+#: same for every batch size: an ``IN`` list would be prepared anew for each size.
+_KNOWN = text(
+    """
+    SELECT task_id FROM assigner_tasks
+    WHERE namespace = :namespace AND task_id = ANY(CAST(:task_ids AS text[]))
+    UNION
+    SELECT task_id FROM assignments WHERE assignment_id = ANY(CAST(:assignment_ids AS text[]))
+    """
+)
 
 #: A batch's assignments and task rows in one statement (see :meth:`AssignmentRepo.record`);
 #: the rows come as two JSON arrays. Task rows follow :func:`_upsert_task`'s rule.
