@@ -8,7 +8,9 @@ fixed offered rates with the envelope ``tally task create`` sends, and every
 
 * achieved assigned/s (assignments received over the time from the first publish to the
   last assignment, the drain included);
-* created→assigned latency p50/p95/p99 (from each task's publish);
+* created→assigned latency p50/p95/p99 (from each task's publish), and for Tally its two
+  stages, created→estimated and estimated→assigned (p50/p99, as ``task.estimated`` is
+  seen on the bus);
 * CPU per task per service: ``utime + stime`` of each process (``/proc/<pid>/stat``) over
   the phase, divided by the tasks assigned in it.
 
