@@ -383,7 +383,7 @@ class Bus:
         event_cls: type[E],
         *,
         batch_size: int = 256,
-        fetch_timeout_s: float = 0.2,
+        fetch_timeout_s: float = 1.0,
         concurrency: int = 1,
     ) -> Callable[[Callable[[list[E]], Awaitable[None]]], Callable[[list[E]], Awaitable[None]]]:
         """Register a handler that receives up to ``batch_size`` events at once.
@@ -394,6 +394,12 @@ class Bus:
         A batch is whatever is waiting (up to ``batch_size``) when the handler is free;
         ``concurrency`` batches are handled at once (1: one at a time, in order).
         The consumers start with the service (see :mod:`tally.consumers`).
+
+        Args:
+            fetch_timeout_s: how long an idle pull request waits. A pull returns with the
+                first message to arrive, so this costs no latency; shorter only wakes an
+                idle service more often (at 0.2 s the chain's idle pulls cost each service
+                25-50 ms of CPU a second).
         """
 
         def register(
