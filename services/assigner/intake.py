@@ -24,7 +24,7 @@ from tally.events import ReserveReply, ReserveRequest, TaskAssigned, TaskDeferre
 BATCH = 256
 #: Batches answered at once: a batch mostly waits on quota, Postgres and NATS, and the
 #: next one need not wait behind it (tasks are independent of each other).
-BATCHES = 8
+BATCHES = 4
 
 
 async def answer_batch(assigner: Assigner, events: Sequence[TaskEstimated]) -> None:

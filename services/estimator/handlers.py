@@ -91,7 +91,7 @@ async def announce_history_change(bus: Bus, r: HistoryImportRequest, replica: st
 def register(bus: Bus, estimator: Estimator) -> None:
     """Subscribe the estimator's handlers on ``bus``."""
 
-    @bus.on_batch(TaskCreated, batch_size=BATCH, concurrency=4)
+    @bus.on_batch(TaskCreated, batch_size=BATCH, concurrency=2)
     async def on_created(events: list[TaskCreated]) -> None:
         # The tasks waiting when the last batch was done: estimated, stored in one
         # statement, published together, acknowledged once all of that is done.
