@@ -8,7 +8,9 @@ fixed offered rates with the envelope ``tally task create`` sends, and every
 
 * achieved assigned/s (assignments received over the time from the first publish to the
   last assignment, the drain included);
-* created→assigned latency p50/p95/p99 (from each task's publish);
+* created→assigned latency p50/p95/p99 (from each task's publish), and for Tally its two
+  stages, created→estimated and estimated→assigned (p50/p99, as ``task.estimated`` is
+  seen on the bus);
 * CPU per task per service: ``utime + stime`` of each process (``/proc/<pid>/stat``) over
   the phase, divided by the tasks assigned in it.
 
@@ -52,7 +54,7 @@ from tally.commands import task_created
 from tally.events import new_id
 from tally.sandbox import Sandbox, sandbox
 from tally.settings import CONFIG_DIR, TallySettings
-from tally.subjects import TASK_ASSIGNED, TASK_CREATED, TASK_DEFERRED, Catalog
+from tally.subjects import TASK_ASSIGNED, TASK_CREATED, TASK_DEFERRED, TASK_ESTIMATED, Catalog
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The six services, one process each, in the order they are started.
@@ -74,6 +76,8 @@ class Phase:
     rate: int
     sent: int = 0
     latencies: list[float] = field(default_factory=list)
+    #: created→estimated and estimated→assigned, seconds, per answered task (Tally only)
+    stages: dict[str, list[float]] = field(default_factory=dict)
     elapsed_s: float = 0.0
     cpu_s: dict[str, float] = field(default_factory=dict)
     skipped: bool = False
@@ -82,10 +86,11 @@ class Phase:
     def achieved(self) -> float:
         return len(self.latencies) / self.elapsed_s if self.elapsed_s else 0.0
 
-    def pct(self, q: float) -> float:
-        if not self.latencies:
+    def pct(self, q: float, values: list[float] | None = None) -> float:
+        values = self.latencies if values is None else values
+        if not values:
             return float("nan")
-        ordered = sorted(self.latencies)
+        ordered = sorted(values)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
     def cpu_ms_per_task(self, name: str) -> float:
@@ -104,6 +109,9 @@ class Watcher:
     def __init__(self) -> None:
         self.sent_at: dict[str, float] = {}
         self.latencies: list[float] = []
+        #: when each unanswered task's estimate was seen (Tally only)
+        self.estimated_at: dict[str, float] = {}
+        self.stages: dict[str, list[float]] = {"created→estimated": [], "estimated→assigned": []}
         self.last_at = 0.0
         #: answers that were a deferral, not an assignment (a refused reservation)
         self.deferred = 0
@@ -122,10 +130,21 @@ class Watcher:
         self.reason = json.loads(msg.data).get("reason", "")
         await self.on_answer(msg)
 
+    async def on_estimated(self, msg: Msg) -> None:
+        now = time.perf_counter()
+        task_id = json.loads(msg.data).get("task_id")
+        sent = self.sent_at.get(task_id)
+        if sent is not None:
+            self.estimated_at[task_id] = now
+            self.stages["created→estimated"].append(now - sent)
+
     async def on_answer(self, msg: Msg) -> None:
         now = time.perf_counter()
         task_id = json.loads(msg.data).get("task_id") or msg.headers.get("Nats-Msg-Id")  # type: ignore[union-attr]
         sent = self.sent_at.pop(task_id, None)
+        estimated = self.estimated_at.pop(task_id, None)
+        if estimated is not None:
+            self.stages["estimated→assigned"].append(now - estimated)
         if sent is not None:
             self.latencies.append(now - sent)
             self.last_at = now
@@ -144,6 +163,7 @@ async def run_phase(
     """Publish at ``rate``/s for ``duration_s``, then wait up to ``drain_s`` for answers."""
     phase = Phase(rate)
     watcher.latencies = []
+    watcher.stages = {name: [] for name in watcher.stages}
     cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
     started = time.perf_counter()
     while (now := time.perf_counter()) - started < duration_s:
@@ -156,6 +176,7 @@ async def run_phase(
     await watcher.drained(drain_s)
     phase.cpu_s = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
     phase.latencies = watcher.latencies
+    phase.stages = watcher.stages
     phase.elapsed_s = max(watcher.last_at, started + duration_s) - started
     return phase
 
@@ -182,9 +203,17 @@ async def run_rates(
             f" {cpu:.2f} ms CPU/task, {len(watcher.sent_at)} unanswered",
             flush=True,
         )
+        for stage, values in phase.stages.items():
+            if values:
+                print(
+                    f"    {stage}: p50 {phase.pct(0.5, values):,.1f} ms,"
+                    f" p99 {phase.pct(0.99, values):,.1f} ms",
+                    flush=True,
+                )
         if watcher.sent_at:
             backlog = True
             watcher.sent_at.clear()
+            watcher.estimated_at.clear()
     return phases
 
 
@@ -258,6 +287,7 @@ async def tally_chain(
         watcher = Watcher()
         await nc.subscribe(catalog.subject(TASK_ASSIGNED), cb=watcher.on_answer)
         await nc.subscribe(catalog.subject(TASK_DEFERRED), cb=watcher.on_deferred)
+        await nc.subscribe(catalog.subject(TASK_ESTIMATED), cb=watcher.on_estimated)
         subject = catalog.subject(TASK_CREATED)
 
         async def publish(i: int) -> str:

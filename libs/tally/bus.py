@@ -176,21 +176,26 @@ class Bus:
         if not events:
             return []
         js = self._js()
-        acks = []
-        for event in events:
-            if event.source == "unknown":
-                event = event.model_copy(update={"source": self.service})
-            base = type(event).subject
-            acks.append(
-                await js.publish_async(
-                    self.catalog.subject(base),
-                    event.to_json(),
-                    headers={"Nats-Msg-Id": event.event_id, "content-type": "application/json"},
-                    wait_stall=timeout,
-                )
-            )
+        acks: list[asyncio.Future[Any]] = []
         try:
-            done = await asyncio.wait_for(asyncio.gather(*acks), timeout)
+            # One deadline for the batch: a ``wait_stall`` per message would wrap each
+            # publish in a task of its own (``asyncio.wait_for``), an event-loop turn per
+            # message, which under load cost more than the batch's round trip.
+            async with asyncio.timeout(timeout):
+                for event in events:
+                    if event.source == "unknown":
+                        event = event.model_copy(update={"source": self.service})
+                    acks.append(
+                        await js.publish_async(
+                            self.catalog.subject(type(event).subject),
+                            event.to_json(),
+                            headers={
+                                "Nats-Msg-Id": event.event_id,
+                                "content-type": "application/json",
+                            },
+                        )
+                    )
+                done = await asyncio.gather(*acks)
         except BaseException:
             for ack in acks:
                 ack.cancel()
@@ -378,7 +383,7 @@ class Bus:
         event_cls: type[E],
         *,
         batch_size: int = 256,
-        fetch_timeout_s: float = 0.2,
+        fetch_timeout_s: float = 1.0,
         concurrency: int = 1,
     ) -> Callable[[Callable[[list[E]], Awaitable[None]]], Callable[[list[E]], Awaitable[None]]]:
         """Register a handler that receives up to ``batch_size`` events at once.
@@ -389,6 +394,12 @@ class Bus:
         A batch is whatever is waiting (up to ``batch_size``) when the handler is free;
         ``concurrency`` batches are handled at once (1: one at a time, in order).
         The consumers start with the service (see :mod:`tally.consumers`).
+
+        Args:
+            fetch_timeout_s: how long an idle pull request waits. A pull returns with the
+                first message to arrive, so this costs no latency; shorter only wakes an
+                idle service more often (at 0.2 s the chain's idle pulls cost each service
+                25-50 ms of CPU a second).
         """
 
         def register(

@@ -13,7 +13,6 @@ an assignment stored before a crash) takes the one-at-a-time path,
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
 from services.assigner.assigner import Assigner
@@ -22,7 +21,7 @@ from tally import metrics
 from tally.events import ReserveReply, ReserveRequest, TaskAssigned, TaskDeferred, TaskEstimated
 
 #: Estimated tasks answered at most per batch (reservations in flight at once).
-BATCH = 64
+BATCH = 256
 #: Batches answered at once: a batch mostly waits on quota, Postgres and NATS, and the
 #: next one need not wait behind it (tasks are independent of each other).
 BATCHES = 4
@@ -79,7 +78,9 @@ async def _decide(
     arm) and ranked models, then reservations asked for all tasks in one request, each
     task's next-ranked model again for those refused, until each is reserved or out of
     models (deferred)."""
-    plans = await asyncio.gather(*(_plan(assigner, e) for e in events))
+    # In turn: planning rarely waits on anything (strategies and prices are cached), and a
+    # task per event would cost an event-loop turn each.
+    plans = [await _plan(assigner, e) for e in events]
     answers: list[TaskAssigned | TaskDeferred | None] = [None] * len(events)
     refusals: list[list[ReserveReply]] = [[] for _ in events]
     next_model = dict.fromkeys(range(len(events)), 0)

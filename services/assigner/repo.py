@@ -3,15 +3,17 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, union, update
+from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tally.db import autocommit
 from tally.db.tables import assigner_tasks, assignments, experiments, quota_ledger
 from tally.events import TaskAssigned, TaskEstimated
 from tally.events.assign import Experiment
@@ -55,7 +57,7 @@ class AssignmentRepo:
     async def assigned(self, assignment_id: str) -> TaskAssigned | None:
         """The assignment already made under ``assignment_id``, as it was announced."""
         stmt = select(assignments.c.detail).where(assignments.c.assignment_id == assignment_id)
-        async with self.engine.connect() as conn:
+        async with autocommit(self.engine) as conn:
             detail = await conn.scalar(stmt)
         return None if detail is None else TaskAssigned.model_validate(detail)
 
@@ -112,39 +114,34 @@ class AssignmentRepo:
     async def known(self, task_ids: Sequence[str]) -> set[str]:
         """Which of ``task_ids`` the assigner has met before: a task it remembers, or one
         with a first assignment stored (a crash between storing it and the task)."""
-        a, t = assignments.c, assigner_tasks.c
-        stmt = union(
-            select(t.task_id).where(t.namespace == self.namespace, t.task_id.in_(task_ids)),
-            select(a.task_id).where(a.assignment_id.in_([f"{i}-a1" for i in task_ids])),
-        )
-        async with self.engine.connect() as conn:
-            return set((await conn.execute(stmt)).scalars())
+        params = {
+            "namespace": self.namespace,
+            "task_ids": list(task_ids),
+            "assignment_ids": [f"{i}-a1" for i in task_ids],
+        }
+        async with autocommit(self.engine) as conn:  # one round trip: no BEGIN, no ROLLBACK
+            return set((await conn.execute(_KNOWN, params)).scalars())
 
     async def record(
         self, assigned: Sequence[TaskAssigned], tasks: Sequence[dict[str, Any]]
     ) -> set[str]:
         """Store a batch's assignments (the first stored under an id wins) and its tasks'
-        rows (:meth:`task_row`) in one transaction.
+        rows (:meth:`task_row`) together: one statement, so one round trip and one commit
+        for the batch, and either all of it is stored or none.
 
         Returns:
             The ids of the assignments stored by this call.
         """
-        async with self.engine.begin() as conn:
-            stored: set[str] = set()
-            if assigned:
-                result = await conn.execute(
-                    insert(assignments)
-                    .on_conflict_do_nothing()
-                    .returning(assignments.c.assignment_id),
-                    [_assignment_row(a) for a in assigned],
-                )
-                stored = set(result.scalars())
-            if tasks:
-                await conn.execute(_UPSERT_TASK, list(tasks))
-        return stored
+        params = {
+            "assignments": json.dumps([_assignment_row(a) for a in assigned]),
+            "tasks": json.dumps(list(tasks), default=_json_default),
+        }
+        async with autocommit(self.engine) as conn:
+            result = await conn.execute(_RECORD, params)
+            return set(result.scalars())
 
     async def task(self, task_id: str) -> TaskState | None:
-        async with self.engine.connect() as conn:
+        async with autocommit(self.engine) as conn:
             row = (
                 await conn.execute(
                     select(assigner_tasks).where(
@@ -263,6 +260,63 @@ def _upsert_task() -> Any:
 
 
 _UPSERT_TASK = _upsert_task()
+
+#: Which of a batch's tasks were met before (see :meth:`AssignmentRepo.known`). The ids go
+#: as arrays, so the statement's text (and its prepared form on each connection) is the
+#: same for every batch size: an ``IN`` list would be prepared anew for each size.
+_KNOWN = text(
+    """
+    SELECT task_id FROM assigner_tasks
+    WHERE namespace = :namespace AND task_id = ANY(CAST(:task_ids AS text[]))
+    UNION
+    SELECT task_id FROM assignments WHERE assignment_id = ANY(CAST(:assignment_ids AS text[]))
+    """
+)
+
+#: A batch's assignments and task rows in one statement (see :meth:`AssignmentRepo.record`);
+#: the rows come as two JSON arrays. Task rows follow :func:`_upsert_task`'s rule.
+_RECORD = text(
+    """
+    WITH stored AS (
+        INSERT INTO assignments (assignment_id, task_id, workspace, model, subscription,
+                                 strategy, reservation_id, attempt, arm, detail)
+        SELECT assignment_id, task_id, workspace, model, subscription, strategy,
+               reservation_id, attempt, arm, detail
+        FROM jsonb_to_recordset(CAST(:assignments AS jsonb)) AS r(
+            assignment_id text, task_id text, workspace text, model text,
+            subscription text, strategy text, reservation_id text, attempt int,
+            arm text, detail jsonb)
+        ON CONFLICT DO NOTHING
+        RETURNING assignment_id
+    ), task_rows AS (
+        INSERT INTO assigner_tasks AS t (namespace, task_id, workspace, status, attempt,
+                                         estimated, value_score, failed_models, reason,
+                                         retry_after, tries)
+        SELECT namespace, task_id, workspace, status, attempt, estimated, value_score,
+               failed_models, reason, retry_after, tries
+        FROM jsonb_to_recordset(CAST(:tasks AS jsonb)) AS r(
+            namespace text, task_id text, workspace text, status text, attempt int,
+            estimated jsonb, value_score float8, failed_models jsonb, reason text,
+            retry_after timestamptz, tries int)
+        ON CONFLICT (namespace, task_id) DO UPDATE SET
+            status = excluded.status,
+            attempt = excluded.attempt,
+            failed_models = excluded.failed_models,
+            reason = excluded.reason,
+            retry_after = excluded.retry_after,
+            tries = t.tries + excluded.tries,
+            updated_at = now()
+        WHERE t.attempt <= excluded.attempt
+    )
+    SELECT assignment_id FROM stored
+    """
+)
+
+
+def _json_default(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def _state(row: Any) -> TaskState:

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.estimator.hours import Duration
 from services.estimator.points_model import HistoricalTask
 from services.estimator.workspace import historical_task
+from tally.db import autocommit
 from tally.db.tables import estimates, history_tasks, task_status_events, tasks, velocity_logs
 from tally.events import TaskEstimated
 from tally.events.plans import HistoryRecord
@@ -193,12 +194,12 @@ class EstimatorRepo:
         await self.save_many([e])
 
     async def save_many(self, events: Sequence[TaskEstimated]) -> None:
-        """Keep a batch of estimates in one statement and one transaction; a redelivered
-        task keeps its first estimate."""
+        """Keep a batch of estimates, all or none, in one round trip (asyncpg sends the
+        rows and the commit together); a redelivered task keeps its first estimate."""
         if not events:
             return
         rows = [_estimate_row(e) for e in events]
-        async with self.engine.begin() as conn:
+        async with autocommit(self.engine) as conn:
             await conn.execute(insert(estimates).on_conflict_do_nothing(), rows)
 
 

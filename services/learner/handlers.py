@@ -18,10 +18,11 @@ def register(bus: Bus, learner: Learner, jobs: JobCommands) -> None:
     async def on_recorded(e: RunRecorded) -> None:
         await learner.record(e)
 
-    @bus.on(TaskAssigned)
-    async def on_assigned(e: TaskAssigned) -> None:
-        await jobs.store.save_propensity(
-            {
+    @bus.on_batch(TaskAssigned)
+    async def on_assigned(events: list[TaskAssigned]) -> None:
+        # What is waiting, in one statement: one row per assignment, kept once.
+        rows = {
+            (e.task_id, e.attempt): {
                 "task_id": e.task_id,
                 "attempt": e.attempt,
                 "workspace": e.workspace,
@@ -29,7 +30,9 @@ def register(bus: Bus, learner: Learner, jobs: JobCommands) -> None:
                 "strategy": e.strategy,
                 "propensity": e.propensity,
             }
-        )
+            for e in events
+        }
+        await jobs.store.save_propensities(list(rows.values()))
 
     @bus.responder(LearnerReportRequest)
     async def on_report(r: LearnerReportRequest) -> LearnerReport:

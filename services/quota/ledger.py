@@ -6,8 +6,9 @@ id), so a redelivered settle is written once. Rows carry the day and month of th
 the reservation was made in, and a reserve row its expiry, so a rebuild puts everything
 back where it was.
 
-Appends are group-committed: rows appended while a commit is under way wait for it, then
-go together in one ``INSERT`` and one commit. :meth:`QuotaLedger.append` returns only
+Appends are group-committed: rows appended while commits are under way (at most
+``writers`` at once) wait for one to finish, then go together in one ``INSERT`` and one
+commit. :meth:`QuotaLedger.append` returns only
 once its row is committed, so a caller that answers after it answers for a durable row,
 and under load a thousand concurrent appends cost a handful of commits instead of a
 thousand. Nothing waits on a timer: a lone append is committed at once.
@@ -25,6 +26,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.quota.rebuild import LedgerRow
+from tally.db import autocommit
 from tally.db.tables import quota_ledger
 
 log = structlog.get_logger(__name__)
@@ -33,6 +35,9 @@ LEDGER = quota_ledger  #: the table this ledger appends to
 
 #: Rows written by one INSERT at most; more waiting rows go in the next commit.
 MAX_BATCH = 1_000
+#: Commits under way at once: a second one starts while the first waits on its fsync,
+#: so rows that arrive meanwhile do not wait for it and then for their own commit too.
+WRITERS = 2
 
 _Pending = tuple[dict[str, Any], "asyncio.Future[None]"]
 
@@ -43,13 +48,17 @@ class QuotaLedger:
     Args:
         engine: the service's database engine.
         max_batch: rows per INSERT at most.
+        writers: commits under way at once at most.
     """
 
-    def __init__(self, engine: AsyncEngine, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, max_batch: int = MAX_BATCH, writers: int = WRITERS
+    ) -> None:
         self.engine = engine
         self.max_batch = max_batch
+        self.writers = writers
         self._pending: list[_Pending] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._writers: set[asyncio.Task[None]] = set()
         #: Commits made so far (each writes one batch of rows).
         self.commits = 0
 
@@ -101,8 +110,10 @@ class QuotaLedger:
         }
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((row, done))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_pending(), name="quota-ledger")
+        if len(self._writers) < self.writers:
+            writer = asyncio.create_task(self._write_pending(), name="quota-ledger")
+            self._writers.add(writer)
+            writer.add_done_callback(self._writers.discard)
         await done
 
     async def reserved(self, reservation_id: str) -> tuple[str, tuple[str, str]] | None:
@@ -130,9 +141,9 @@ class QuotaLedger:
 
     async def flush(self) -> None:
         """Wait until every row appended so far is committed (or has failed)."""
-        while self._writer is not None and not self._writer.done():
-            # The writer never raises: failures go to the appenders' futures.
-            await asyncio.shield(self._writer)
+        while self._writers:
+            # Writers never raise: failures go to the appenders' futures.
+            await asyncio.shield(asyncio.gather(*self._writers))
 
     async def _write_pending(self) -> None:
         """Commit waiting rows, a batch at a time, until none are left; then stop."""
@@ -158,7 +169,9 @@ class QuotaLedger:
             _settle(batch, None)
 
     async def _insert(self, rows: list[dict[str, Any]]) -> None:
-        async with self.engine.begin() as conn:
+        # One round trip: asyncpg sends the rows and the commit together, and applies all
+        # of them or none (no BEGIN and COMMIT of their own around it).
+        async with autocommit(self.engine) as conn:
             await conn.execute(insert(LEDGER).on_conflict_do_nothing(), rows)
         self.commits += 1
 

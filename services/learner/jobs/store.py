@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.learner.checkpoints import Checkpoint
 from services.learner.jobs.engine import RecordedRun
 from services.learner.policy_store import learned_run
+from tally.db import autocommit
 from tally.db.tables import (
     learner_propensities,
     learner_runs,
@@ -251,5 +252,12 @@ class JobStore:
             await conn.execute(insert(learning_job_runs).on_conflict_do_nothing(), items)
 
     async def save_propensity(self, row: dict[str, Any]) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(insert(learner_propensities).on_conflict_do_nothing(), row)
+        await self.save_propensities([row])
+
+    async def save_propensities(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Assignments' propensities, kept once each (all of them or none)."""
+        if not rows:
+            return
+        # One round trip: asyncpg sends the rows and the commit together, all or none.
+        async with autocommit(self.engine) as conn:
+            await conn.execute(insert(learner_propensities).on_conflict_do_nothing(), list(rows))
