@@ -232,13 +232,15 @@ def fixed_order(outcomes: Outcomes, order: Sequence[str], models: Sequence[str])
     return _run(played)
 
 
-def best_fixed(outcomes: Outcomes, order: Sequence[str], value_usd: float) -> tuple[str, Run]:
+def best_fixed(
+    outcomes: Outcomes, order: Sequence[str], value_usd: float
+) -> tuple[tuple[str, ...], Run]:
     """In hindsight, the single model or ordered pair with the most value net of cost."""
     models = sorted({m for per in outcomes.values() for m in per})
     options = [(m,) for m in models] + list(itertools.permutations(models, 2))
     runs = {o: fixed_order(outcomes, order, o) for o in options}
     best = max(options, key=lambda o: (value_usd * runs[o].solved - runs[o].cost, -len(o)))
-    return " > ".join(best), runs[best]
+    return best, runs[best]
 
 
 def orders(tasks: Sequence[str], n: int, first_seed: int = 0) -> list[list[str]]:
@@ -295,6 +297,9 @@ def frontier(
     models = sorted({m for per in outcomes.values() for m in per})
     streams = orders(list(outcomes), n_orders, first_seed)
 
+    def per_task(usd: float) -> str:
+        return f"${usd:,.2f}" if unit == "USD" else f"{usd / usd_per_unit:,.1f} {unit}"
+
     def money(usd: float) -> str:
         return f"${usd:,.0f}" if unit == "USD" else f"{usd / usd_per_unit:,.0f} {unit}"
 
@@ -302,7 +307,7 @@ def frontier(
         med, (s0, s1), (c0, c1) = median_run(runs)
         print(
             f"  {name[:44]:44s} {med.solved:5d} [{s0}-{s1}] {money(med.cost):>14s}"
-            f" [{money(c0)}-{money(c1)}]  {money(med.first_half)} -> {money(med.second_half)}"
+            f" [{money(c0)}-{money(c1)}]  {per_task(med.first_half)} -> {per_task(med.second_half)}"
             f"  {med.runs}"
         )
         return med.solved, med.cost
@@ -326,6 +331,7 @@ def frontier(
     mine: list[tuple[int, float]] = []
     theirs: list[tuple[int, float]] = []
     at_default: tuple[int, float, float, float] | None = None
+    relative = (float("nan"), float("nan"))
     for v in sorted({*values, default_value}):
         tag = " (default)" if v == default_value else ""
         t_runs = [tally(outcomes, o, task_type, v, max_attempts) for o in streams]
@@ -335,11 +341,22 @@ def frontier(
         ]
         mine.append(line(f"Tally at ${v:g} a solve{tag}", t_runs))
         theirs.append(line(f"  online Beta bandit at ${v:g}", b_runs))
-        name, fixed = best_fixed(outcomes, streams[0], v)
-        line(f"  best fixed order in hindsight: {name}", [fixed])
+        chosen, fixed = best_fixed(outcomes, streams[0], v)
+        line(f"  best fixed order in hindsight: {' > '.join(chosen)}", [fixed])
         if v == default_value:
             med = median_run(t_runs)[0]
             at_default = (med.solved, med.cost, med.first_half, med.second_half)
+            # The halves of a stream differ in how hard their tasks are: spend per task
+            # as a share of what the fixed order spends on the same half of the same order.
+            same = [fixed_order(outcomes, o, chosen) for o in streams]
+            relative = (
+                statistics.median(
+                    t.first_half / f.first_half for t, f in zip(t_runs, same, strict=True)
+                ),
+                statistics.median(
+                    t.second_half / f.second_half for t, f in zip(t_runs, same, strict=True)
+                ),
+            )
     worse = beaten(mine, theirs)
     print(
         "  frontier: Tally at or below the online baseline at every solved count: "
@@ -365,14 +382,17 @@ def frontier(
         f"  at the default ${default_value:g} a solve: {s} solved for {money(c)} against"
         f" {b.solved} for {money(b.cost)} by {best}"
         f" ({'met' if s >= b.solved and c < b.cost else 'NOT met'});"
-        f" spend per task {money(h1)} -> {money(h2)}"
-        f" ({'falls' if h2 < h1 else 'does NOT fall'})"
+        f" spend per task {per_task(h1)} -> {per_task(h2)}"
+        f" ({'falls' if h2 < h1 else 'does NOT fall'}); as a share of the best fixed order's"
+        f" on the same tasks {relative[0]:.3f} -> {relative[1]:.3f}"
+        f" ({'falls' if relative[1] < relative[0] else 'does NOT fall'})"
     )
     return {
         "tally": mine,
         "baseline": theirs,
         "worse": worse,
         "default": at_default,
+        "relative_spend": relative,
         "without_context": blind,
     }
 
