@@ -101,6 +101,7 @@ class RoutingPolicy:
         #: Attempts made after another model failed the task: a harder population.
         self._retry: dict[Key, dict[str, Evidence]] = {}
         self._retry_overall: dict[str, Evidence] = {}
+        self._pooled: float | None = None
 
     def classes(self) -> list[Key]:
         """Every (task type, band) with preferences or evidence, sorted."""
@@ -127,6 +128,7 @@ class RoutingPolicy:
         )
         by_class.setdefault((task_type, band), {}).setdefault(model, Evidence()).add(reward, cost)
         overall.setdefault(model, Evidence()).add(reward, cost)
+        self._pooled = None
 
     def pooling(self) -> float:
         """Pseudo-runs of a model's overall record that each class's posterior starts from.
@@ -140,6 +142,11 @@ class RoutingPolicy:
         """
         if self.pool_strength is not None:
             return self.pool_strength
+        if self._pooled is None:  # once per change of evidence: every class's rows ask
+            self._pooled = self._learned_pooling()
+        return self._pooled
+
+    def _learned_pooling(self) -> float:
         spread = noise = weight = 0.0
         for model, g in self._overall.items():
             if g.runs < 2:
