@@ -75,10 +75,13 @@ class RoutingTable:
 #: How far a posterior draw strays from the posterior mean, as a share of the posterior's
 #: own spread (1: plain Thompson sampling). Plain Thompson sampling explores as if the
 #: stream were endless; routing a few hundred tasks a class, the cost of that exploration
-#: is not repaid. At 0.35 exploration still shrinks as evidence grows (the spread does),
-#: from a third of the start. Chosen on task orders 100-109 of the routing benchmark,
-#: not the orders it reports (``benchmarks/route.py --first-order``).
+#: is not repaid. Exploration still shrinks as evidence grows (the spread does), and a
+#: posterior on few runs keeps most of its spread (see ``FULL_SPREAD_RUNS``). Both chosen
+#: on task orders 100-109 of the routing benchmark, not the orders it reports
+#: (``benchmarks/route.py --first-order``).
 EXPLORATION = 0.35
+#: Runs (pseudo-runs included) a posterior rests on before its draws are pulled in much.
+FULL_SPREAD_RUNS = 20.0
 
 Row = tuple[float, float, float, float, float]
 
@@ -96,10 +99,13 @@ def _row(row: Sequence[float | None] | None, c: Candidate) -> Row:
 def _draws(
     alpha: np.ndarray, beta: np.ndarray, rng: np.random.Generator, size: int, scale: float
 ) -> np.ndarray:
-    """``size`` rows of Beta draws, pulled toward their means by ``scale``."""
+    """``size`` rows of Beta draws, pulled toward their means by ``scale`` once a posterior
+    rests on more than ``FULL_SPREAD_RUNS`` runs (a thinner one keeps most of its spread:
+    a model unlucky in its first runs is tried again)."""
     alpha, beta = np.maximum(alpha, 1e-6), np.maximum(beta, 1e-6)
     mean = alpha / (alpha + beta)
-    draws: np.ndarray = mean + scale * (rng.beta(alpha, beta, size=(size, len(alpha))) - mean)
+    shrink = np.maximum(scale, 1.0 / np.sqrt(1.0 + (alpha + beta) / FULL_SPREAD_RUNS))
+    draws: np.ndarray = mean + shrink * (rng.beta(alpha, beta, size=(size, len(alpha))) - mean)
     return draws
 
 
