@@ -528,6 +528,7 @@ def show_frontier(path: Path, args: argparse.Namespace) -> None:
         default_value=default,
         max_attempts=min(args.max_attempts, len(data.models)),
         n_orders=args.orders,
+        first_seed=args.first_order,
         unit="USD" if data.cost_unit == "USD" else "turns",
         usd_per_unit=1.0 if data.cost_unit == "USD" else args.price_per_turn,
     )
@@ -583,6 +584,12 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=4, help="tasks in flight")
     parser.add_argument("--seed", type=int, default=0, help="task order")
     parser.add_argument("--orders", type=int, default=5, help="task orders for medians")
+    parser.add_argument(
+        "--first-order",
+        type=int,
+        default=0,
+        help="seed of the first task order (tune on other orders than the 0-4 reported)",
+    )
     parser.add_argument("--price-per-turn", type=float, default=PRICE_PER_TURN)
     parser.add_argument("--turn-prices", type=Path, default=None, help="YAML: model -> $/turn")
     parser.add_argument(

@@ -50,6 +50,9 @@ class Run:
     second_half: float
     runs: int
 
+    def solved_cost(self) -> tuple[int, float]:
+        return self.solved, self.cost
+
 
 def _run(per_task: Sequence[tuple[bool, float, int]]) -> Run:
     half = len(per_task) // 2
@@ -109,6 +112,7 @@ def tally(
                 value_usd=value_usd,
                 after_failure=attempt > 1,
                 seed=route_seed(task_id, attempt),
+                attempts_left=max_attempts - attempt,
             )
             model = min(ev, key=lambda m: (-ev[m], m))
             if attempt > 1 and ev[model] <= 0:
@@ -228,19 +232,21 @@ def fixed_order(outcomes: Outcomes, order: Sequence[str], models: Sequence[str])
     return _run(played)
 
 
-def best_fixed(outcomes: Outcomes, order: Sequence[str], value_usd: float) -> tuple[str, Run]:
+def best_fixed(
+    outcomes: Outcomes, order: Sequence[str], value_usd: float
+) -> tuple[tuple[str, ...], Run]:
     """In hindsight, the single model or ordered pair with the most value net of cost."""
     models = sorted({m for per in outcomes.values() for m in per})
     options = [(m,) for m in models] + list(itertools.permutations(models, 2))
     runs = {o: fixed_order(outcomes, order, o) for o in options}
     best = max(options, key=lambda o: (value_usd * runs[o].solved - runs[o].cost, -len(o)))
-    return " > ".join(best), runs[best]
+    return best, runs[best]
 
 
-def orders(tasks: Sequence[str], n: int) -> list[list[str]]:
-    """``n`` task orders, seeded 0..n-1."""
+def orders(tasks: Sequence[str], n: int, first_seed: int = 0) -> list[list[str]]:
+    """``n`` task orders, seeded ``first_seed`` .. ``first_seed + n - 1``."""
     out = []
-    for seed in range(n):
+    for seed in range(first_seed, first_seed + n):
         order = sorted(tasks)
         random.Random(seed).shuffle(order)
         out.append(order)
@@ -282,13 +288,17 @@ def frontier(
     default_value: float,
     max_attempts: int,
     n_orders: int = 5,
+    first_seed: int = 0,
     unit: str = "USD",
     usd_per_unit: float = 1.0,
     values: Sequence[float] = VALUES,
 ) -> dict[str, object]:
     """Print the frontier table for one data file; return what the checks need."""
     models = sorted({m for per in outcomes.values() for m in per})
-    streams = orders(list(outcomes), n_orders)
+    streams = orders(list(outcomes), n_orders, first_seed)
+
+    def per_task(usd: float) -> str:
+        return f"${usd:,.2f}" if unit == "USD" else f"{usd / usd_per_unit:,.1f} {unit}"
 
     def money(usd: float) -> str:
         return f"${usd:,.0f}" if unit == "USD" else f"{usd / usd_per_unit:,.0f} {unit}"
@@ -297,7 +307,7 @@ def frontier(
         med, (s0, s1), (c0, c1) = median_run(runs)
         print(
             f"  {name[:44]:44s} {med.solved:5d} [{s0}-{s1}] {money(med.cost):>14s}"
-            f" [{money(c0)}-{money(c1)}]  {money(med.first_half)} -> {money(med.second_half)}"
+            f" [{money(c0)}-{money(c1)}]  {per_task(med.first_half)} -> {per_task(med.second_half)}"
             f"  {med.runs}"
         )
         return med.solved, med.cost
@@ -321,25 +331,49 @@ def frontier(
     mine: list[tuple[int, float]] = []
     theirs: list[tuple[int, float]] = []
     at_default: tuple[int, float, float, float] | None = None
+    relative = (float("nan"), float("nan"))
     for v in sorted({*values, default_value}):
         tag = " (default)" if v == default_value else ""
         t_runs = [tally(outcomes, o, task_type, v, max_attempts) for o in streams]
-        b_runs = [bandit(outcomes, o, task_type, v, max_attempts, i) for i, o in enumerate(streams)]
+        b_runs = [
+            bandit(outcomes, o, task_type, v, max_attempts, first_seed + i)
+            for i, o in enumerate(streams)
+        ]
         mine.append(line(f"Tally at ${v:g} a solve{tag}", t_runs))
         theirs.append(line(f"  online Beta bandit at ${v:g}", b_runs))
-        name, fixed = best_fixed(outcomes, streams[0], v)
-        line(f"  best fixed order in hindsight: {name}", [fixed])
+        chosen, fixed = best_fixed(outcomes, streams[0], v)
+        line(f"  best fixed order in hindsight: {' > '.join(chosen)}", [fixed])
         if v == default_value:
             med = median_run(t_runs)[0]
             at_default = (med.solved, med.cost, med.first_half, med.second_half)
-    behind = [
-        (s, c, cost_at(mine, s) if s >= min(p[0] for p in mine) else min(p[1] for p in mine))
-        for s, c in theirs
-    ]
-    worse = [(s, c, t) for s, c, t in behind if t is None or t > c]
+            # The halves of a stream differ in how hard their tasks are: spend per task
+            # as a share of what the fixed order spends on the same half of the same order.
+            same = [fixed_order(outcomes, o, chosen) for o in streams]
+            relative = (
+                statistics.median(
+                    t.first_half / f.first_half for t, f in zip(t_runs, same, strict=True)
+                ),
+                statistics.median(
+                    t.second_half / f.second_half for t, f in zip(t_runs, same, strict=True)
+                ),
+            )
+    worse = beaten(mine, theirs)
     print(
         "  frontier: Tally at or below the online baseline at every solved count: "
         + ("yes" if not worse else "no, at " + ", ".join(f"{s} solved" for s, _, _ in worse))
+    )
+    # Context: the task type (what precedes ``__`` in the id) against none at all, every
+    # task in one class. The data carry no text, points or labels to try beyond it.
+    blind: list[tuple[int, float]] = []
+    for v in sorted({*values, default_value}):
+        runs = [tally(outcomes, o, lambda _: "task", v, max_attempts) for o in streams]
+        blind.append(median_run(runs)[0].solved_cost())
+    lost = beaten(mine, blind)
+    print(
+        "  task type as context: Tally without it (one class) "
+        + " ".join(f"{s}/{money(c)}" for s, c in blind)
+        + "; with it at or below at "
+        + f"{len(blind) - len(lost)} of {len(blind)} of those points"
     )
     assert at_default is not None
     s, c, h1, h2 = at_default
@@ -348,7 +382,31 @@ def frontier(
         f"  at the default ${default_value:g} a solve: {s} solved for {money(c)} against"
         f" {b.solved} for {money(b.cost)} by {best}"
         f" ({'met' if s >= b.solved and c < b.cost else 'NOT met'});"
-        f" spend per task {money(h1)} -> {money(h2)}"
-        f" ({'falls' if h2 < h1 else 'does NOT fall'})"
+        f" spend per task {per_task(h1)} -> {per_task(h2)}"
+        f" ({'falls' if h2 < h1 else 'does NOT fall'}); as a share of the best fixed order's"
+        f" on the same tasks {relative[0]:.3f} -> {relative[1]:.3f}"
+        f" ({'falls' if relative[1] < relative[0] else 'does NOT fall'})"
     )
-    return {"tally": mine, "baseline": theirs, "worse": worse, "default": at_default}
+    return {
+        "tally": mine,
+        "baseline": theirs,
+        "worse": worse,
+        "default": at_default,
+        "relative_spend": relative,
+        "without_context": blind,
+    }
+
+
+def beaten(
+    mine: Sequence[tuple[int, float]], theirs: Sequence[tuple[int, float]]
+) -> list[tuple[int, float, float | None]]:
+    """``theirs``' points where ``mine`` (a frontier of (solved, cost)) costs more at the
+    same solved count, or does not reach it; below ``mine``'s lowest solved count, its
+    cheapest point stands in."""
+    lowest = min(p[0] for p in mine)
+    out = []
+    for s, c in theirs:
+        at = cost_at(mine, s) if s >= lowest else min(p[1] for p in mine)
+        if at is None or at > c:
+            out.append((s, c, at))
+    return out

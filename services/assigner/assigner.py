@@ -6,7 +6,7 @@ The subscribers in :mod:`services.assigner.handlers` call it; it publishes what 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
 import structlog
@@ -140,12 +140,15 @@ class Assigner:
         workspace: str = "default",
         seed: int = 0,
         exclude: frozenset[str] = frozenset(),
+        attempt: int = 1,
     ) -> list[Candidate]:
         """Candidates in ``strategy``'s order, leaving out the models in ``exclude``.
 
         Args:
             workspace: whose learned routing policy applies.
             seed: the draw of the learned policy (see :func:`route_seed`).
+            attempt: the attempt being ranked (the learned strategy values a fallback
+                while ``max_attempts`` allows one).
         """
         prepaid = await self.prepaid() if strategy == "maximize_subscription_usage" else frozenset()
         models = [m for m in self.registry.models() if m.name not in exclude]
@@ -159,6 +162,8 @@ class Assigner:
             seed=seed,
             value_usd=self.values.for_workspace(workspace),
             after_failure=bool(exclude),
+            attempts_left=self.settings.max_attempts - attempt,
+            exploration=self.settings.exploration,
         )
 
     async def strategy_for(self, e: TaskEstimated) -> tuple[str, str | None]:
@@ -214,6 +219,7 @@ class Assigner:
             seed=route_seed(e.task_id, attempt),
             # The policy draws among the models not yet tried: a failed one never returns.
             exclude=frozenset(failed_models) if policy_led else frozenset(),
+            attempt=attempt,
         )
         pool = list(ranked)
         note = ""
@@ -236,7 +242,7 @@ class Assigner:
             failed_models=tuple(failed_models),
             note=note,
             propensity=self.propensity(
-                e, ranked, pool, strategy, after_failure=bool(failed_models)
+                e, ranked, pool, strategy, after_failure=bool(failed_models), attempt=attempt
             ),
         )
 
@@ -248,6 +254,7 @@ class Assigner:
         strategy: str,
         *,
         after_failure: bool = False,
+        attempt: int = 1,
     ) -> float:
         """The chance ``strategy`` had of ranking ``ranked[0]`` first among ``pool`` (1 for
         an ordering without randomness), logged for off-policy evaluation."""
@@ -260,6 +267,8 @@ class Assigner:
             policy=self.policies.get(e.workspace),
             value_usd=self.values.for_workspace(e.workspace),
             after_failure=after_failure,
+            attempts_left=self.settings.max_attempts - attempt,
+            exploration=self.settings.exploration,
         )
 
     async def reserve_first(
@@ -525,8 +534,7 @@ class Assigner:
         post = policy.posterior(e.estimate) if policy is not None else None
         if post is None:
             return list(ranked)
-        value = self.values.for_workspace(e.workspace)
-        ev = priced(ranked, post, value_usd=value, task_id=e.task_id, attempt=attempt)
+        ev = self.priced(e, ranked, post, attempt)
         return [c for c in ranked if ev[c.model.name] > 0]
 
     async def escalation_value(
@@ -541,9 +549,27 @@ class Assigner:
             return None
         models = [m for m in self.registry.models() if m.name not in failed]
         untried = candidates(models, e.estimate)
-        value = self.values.for_workspace(e.workspace)
-        ev = priced(untried, post, value_usd=value, task_id=e.task_id, attempt=attempt)
+        ev = self.priced(e, untried, post, attempt)
         return max(ev.values(), default=0.0)
+
+    def priced(
+        self,
+        e: TaskEstimated,
+        untried: Sequence[Candidate],
+        post: Mapping[str, Sequence[float | None]],
+        attempt: int,
+    ) -> dict[str, float]:
+        """The untried candidates' expected values for ``attempt``: the draws the
+        learned strategy ranks that attempt by."""
+        return priced(
+            untried,
+            post,
+            value_usd=self.values.for_workspace(e.workspace),
+            task_id=e.task_id,
+            attempt=attempt,
+            attempts_left=self.settings.max_attempts - attempt,
+            exploration=self.settings.exploration,
+        )
 
     async def recommend(self, r: RecommendRequest) -> RecommendReply:
         """The model :meth:`assign` would try first, the runner-up and why; reserves nothing."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 
-from services.assigner.selection import Candidate, expected_values, route_seed
+from services.assigner.selection import EXPLORATION, Candidate, expected_values, route_seed
 from tally.registry import TIER_ORDER, ModelSpec
 
 
@@ -59,13 +59,18 @@ def priced(
     value_usd: float,
     task_id: str,
     attempt: int,
+    attempts_left: int = 0,
+    exploration: float = EXPLORATION,
 ) -> dict[str, float]:
     """Each untried candidate's expected value for ``attempt``, in dollars: the same draws
-    the ``learned`` strategy ranks that attempt by."""
+    the ``learned`` strategy ranks that attempt by (``attempts_left``: attempts the cap
+    still allows after this one)."""
     return expected_values(
         untried,
         posterior,
         value_usd=value_usd,
         after_failure=True,
         seed=route_seed(task_id, attempt),
+        attempts_left=attempts_left,
+        exploration=exploration,
     )

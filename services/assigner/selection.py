@@ -72,6 +72,78 @@ class RoutingTable:
         return self.posteriors.get(key) or self.posteriors.get("*|*") or None
 
 
+#: How far a posterior draw strays from the posterior mean, as a share of the posterior's
+#: own spread (1: plain Thompson sampling). Plain Thompson sampling explores as if the
+#: stream were endless; routing a few hundred tasks a class, the cost of that exploration
+#: is not repaid. Exploration still shrinks as evidence grows (the spread does), and a
+#: posterior on few runs keeps most of its spread (see ``FULL_SPREAD_RUNS``). Both chosen
+#: on task orders 100-109 of the routing benchmark, not the orders it reports
+#: (``benchmarks/route.py --first-order``).
+EXPLORATION = 0.35
+#: Runs (pseudo-runs included) a posterior rests on before its draws are pulled in much.
+FULL_SPREAD_RUNS = 20.0
+
+Row = tuple[float, float, float, float, float]
+
+
+def _row(row: Sequence[float | None] | None, c: Candidate) -> Row:
+    """``(alpha, beta, alpha after a failure, beta after a failure, cost)`` of a
+    candidate: a uniform prior and its list price for a model the policy has not met."""
+    if row is None:
+        return 1.0, 1.0, 1.0, 1.0, c.expected_cost
+    cost = c.expected_cost if row[4] is None else float(row[4])
+    a, b, ra, rb = (float(v or 0.0) for v in row[:4])
+    return a, b, ra, rb, cost
+
+
+def _draws(
+    alpha: np.ndarray, beta: np.ndarray, rng: np.random.Generator, size: int, scale: float
+) -> np.ndarray:
+    """``size`` rows of Beta draws, pulled toward their means by ``scale`` once a posterior
+    rests on more than ``FULL_SPREAD_RUNS`` runs (a thinner one keeps most of its spread:
+    a model unlucky in its first runs is tried again)."""
+    alpha, beta = np.maximum(alpha, 1e-6), np.maximum(beta, 1e-6)
+    mean = alpha / (alpha + beta)
+    shrink = np.maximum(scale, 1.0 / np.sqrt(1.0 + (alpha + beta) / FULL_SPREAD_RUNS))
+    draws: np.ndarray = mean + shrink * (rng.beta(alpha, beta, size=(size, len(alpha))) - mean)
+    return draws
+
+
+def drawn_values(
+    rows: Sequence[Row],
+    *,
+    value_usd: float,
+    after_failure: bool,
+    attempts_left: int,
+    rng: np.random.Generator,
+    size: int = 1,
+    exploration: float = EXPLORATION,
+) -> np.ndarray:
+    """``size`` draws of each row's expected value in dollars, shape ``(size, len(rows))``.
+
+    A value is ``value_usd * p - cost`` with ``p`` drawn from the success posterior (after
+    a failure when ``after_failure``). With ``attempts_left`` > 0 it adds what a failure
+    would still be worth: ``(1 - p)`` times the best positive value of another row's
+    attempt after a failure, drawn the same way.
+    """
+    table = np.array(rows, dtype=float).reshape(len(rows), 5)
+    a, b = (table[:, 2], table[:, 3]) if after_failure else (table[:, 0], table[:, 1])
+    cost = table[:, 4]
+    p = _draws(a, b, rng, size, exploration)
+    values: np.ndarray = value_usd * p - cost
+    if attempts_left <= 0 or len(rows) < 2:
+        return values
+    then = value_usd * _draws(table[:, 2], table[:, 3], rng, size, exploration) - cost
+    order = np.argsort(-then, axis=1, kind="stable")
+    top, second = order[:, :1], order[:, 1:2]
+    best = np.take_along_axis(then, top, axis=1)
+    runner_up = np.take_along_axis(then, second, axis=1)
+    # Another model's best: the runner-up's where this model is the best itself.
+    others = np.where(np.arange(len(rows))[None, :] == top, runner_up, best)
+    with_fallback: np.ndarray = values + (1.0 - p) * np.maximum(0.0, others)
+    return with_fallback
+
+
 def expected_values(
     cands: Sequence[Candidate],
     posterior: Mapping[str, Sequence[float | None]],
@@ -79,6 +151,8 @@ def expected_values(
     value_usd: float,
     after_failure: bool,
     seed: int,
+    attempts_left: int = 0,
+    exploration: float = EXPLORATION,
 ) -> dict[str, float]:
     """Per candidate: ``value_usd * p - cost``, with ``p`` drawn from its Beta posterior.
 
@@ -86,20 +160,25 @@ def expected_values(
     when ``after_failure``; ``cost`` is the cost measured per attempt, or the candidate's
     list-price estimate before it has runs. One draw per model, seeded (replicas and
     redeliveries agree): Thompson sampling, so an uncertain model is sometimes tried and
-    a well-measured one is judged by what it does.
+    a well-measured one is judged by what it does; ``exploration`` scales the draws'
+    spread (see :data:`EXPLORATION`).
+
+    With ``attempts_left`` > 0 another attempt may follow a failure, and each value adds
+    what that escalation would be worth (see :func:`drawn_values`): a cheap model that
+    leaves a strong one to fall back on beats a costly one that solves a little more
+    often, as the fixed order "cheap, then strong" does.
     """
-    rng = np.random.default_rng(seed)
-    out = {}
-    for c in sorted(cands, key=lambda c: c.model.name):
-        row = posterior.get(c.model.name)
-        if row is None:  # a model the policy has not met: a uniform prior, list price
-            alpha, beta, cost = 1.0, 1.0, None
-        else:
-            a, b = (row[2], row[3]) if after_failure else (row[0], row[1])
-            alpha, beta, cost = float(a or 0.0), float(b or 0.0), row[4]
-        p = float(rng.beta(max(alpha, 1e-6), max(beta, 1e-6)))
-        out[c.model.name] = value_usd * p - (c.expected_cost if cost is None else float(cost))
-    return out
+    by_name = {c.model.name: c for c in cands}
+    names = sorted(by_name)
+    values = drawn_values(
+        [_row(posterior.get(n), by_name[n]) for n in names],
+        value_usd=value_usd,
+        after_failure=after_failure,
+        attempts_left=attempts_left,
+        rng=np.random.default_rng(seed),
+        exploration=exploration,
+    )
+    return {n: float(v) for n, v in zip(names, values[0], strict=True)}
 
 
 #: Posterior draws behind the propensity of a Thompson-sampled first choice (within ±0.03).
@@ -114,6 +193,8 @@ def first_choice_propensity(
     policy: RoutingTable | None,
     value_usd: float | None,
     after_failure: bool = False,
+    attempts_left: int = 0,
+    exploration: float = EXPLORATION,
 ) -> float:
     """The probability the ``learned`` strategy had of putting ``chosen`` first.
 
@@ -128,20 +209,17 @@ def first_choice_propensity(
         return 1.0
     post = policy.posterior(estimate)
     if post is not None and value_usd is not None:
-        rng = np.random.default_rng(zlib_seed(chosen, names))
         by_name = {c.model.name: c for c in cands}
-        draws = []
-        for name in names:
-            row = post.get(name)
-            if row is None:
-                alpha, beta, cost = 1.0, 1.0, None
-            else:
-                a, b = (row[2], row[3]) if after_failure else (row[0], row[1])
-                alpha, beta, cost = float(a or 0.0), float(b or 0.0), row[4]
-            p = rng.beta(max(alpha, 1e-6), max(beta, 1e-6), size=PROPENSITY_DRAWS)
-            spend = by_name[name].expected_cost if cost is None else float(cost)
-            draws.append(value_usd * p - spend)
-        wins = np.argmax(np.vstack(draws), axis=0)  # ties go to the first name, as sorted
+        draws = drawn_values(
+            [_row(post.get(n), by_name[n]) for n in names],
+            value_usd=value_usd,
+            after_failure=after_failure,
+            attempts_left=attempts_left,
+            rng=np.random.default_rng(zlib_seed(chosen, names)),
+            size=PROPENSITY_DRAWS,
+            exploration=exploration,
+        )
+        wins = np.argmax(draws, axis=1)  # ties go to the first name, as sorted
         share = float(np.mean(wins == names.index(chosen)))
         return max(share, 1.0 / PROPENSITY_DRAWS)
     table = policy.table(estimate)
@@ -265,13 +343,16 @@ def learned(
     weights: tuple[float, float, float] = (0.4, 0.3, 0.3),
     value_usd: float | None = None,
     after_failure: bool = False,
+    attempts_left: int = 0,
+    exploration: float = EXPLORATION,
     **_: object,
 ) -> list[Candidate]:
     """Follow the learner's routing policy; without one, rank by the learner's scores.
 
     With the policy's posteriors and the value of a solve (``value_usd``), candidates
     rank by expected value net of expected cost (:func:`expected_values`; after a
-    failure, by the posterior of success after a failure).
+    failure, by the posterior of success after a failure), counting what a fallback is
+    worth while ``attempts_left`` allows one.
 
     When the policy has a table for the task's class (task type and band), the first
     candidate is drawn from its probabilities restricted to the candidates (``seed``
@@ -283,7 +364,13 @@ def learned(
     post = policy.posterior(estimate) if policy is not None else None
     if post is not None and cands and value_usd is not None:
         ev = expected_values(
-            cands, post, value_usd=value_usd, after_failure=after_failure, seed=seed
+            cands,
+            post,
+            value_usd=value_usd,
+            after_failure=after_failure,
+            seed=seed,
+            attempts_left=attempts_left,
+            exploration=exploration,
         )
         return sorted(cands, key=lambda c: (-ev[c.model.name], c.model.name))
     table = policy.table(estimate) if policy is not None else None

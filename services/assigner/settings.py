@@ -2,8 +2,10 @@
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from services.assigner.selection import EXPLORATION
 from tally.settings import CONFIG_DIR, ServiceSettings
 
 
@@ -22,6 +24,9 @@ class AssignerSettings(ServiceSettings):
     #: safety cap. Under the learned policy escalation stops sooner, once no untried
     #: model's expected value (value of a solve x chance of success - cost) is positive.
     max_attempts: int = 3
+    #: Spread of the learned strategy's posterior draws, as a share of the posterior's
+    #: own (1: plain Thompson sampling; see ``selection.EXPLORATION``).
+    exploration: float = Field(default=EXPLORATION, ge=0.0, le=1.0)
     #: How often deferred tasks are retried without a quota-freed notice, and how many
     #: one round may retry (bounded work however long the backlog grows).
     retry_interval_s: float = 30.0

@@ -220,6 +220,9 @@ class Learner:
         for model in self.models:
             if model not in trainer.policy.models:
                 trainer.policy.models.append(model)
+        # Pooling is a setting, not learned state: a state saved when it was a fixed 10
+        # follows the setting now (None: learned from the classes' spread).
+        trainer.policy.pool_strength = s.pool_strength
         return trainer
 
     def learn(self, run: LearnedRun, state: State | None) -> tuple[State, bool]:

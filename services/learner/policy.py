@@ -37,6 +37,9 @@ Key = tuple[str, str]  #: (task_type, band)
 DRAWS = 512
 #: Pseudo-runs of the workspace-wide success rate a model's own pooled figures start from.
 BASE_STRENGTH = 2.0
+#: Pooling before classes can be compared, and the most it may learn to be.
+DEFAULT_POOLING = 10.0
+MAX_POOLING = 200.0
 
 
 @dataclass
@@ -66,7 +69,8 @@ class RoutingPolicy:
             most ``exp(2 * clip)``.
         cost_weight: how much normalised cost is subtracted from reward.
         pool_strength: pseudo-runs of the model's workspace-wide figures each class's
-            posterior starts from (at most the runs those figures rest on, plus two).
+            posterior starts from (at most the runs those figures rest on, plus two);
+            None: learned from how much the classes differ (see :meth:`pooling`).
     """
 
     def __init__(
@@ -77,11 +81,11 @@ class RoutingPolicy:
         learning_rate: float = 0.5,
         clip: float = 0.2,
         cost_weight: float = 0.3,
-        pool_strength: float = 10.0,
+        pool_strength: float | None = None,
     ) -> None:
         if not 0.0 <= floor <= 1.0:
             raise ValueError(f"floor must be within [0, 1], got {floor}")
-        if learning_rate <= 0 or clip <= 0 or cost_weight < 0 or pool_strength < 0:
+        if learning_rate <= 0 or clip <= 0 or cost_weight < 0 or (pool_strength or 0) < 0:
             raise ValueError(
                 "learning_rate and clip must be positive, cost_weight and pool_strength >= 0"
             )
@@ -97,6 +101,7 @@ class RoutingPolicy:
         #: Attempts made after another model failed the task: a harder population.
         self._retry: dict[Key, dict[str, Evidence]] = {}
         self._retry_overall: dict[str, Evidence] = {}
+        self._pooled: float | None = None
 
     def classes(self) -> list[Key]:
         """Every (task type, band) with preferences or evidence, sorted."""
@@ -123,6 +128,47 @@ class RoutingPolicy:
         )
         by_class.setdefault((task_type, band), {}).setdefault(model, Evidence()).add(reward, cost)
         overall.setdefault(model, Evidence()).add(reward, cost)
+        self._pooled = None
+
+    def pooling(self) -> float:
+        """Pseudo-runs of a model's overall record that each class's posterior starts from.
+
+        ``pool_strength`` when set; else learned from the evidence (empirical Bayes, by the
+        method of moments): how far the classes' first-attempt success rates spread
+        around each model's overall rate beyond what their run counts explain by chance.
+        Classes that differ little share one estimate (strong pooling: the task class
+        tells nothing, and splitting by it would only multiply exploration); classes
+        that differ a lot speak for themselves. Between 2 and ``MAX_POOLING``.
+        """
+        if self.pool_strength is not None:
+            return self.pool_strength
+        if self._pooled is None:  # once per change of evidence: every class's rows ask
+            self._pooled = self._learned_pooling()
+        return self._pooled
+
+    def _learned_pooling(self) -> float:
+        spread = noise = weight = 0.0
+        for model, g in self._overall.items():
+            if g.runs < 2:
+                continue
+            mean = g.reward / g.runs
+            for table in self._evidence.values():
+                e = table.get(model)
+                if e is None or e.runs < 1:
+                    continue
+                spread += e.runs * (e.reward / e.runs - mean) ** 2
+                noise += mean * (1.0 - mean)
+                weight += e.runs
+        if weight <= 0:
+            return DEFAULT_POOLING
+        between = (spread - noise) / weight  # variance of the classes' true rates
+        if between <= 0:
+            return MAX_POOLING
+        rates = sum(e.reward for e in self._overall.values()) / max(
+            1.0, sum(e.runs for e in self._overall.values())
+        )
+        k = rates * (1.0 - rates) / between - 1.0
+        return min(MAX_POOLING, max(2.0, k))
 
     def class_runs(self, task_type: str, band: str) -> float:
         """Runs of every model in the class, first and later attempts."""
@@ -132,24 +178,18 @@ class RoutingPolicy:
     def retry_posterior(self, task_type: str, band: str) -> dict[str, tuple[float, float]]:
         """Per model: Beta posterior ``(alpha, beta)`` of success after another model failed.
 
-        Pooled like :meth:`posterior`, one level further: the workspace's rate after a
-        failure scales each model's first-attempt rate into the prior of its overall
-        rate after a failure, which is the prior of the class's.
+        Each model's overall rate after a failure starts from a uniform prior (one
+        success and one failure): optimistic while unmeasured, so escalation is tried
+        early and stops where the runs show it does not pay. The class's posterior is
+        pooled toward that overall rate like :meth:`posterior`.
         """
-        first = self.posterior("", "")  # no class: the models' pooled overall figures
-        f_runs = sum(e.runs for e in self._overall.values())
-        f_base = (sum(e.reward for e in self._overall.values()) + 1.0) / (f_runs + 2.0)
-        r_runs = sum(e.runs for e in self._retry_overall.values())
-        r_base = (sum(e.reward for e in self._retry_overall.values()) + f_base) / (r_runs + 1.0)
-        ratio = r_base / f_base if f_base > 0 else 1.0
         table = self._retry.get((task_type, band), {})
+        pool = self.pooling()
         out = {}
         for model in self.models:
-            a, b, _ = first[model]
-            prior = min(1.0, max(0.0, a / (a + b) * ratio)) if a + b > 0 else r_base
             g = self._retry_overall.get(model, Evidence())
-            mean = (g.reward + BASE_STRENGTH * prior) / (g.runs + BASE_STRENGTH)
-            k = min(self.pool_strength, g.runs + BASE_STRENGTH)
+            mean = (g.reward + 1.0) / (g.runs + 2.0)
+            k = min(pool, g.runs + 2.0)
             e = table.get(model, Evidence())
             out[model] = (e.reward + k * mean, e.runs - e.reward + k * (1.0 - mean))
         return out
@@ -159,6 +199,7 @@ class RoutingPolicy:
         mean cost (None for a model with no runs yet: its list price stands in)."""
         out: dict[str, float | None] = {}
         key = (task_type, band)
+        pool = self.pooling()
         for model in self.models:
             g = [t.get(model, Evidence()) for t in (self._overall, self._retry_overall)]
             runs, cost = sum(e.runs for e in g), sum(e.cost for e in g)
@@ -166,7 +207,7 @@ class RoutingPolicy:
                 out[model] = None
                 continue
             c = [t.get(key, {}).get(model, Evidence()) for t in (self._evidence, self._retry)]
-            k = min(self.pool_strength, runs)
+            k = min(pool, runs)
             mine = sum(e.runs for e in c)
             out[model] = (sum(e.cost for e in c) + k * cost / runs) / (mine + k)
         return out
@@ -203,12 +244,13 @@ class RoutingPolicy:
         base = (sum(e.reward for e in self._overall.values()) + 1.0) / (runs + 2.0)
         base_cost = sum(e.cost for e in self._overall.values()) / runs if runs else 0.0
         table = self._evidence.get((task_type, band), {})
+        pool = self.pooling()
         out = {}
         for model in self.models:
             g = self._overall.get(model, Evidence())
             mean = (g.reward + BASE_STRENGTH * base) / (g.runs + BASE_STRENGTH)
             cost = (g.cost + BASE_STRENGTH * base_cost) / (g.runs + BASE_STRENGTH)
-            k = min(self.pool_strength, g.runs + BASE_STRENGTH)
+            k = min(pool, g.runs + BASE_STRENGTH)
             e = table.get(model, Evidence())
             alpha = e.reward + k * mean
             beta = e.runs - e.reward + k * (1.0 - mean)
@@ -357,7 +399,7 @@ class RoutingPolicy:
             learning_rate=data["learning_rate"],
             clip=data["clip"],
             cost_weight=data["cost_weight"],
-            pool_strength=data.get("pool_strength", 10.0),
+            pool_strength=data.get("pool_strength"),
         )
         for table in data.get("tables", []):
             key = (table["task_type"], table["band"])

@@ -35,7 +35,8 @@ class LearnerSettings(ServiceSettings):
     gamma: float = 0.9
     #: Pseudo-runs of a model's workspace-wide figures each task class's estimate starts
     #: from: a class with fewer runs than this leans mostly on the workspace's figures.
-    pool_strength: float = 10.0
+    #: None (the default): learned from how much the classes' success rates differ.
+    pool_strength: float | None = None
     #: Share of task ids held out of training to evaluate the policy.
     held_out_share: float = 0.2
     #: A checkpoint is saved every this many policy updates; this many are kept (best score).
