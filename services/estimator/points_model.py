@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 import sklearn
+from scipy.special import expit
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -118,23 +119,27 @@ class _TextModel:
             self.vectorizer = vectorizer
             self.matrix_t = sp.csr_matrix(self.matrix.T)
             break
-        #: Per point value above the smallest: a classifier for "at least this value", or
-        #: the history's share at or above it where one side has too few tasks.
-        self.ordinal: list[LogisticRegression | float] = []
-        if self.vectorizer is None or len(np.unique(codes)) < 2:
+        #: The ordinal model, one column per point value above the smallest: weights and
+        #: intercepts of a logistic regression for "at least this value", stacked so that a
+        #: query's probabilities are one product; where one side has too few past tasks the
+        #: column is the history's share at or above the value (``ordinal_fixed``, else NaN).
+        self.ordinal_weights: np.ndarray | None = None
+        self.ordinal_intercepts = np.zeros(max(n_values - 1, 0))
+        self.ordinal_fixed = np.full(max(n_values - 1, 0), np.nan)
+        if self.vectorizer is None or self.matrix is None or len(np.unique(codes)) < 2:
             return
+        self.ordinal_weights = np.zeros((self.matrix.shape[1], n_values - 1))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             for code in range(1, n_values):
                 above = (codes >= code).astype(int)
                 if min(above.sum(), len(above) - above.sum()) < config.ordinal_min_class:
-                    self.ordinal.append(float(above.mean()))
+                    self.ordinal_fixed[code - 1] = above.mean()
                     continue
-                self.ordinal.append(
-                    LogisticRegression(C=config.ordinal_regularisation, max_iter=300).fit(
-                        self.matrix, above
-                    )
-                )
+                fitted = LogisticRegression(C=config.ordinal_regularisation, max_iter=300)
+                fitted.fit(self.matrix, above)
+                self.ordinal_weights[:, code - 1] = fitted.coef_[0]
+                self.ordinal_intercepts[code - 1] = fitted.intercept_[0]
         with warnings.catch_warnings():
             # A few extra iterations change the probabilities in the third decimal.
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -159,11 +164,12 @@ class _TextModel:
 
     def ordinal_medians(self, query: sp.csr_matrix | None, rows: int) -> np.ndarray | None:
         """Per row, the largest value code reached with probability at least one half."""
-        if not self.ordinal or query is None:
+        if self.ordinal_weights is None or query is None:
             return None
-        at_least = np.ones((rows, len(self.ordinal) + 1))
-        for j, model in enumerate(self.ordinal, 1):
-            at_least[:, j] = model if isinstance(model, float) else model.predict_proba(query)[:, 1]
+        at_least = np.ones((rows, self.n_values))
+        at_least[:, 1:] = expit(query @ self.ordinal_weights + self.ordinal_intercepts)
+        fixed = ~np.isnan(self.ordinal_fixed)
+        at_least[:, 1:][:, fixed] = self.ordinal_fixed[fixed]
         # "At least a larger value" can never be likelier than "at least a smaller one".
         at_least = np.minimum.accumulate(at_least, axis=1)
         return np.asarray((at_least >= 0.5).sum(axis=1) - 1)
