@@ -8,9 +8,10 @@ first 80% as history — what a team would have imported — and scores the last
 is looked at once per final design.
 
 Story points: the workspace's model is built as the service builds it
-(:func:`services.estimator.workspace.build_workspace` on ``HistoryRecord`` rows, each
-workspace choosing its shrinkage by rolling origin inside its history only) and each test
-issue is estimated with the service's ``estimate()``. Scored by mean absolute error (MAE)
+(:func:`services.estimator.workspace.build_workspace` on ``HistoryRecord`` rows, with the
+shipped ``deploy/config/scoring.yaml``; with ``points.check_against_median`` each workspace
+also checks its model against its median by rolling origin inside its history only) and each
+test issue is estimated with the service's ``estimate()``. Scored by mean absolute error (MAE)
 of the points users see against the median and mean of the first 60% (the research's
 baselines; the 80% median is printed too), with a paired Wilcoxon signed-rank test on
 absolute errors per project (two-sided, ties dropped).

@@ -17,6 +17,8 @@ from services.estimator.workspace import build_workspace
 from tally.events import TaskSpec
 
 CONFIG = ScoringConfig()
+#: The same, with each workspace checking its model against its history median.
+CHECKED = ScoringConfig(points=PointsConfig(check_against_median=True))
 
 
 def predictable(n: int) -> list[HistoricalTask]:
@@ -47,7 +49,7 @@ def noise(n: int) -> list[HistoricalTask]:
 
 
 def test_text_that_predicts_points_earns_the_model_a_share() -> None:
-    fit = PointsModel(predictable(200), CONFIG.points).fit
+    fit = PointsModel(predictable(200), CHECKED.points).fit
     assert fit.beats_median and fit.validation_tasks == 100
     assert fit.model_mae is not None and fit.median_mae is not None
     assert fit.model_mae < fit.median_mae
@@ -65,9 +67,9 @@ def test_estimates_vary_with_the_text_not_one_constant() -> None:
 
 def test_text_that_predicts_nothing_uses_the_history_median_and_says_so() -> None:
     history = noise(200)
-    ws = build_workspace(history, (), CONFIG)
+    ws = build_workspace(history, (), CHECKED)
     assert ws.points is not None and not ws.points.fit.beats_median
-    est = estimate(TaskSpec(title="word1 word2 word3"), ws, CONFIG)
+    est = estimate(TaskSpec(title="word1 word2 word3"), ws, CHECKED)
     assert est.points_source == "median"
     assert est.story_points == ws.points.median == 3
 
@@ -75,14 +77,47 @@ def test_text_that_predicts_nothing_uses_the_history_median_and_says_so() -> Non
 def test_the_weight_is_chosen_inside_history_never_on_future_tasks() -> None:
     """Appending tasks changes the choice only through the history it is given."""
     history = predictable(200)
-    fit = PointsModel(history, CONFIG.points).fit
-    assert PointsModel(history, CONFIG.points).fit == fit  # deterministic
-    assert PointsModel(history + noise(5), CONFIG.points).fit.validation_tasks == 102
+    fit = PointsModel(history, CHECKED.points).fit
+    assert PointsModel(history, CHECKED.points).fit == fit  # deterministic
+    assert PointsModel(history + noise(5), CHECKED.points).fit.validation_tasks == 102
 
 
 def test_a_small_history_uses_its_median_untested() -> None:
-    fit = PointsModel(predictable(10), CONFIG.points).fit
-    assert (fit.weight, fit.validation_tasks) == (0.0, 0)
+    for config in (CONFIG, CHECKED):
+        fit = PointsModel(predictable(10), config.points).fit
+        assert (fit.weight, fit.validation_tasks) == (0.0, 0)
+
+
+def test_by_default_the_model_estimates_without_the_inside_history_check() -> None:
+    """The check lost on the middle 20% of the public projects: off unless configured."""
+    fit = PointsModel(noise(200), CONFIG.points).fit
+    assert fit.beats_median and fit.validation_tasks == 0 and fit.model_mae is None
+
+
+def test_the_estimate_is_the_median_of_mixture_neighbours_and_ordinal_model() -> None:
+    """Two of the three estimates agreeing decide; the result is a value of the scale."""
+    from services.estimator.points_model import _points, _TextSignals
+
+    values = np.array([1.0, 3.0, 8.0, 40.0])
+    prior = np.array([0.1, 0.5, 0.3, 0.1])
+    votes = np.array([[0.0, 0.0, 0.2, 0.8], [0.0, 1.0, 0.0, 0.0]])  # neighbours: 40, then 3
+    probs = np.array([[0.0, 0.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    signals = _TextSignals(votes, probs, np.array([3, 0]), None)  # ordinal: 40, then 1
+    points, mixture = _points(signals, prior, values, PointsConfig(), on=True)
+    assert points.tolist() == [40.0, 3.0]
+    assert np.allclose(mixture.sum(axis=1), 1.0)
+    off, _ = _points(signals, prior, values, PointsConfig(), on=False)
+    assert off.tolist() == [3.0, 3.0]  # the history median
+
+
+def test_the_ordinal_model_reads_at_least_this_value_from_the_text() -> None:
+    """One regression per value for "at least this value", on the workspace's own scale."""
+    history = [HistoricalTask(f"m{i}", f"Rewrite engine {i}", "rewrite", 40) for i in range(30)] + [
+        HistoricalTask(f"t{i}", f"Fix typo {i}", "spelling", 0.5) for i in range(30)
+    ]
+    model = PointsModel(history, CONFIG.points)
+    assert [p.points for p in model.predict(["Rewrite engine"], [""])] == [40.0]
+    assert [p.points for p in model.predict(["Fix typo"], [""])] == [0.5]
 
 
 def test_imported_actual_hours_drive_the_hours() -> None:
