@@ -7,6 +7,7 @@ service price usage with it.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable
 from decimal import Decimal
@@ -74,7 +75,9 @@ class Prices(BaseModel):
         )
 
 
+@functools.lru_cache(maxsize=4096)
 def _decimal(value: float) -> Decimal:
+    # A registry holds a few dozen prices; every priced call needs four of them.
     return Decimal(str(value))
 
 

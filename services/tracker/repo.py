@@ -76,16 +76,23 @@ class _ReusedId(Exception):
 #: Their primary key is ``(event_id, at)`` (partitioned by month of ``at``), so the COPY
 #: alone would store an event id reused with another timestamp: it is checked after it.
 _REUSED = (
-    'SELECT EXISTS (SELECT 1 FROM "{table}" WHERE event_id = ANY($1::text[]) '
+    'SELECT EXISTS (SELECT 1 FROM "{table}" WHERE event_id = ANY(${n}::text[]) '
     "GROUP BY event_id HAVING count(*) > 1)"
 )
 
 
-async def _refuse_reused_ids(conn: Any, table: Table, records: Sequence[tuple[Any, ...]]) -> None:
-    """Raise if a copied id now has two rows (the transaction is rolled back and the batch
-    goes through staging, where the stored row wins and the other is reported)."""
-    if await conn.fetchval(_REUSED.format(table=table.name), [r[0] for r in records]):
-        raise _ReusedId(table.name)
+async def _refuse_reused_ids(conn: Any, copied: Sequence[Records]) -> None:
+    """Raise if a copied id now has two rows in its table (the transaction is rolled back
+    and the batch goes through staging, where the stored row wins and the other is
+    reported). One round trip for all the partitioned tables of a batch."""
+    checked = [(t, r) for t, _, r in copied if r and t.name in PARTITIONED]
+    if not checked:
+        return
+    query = "SELECT " + " OR ".join(
+        f"({_REUSED.format(table=t.name, n=i)})" for i, (t, _) in enumerate(checked, 1)
+    )
+    if await conn.fetchval(query, *([row[0] for row in r] for _, r in checked)):
+        raise _ReusedId(", ".join(t.name for t, _ in checked))
 
 
 def _stage(table: Table) -> str:
@@ -149,8 +156,7 @@ class TrackerRepo:
                                 await conn.copy_records_to_table(
                                     table.name, records=records, columns=columns
                                 )
-                                if table.name in PARTITIONED:
-                                    await _refuse_reused_ids(conn, table, records)
+                        await _refuse_reused_ids(conn, batches)
                 except (asyncpg.UniqueViolationError, _ReusedId):
                     self._direct = False
                 else:
