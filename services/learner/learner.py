@@ -23,7 +23,7 @@ from services.learner.policy_store import State
 from services.learner.repo import LearnerRepo
 from services.learner.rewards import RewardRegistry, RunSignals
 from services.learner.settings import LearnerSettings
-from services.learner.stats import ModelScore, RunOutcome, update
+from services.learner.stats import ModelScore, RunFigures, RunOutcome, update
 from services.learner.training import (
     LearnedRun,
     PolicyTrainer,
@@ -176,8 +176,17 @@ class Learner:
                 self.learn,
             )
             if recorded is None:
-                # Learned before: the policy it led to is announced again (same event id),
-                # in case the process that learned it stopped before announcing it.
+                # Learned before. A re-total (more events than the revision learned)
+                # revises the run's cost and tokens; the outcome is learned once.
+                revised = await self.repo.revise_run(
+                    e.run_id, RunFigures(e.micros, outcome.tokens), asdict(signals)
+                )
+                if revised is not None:
+                    metrics.SCORE_UPDATES.labels(outcome.model).inc()
+                    rows = tuple(score_row(s) for s in await self.repo.scores(e.workspace))
+                    await self.bus.publish(e.child(ScoresUpdated, scores=rows))
+                # The policy it led to is announced again (same event id), in case the
+                # process that learned it stopped before announcing it.
                 state = await self.repo.state(e.workspace)
                 if state is not None and state["version"] > 0:
                     await self.publish_policy(e.workspace, self.restore(state), e.correlation_id)
