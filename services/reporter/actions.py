@@ -290,7 +290,10 @@ def actions_router(clients: ClientFactory, tasks: TaskRepo, *, max_wait_s: float
         )
 
     @router.post(
-        "/tasks/{task_id}/status", status_code=202, response_model=StatusAccepted, tags=["tasks"]
+        "/tasks/{task_id:path}/status",
+        status_code=202,
+        response_model=StatusAccepted,
+        tags=["tasks"],
     )
     async def move(
         task_id: Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")],
