@@ -179,7 +179,7 @@ class Learner:
                 # Learned before. A re-total (more events than the revision learned)
                 # revises the run's cost and tokens; the outcome is learned once.
                 revised = await self.repo.revise_run(
-                    e.run_id, RunFigures(e.micros, outcome.tokens), asdict(signals)
+                    e.run_id, RunFigures(e.micros, outcome.tokens), asdict(signals), self.revise
                 )
                 if revised is not None:
                     metrics.SCORE_UPDATES.labels(outcome.model).inc()
@@ -242,6 +242,12 @@ class Learner:
         trainer = self.restore(state)
         updated = trainer.observe(run) is not None
         return trainer.to_state(), updated
+
+    def revise(self, state: State, run: LearnedRun, cost_usd: float) -> State:
+        """The trainer state with a re-totalled run's new cost (``LearnerRepo.revise_run``)."""
+        trainer = self.restore(state)
+        trainer.revise_cost(run, cost_usd)
+        return trainer.to_state()
 
     async def trainer(self, workspace: str) -> PolicyTrainer:
         """The workspace's trainer as last committed (from its newest checkpoint, or new,

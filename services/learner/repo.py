@@ -121,10 +121,16 @@ class LearnerRepo(PolicyStore):
             return Recorded(score, run, state, updated)
 
     async def revise_run(
-        self, run_id: str, figures: RunFigures, signals: dict[str, Any]
+        self,
+        run_id: str,
+        figures: RunFigures,
+        signals: dict[str, Any],
+        revise_policy: Callable[[State, LearnedRun, float], State],
     ) -> ModelScore | None:
-        """Take a later revision of a learned run: its cost, tokens and signals, and its
-        score row's cost and token sums. None if the run is not learned yet, or the
+        """Take a later revision of a learned run: its cost, tokens and signals, its score
+        row's cost and token sums, and (through ``revise_policy(state, run as learned,
+        new cost in dollars)``) the routing evidence's cost. None if the run is not
+        learned yet, or the
         revision is not newer than the stored one (revisions are ordered by the events
         they total, ``signals["steps"]``; a duplicate or a late older one changes nothing).
         """
@@ -132,7 +138,7 @@ class LearnerRepo(PolicyStore):
         async with self.engine.begin() as conn:
             old = (
                 await conn.execute(
-                    select(r.workspace, r.model, r.task_type, r.band, r.cost_micros, r.tokens)
+                    select(learner_runs)
                     .where(
                         r.run_id == run_id,
                         func.coalesce(r.signals["steps"].as_integer(), 0) < signals["steps"],
@@ -149,13 +155,30 @@ class LearnerRepo(PolicyStore):
             )
             before = RunFigures(old.cost_micros, old.tokens)
             key = (old.workspace, old.model, old.task_type, old.band)
-            return await self._apply_to_score(
+            score = await self._apply_to_score(
                 conn,
                 key,
                 lambda current: revise(
                     current or ModelScore(old.model, old.task_type, old.band), before, figures
                 ),
             )
+            # The workspace's lock is held (taken for the score): the trainer state is ours.
+            state = await load_state(conn, old.workspace)
+            if state is not None:
+                learned = LearnedRun(
+                    old.run_id,
+                    old.task_id,
+                    old.model,
+                    old.task_type,
+                    old.band,
+                    old.reward,
+                    micros_to_usd(old.cost_micros),
+                    old.at,
+                    old.attempt,
+                )
+                revised = revise_policy(state, learned, micros_to_usd(figures.cost_micros))
+                await save_state(conn, old.workspace, revised)
+            return score
 
     async def _apply_to_score(
         self,

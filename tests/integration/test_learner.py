@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 from sqlalchemy import func, select
 
-from tally.db.tables import learner_runs, model_scores, velocity_logs
+from tally.db.tables import learner_runs, learner_state, model_scores, velocity_logs
 from tally.events import RunRecorded, ScoresUpdated, TokenTotals, new_id, utcnow
 
 if TYPE_CHECKING:
@@ -139,3 +139,9 @@ async def test_a_re_totalled_run_revises_its_cost_and_tokens(
     assert (run.signals["steps"], run.signals["tool_calls"]) == (14, 6)
     logs = select(func.count()).select_from(velocity_logs).where(velocity_logs.c.run_id == run_id)
     assert await h.scalar(logs) == 1
+    # Routing weighs models by the cost the evidence holds: the revised one.
+    state = await h.scalar(
+        select(learner_state.c.state).where(learner_state.c.workspace == workspace)
+    )
+    runs, _, cost = state["policy"]["overall"]["claude-sonnet-4"]
+    assert (runs, cost) == (1, pytest.approx(0.04))
