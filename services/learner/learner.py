@@ -300,8 +300,9 @@ class Learner:
                 await asyncio.sleep(self.settings.calibration_debounce_s)
                 self._dirty.discard(workspace)
                 await self.calibrate(workspace)
-        except Exception as exc:  # a background task must log its failure, not vanish
+        except Exception as exc:  # a background task must not vanish: logged and counted
             log.error("calibration_failed", workspace=workspace, error=repr(exc))
+            metrics.CONSUMER_RESTARTS.labels("learner", "calibration").inc()
         finally:
             self._calibrating.pop(workspace, None)
 

@@ -182,3 +182,26 @@ def test_a_revised_cost_moves_the_evidence_and_a_waiting_run_but_not_the_outcome
     trainer.revise_cost(retry, 0.30)
     assert trainer.to_state()["policy"]["retry_overall"]["b"][2] == pytest.approx(0.30)
     assert "b" not in trainer.to_state()["policy"]["overall"]
+
+
+async def test_a_workspace_that_fails_its_daily_pass_holds_up_no_other() -> None:
+    from types import SimpleNamespace
+
+    from services.learner.daily import DailyPass, DailyPassFailed
+
+    async def workspaces() -> list[str]:
+        return ["ws-broken", "ws-fine"]
+
+    daily = DailyPass(SimpleNamespace(repo=SimpleNamespace(workspaces=workspaces)))  # type: ignore[arg-type]
+    relearned: list[str] = []
+
+    async def relearn(workspace: str) -> dict[str, object]:
+        if workspace == "ws-broken":
+            raise RuntimeError("simulated failure")
+        relearned.append(workspace)
+        return {}
+
+    daily.relearn = relearn  # type: ignore[method-assign]
+    with pytest.raises(DailyPassFailed, match="ws-broken"):
+        await daily.relearn_all()
+    assert relearned == ["ws-fine"]
