@@ -21,20 +21,22 @@ import itertools
 import os
 import socket
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import nats
 from sqlalchemy.engine import make_url
 
 from benchmarks.report_data import EVENTS_PER_RUN, load
+from tally.bus import delete_streams
 from tally.db.migrate import drop_database, ensure_database, upgrade
 from tally.events import new_id
 from tally.settings import TallySettings
+from tally.subjects import Catalog
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "tly_bench-operator-token"
@@ -72,14 +74,16 @@ def endpoints(run_ids: list[str], task_ids: list[str]) -> dict[str, str]:
     }
 
 
-@contextlib.contextmanager
-def reporter(db_url: str, port: int, source: Path) -> Iterator[str]:
-    """``tally serve reporter`` of ``source`` on ``port``, stopped on exit."""
+@contextlib.asynccontextmanager
+async def reporter(db_url: str, port: int, source: Path) -> AsyncIterator[str]:
+    """``tally serve reporter`` of ``source`` on ``port``, stopped on exit, and the streams
+    it provisioned in its namespace deleted (each reserves storage on the server)."""
+    namespace = f"br{new_id()[:8]}"
     env = {
         **os.environ,
         "PYTHONPATH": f"{source / 'libs'}:{source}",
         "TALLY_DATABASE_URL": db_url,
-        "TALLY_NAMESPACE": f"br{new_id()[:8]}",
+        "TALLY_NAMESPACE": namespace,
         "TALLY_LOG_LEVEL": "WARNING",
         "TALLY_REPORTER_BOOTSTRAP_TOKEN": TOKEN,
         "TALLY_REPORTER_RATE_LIMIT_PER_S": "1000000",
@@ -89,21 +93,30 @@ def reporter(db_url: str, port: int, source: Path) -> Iterator[str]:
         "TALLY_REPORTER_LANES_FRESH_S": "5",
     }
     cmd = [sys.executable, "-m", "tally.cli.main", "serve", "reporter", "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=env, cwd=source, stdout=subprocess.DEVNULL)
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, env=env, cwd=source, stdout=asyncio.subprocess.DEVNULL
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the reporter did not start (exit {proc.returncode})")
-            time.sleep(0.2)
+        async with httpx.AsyncClient(timeout=2) as http:
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(f"{url}/healthz")).status_code == 200:
+                        break
+                if proc.returncode is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"the reporter did not start (exit {proc.returncode})")
+                await asyncio.sleep(0.2)
         yield url
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        if proc.returncode is None:
+            proc.terminate()
+        await asyncio.wait_for(proc.wait(), 30)
+        nc = await nats.connect(TallySettings().nats_url)
+        try:
+            await delete_streams(nc, Catalog(namespace))
+        finally:
+            await nc.close()
 
 
 async def measure(
@@ -187,7 +200,7 @@ async def main() -> None:
             f" (schema {args.revision}, reporter from {args.source})",
             flush=True,
         )
-        with reporter(url, free_port(), args.source) as base_url:
+        async with reporter(url, free_port(), args.source) as base_url:
             paths = endpoints(data.run_ids, data.task_ids)
             ok = await bench(base_url, paths, args.requests, args.budget)
         print("targets (p95 <= 20 ms at 1, <= 100 ms at 16):", "met" if ok else "NOT met")

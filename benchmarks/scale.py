@@ -266,7 +266,7 @@ async def reporter(
             stored = target
             print(f"  loaded to {stored:,} run events in {time.perf_counter() - started:.0f} s",
                   flush=True)  # fmt: skip
-            with report_server(s.database_url, free_port(), ROOT) as url:
+            async with report_server(s.database_url, free_port(), ROOT) as url:
                 headers = {"Authorization": f"Bearer {REPORT_TOKEN}"}
                 async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as http:
                     out[stored] = {

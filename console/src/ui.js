@@ -116,13 +116,18 @@ export function bars(items, whenEmpty, color) {
   );
 }
 
-/** A quota gauge: used and reserved against the limit, ticks at 75, 90 and 100%. */
-export function gauge(label, used, reserved, limit, format) {
+/**
+ * A quota gauge: used and reserved against the limit, a tick at each alert threshold
+ * (percent; the subscription's own, 75/90/100 unless set).
+ */
+export function gauge(label, used, reserved, limit, format, thresholds = [75, 90, 100]) {
   if (limit === null || limit === undefined) {
     return h("div", { class: "gauge" }, h("div", { class: "gauge-head" }, h("span", {}, label), h("span", {}, `${format(used)} used · no limit`)));
   }
   const share = limit ? used / limit : 0;
-  const level = share >= 1 ? "bad" : share >= 0.9 ? "warn2" : share >= 0.75 ? "warn" : "ok";
+  const below = [...thresholds].filter((t) => t < 100).sort((a, b) => a - b);
+  const crossed = below.filter((t) => share * 100 >= t).length;
+  const level = share >= 1 ? "bad" : crossed === 0 ? "ok" : crossed === below.length && crossed > 1 ? "warn2" : "warn";
   const pct = (x) => Math.min(100, limit ? (100 * x) / limit : 0);
   return h(
     "div",
@@ -133,7 +138,7 @@ export function gauge(label, used, reserved, limit, format) {
       { class: "gauge-track", role: "meter", "aria-label": label, "aria-valuemin": "0", "aria-valuemax": String(limit), "aria-valuenow": String(used) },
       h("span", { class: "gauge-used", style: `width:${pct(used)}%` }),
       h("span", { class: "gauge-reserved", style: `left:${pct(used)}%;width:${pct(reserved) && Math.min(pct(reserved), 100 - pct(used))}%` }),
-      [75, 90, 100].map((t) => h("span", { class: "tick", style: `left:${t}%`, title: `${t}%` })),
+      thresholds.filter((t) => t <= 100).map((t) => h("span", { class: "tick", style: `left:${t}%`, title: `alert at ${t}%` })),
     ),
   );
 }

@@ -30,7 +30,14 @@ from pydantic import BaseModel
 
 from tally import metrics
 from tally.consumers import BatchConsumer, EventConsumer
-from tally.errors import PermanentError, StepTimeout, TransientError, ValidationFailed
+from tally.errors import (
+    PermanentError,
+    StepTimeout,
+    TransientError,
+    ValidationFailed,
+    is_unavailable,
+    reply_error,
+)
 from tally.events import DeadLetter, Event, utcnow
 from tally.lease import bucket_name
 from tally.subjects import STREAMS, Catalog
@@ -220,6 +227,7 @@ class Bus:
 
         Raises:
             StepTimeout: nobody answered within ``timeout`` (``step`` names who should have).
+            TransientError: the responder could not reach a server it needs; ask again.
             PermanentError: the responder answered with an error.
         """
         try:
@@ -229,8 +237,9 @@ class Bus:
         except TimeoutError as exc:
             raise StepTimeout(step, timeout) from exc
         body = await msg.decode()
-        if isinstance(body, dict) and "error" in body and len(body) == 1:
-            raise PermanentError(f"{step}: {body['error']}")
+        error = reply_error(body, step)
+        if error is not None:
+            raise error
         return reply.model_validate(body)
 
     async def dead_letter(
@@ -423,6 +432,23 @@ class Bus:
             subject=subject, payload=msg.data, headers=_headers(msg), error=exc, deliveries=n
         )
 
+    async def _failure_reply(self, base: str, raw: Any, exc: Exception) -> str:
+        """The answer to a request whose handler failed, so the requester hears at once.
+
+        A server that could not be reached, or a :class:`TransientError`, answers
+        ``{"error", "transient": true}``: the request was fine, ask again. Anything else
+        (invalid input, a bug) answers ``{"error"}`` and is dead-lettered with its reason.
+        """
+        if isinstance(exc, TransientError) or is_unavailable(exc):
+            reason = str(exc) if isinstance(exc, TransientError) else _described(exc)
+            log.warning("responder_unavailable", subject=base, service=self.service, error=reason)
+            return json.dumps({"error": reason, "transient": True})
+        if not isinstance(exc, PermanentError):
+            log.error("responder_failed", subject=base, service=self.service, exc_info=exc)
+            exc = PermanentError(f"internal error: {_described(exc)}")
+        await self.dead_letter(subject=base, payload=raw.data, headers=_headers(raw), error=exc)
+        return json.dumps({"error": str(exc)})
+
     def responder(
         self, request_cls: type[E], *, concurrency: int = DEFAULT_RESPONDER_CONCURRENCY
     ) -> Callable[[Callable[[E], Awaitable[BaseModel]]], Callable[[E], Awaitable[BaseModel]]]:
@@ -431,8 +457,9 @@ class Bus:
         Up to ``concurrency`` requests are answered at once, each replied to as soon as it
         is done, so a handler that awaits a server does not hold up the requests behind
         it; pass 1 for one at a time. When the broker stops, the requests being answered
-        finish first (within its graceful timeout). Invalid requests are answered with
-        ``{"error": reason}`` and dead-lettered.
+        finish first (within its graceful timeout). A request whose handler fails is
+        answered at once (see :meth:`_failure_reply`): invalid ones and bugs with
+        ``{"error": reason}`` and a dead letter, unreachable servers as transient.
         """
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, not {concurrency}")
@@ -449,17 +476,14 @@ class Bus:
                 try:
                     try:
                         reply = (await fn(request_cls.parse(raw.data))).model_dump_json()
-                    except (PermanentError, TransientError) as exc:
-                        await self.dead_letter(
-                            subject=base, payload=raw.data, headers=_headers(raw), error=exc
-                        )
-                        reply = json.dumps({"error": str(exc)})
+                    except Exception as exc:
+                        reply = await self._failure_reply(base, raw, exc)
                     if raw.reply:
                         await self.broker.connection.publish(
                             raw.reply, reply.encode(), headers=_JSON_HEADERS
                         )
                 except Exception:
-                    # As before: logged and unanswered; the requester's timeout reports it.
+                    # The reply itself could not be sent: the requester's timeout reports it.
                     log.exception("responder_failed", subject=base, service=self.service)
                 finally:
                     slots.release()
@@ -503,3 +527,8 @@ def _in_flight_lock(subscriber: Any) -> Any:
     """The subscriber's count of messages in handling, which a graceful stop waits for."""
     lock = getattr(subscriber, "lock", None)
     return lock if isinstance(lock, MultiLock) else _NoLock()
+
+
+def _described(exc: BaseException) -> str:
+    """``Type: message`` of an unexpected error, for a reply or a dead letter."""
+    return f"{type(exc).__name__}: {exc}"

@@ -17,7 +17,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from pydantic import BaseModel
 
-from tally.errors import PermanentError, StepTimeout, TransientError
+from tally.errors import PermanentError, StepTimeout, TransientError, reply_error
 from tally.events import Event
 from tally.logging import redact_url
 from tally.subjects import Catalog
@@ -151,12 +151,13 @@ class TallyClient:
 
 
 def parse_reply(data: bytes, reply: type[R], step: str) -> R:
-    """Validate a reply; an ``{"error": …}`` answer raises :class:`PermanentError`."""
+    """Validate a reply; an error answer raises it (:func:`tally.errors.reply_error`)."""
     import json
 
     body: Any = json.loads(data)
-    if isinstance(body, dict) and set(body) == {"error"}:
-        raise PermanentError(f"{step}: {body['error']}")
+    error = reply_error(body, step)
+    if error is not None:
+        raise error
     return reply.model_validate(body, extra="ignore")
 
 

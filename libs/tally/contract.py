@@ -379,7 +379,7 @@ def _describe(channel: Channel, stream: str | None) -> str:
     where = {
         "event": f"JetStream stream {stream} (publish with `Nats-Msg-Id` = `event_id`).",
         "request": "Request/reply on core NATS (no stream); an error answers "
-        '`{"error": "<message>"}`.',
+        '`{"error": "<message>"}`, with `"transient": true` when asking again may succeed.',
         "notice": "Core NATS notice, not persisted.",
     }[channel.kind]
     return f"{_summary(channel.message)} {where}".strip()

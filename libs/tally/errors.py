@@ -56,6 +56,17 @@ class Deferred(TallyError):
         self.max_wait_s = max_wait_s
 
 
+def reply_error(body: object, step: str) -> TallyError | None:
+    """The error a request's answer carries, if it is an error answer: ``{"error": …}``
+    (:class:`PermanentError`) or ``{"error": …, "transient": true}`` (the responder could
+    not reach a server it needs: :class:`TransientError`, worth asking again)."""
+    if not isinstance(body, dict) or "error" not in body or not set(body) <= {"error", "transient"}:
+        return None
+    if body.get("transient") is True:
+        return TransientError(f"{step}: {body['error']}")
+    return PermanentError(f"{step}: {body['error']}")
+
+
 def is_permanent(exc: BaseException) -> bool:
     """Whether retrying ``exc`` can never help: bad input, or data Postgres refuses.
 

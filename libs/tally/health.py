@@ -54,6 +54,9 @@ class Supervised:
         self.restarts = 0
         #: the last crash, until the coroutine has been started again
         self.error: str | None = None
+        #: the last crash ever, kept after a restart (a task that keeps crashing shows it
+        #: between its red spells)
+        self.last_error: str | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._supervise(), name=f"supervised:{self.name}")
@@ -75,7 +78,7 @@ class Supervised:
                 raise
             except Exception as exc:
                 self.restarts += 1
-                self.error = repr(exc)
+                self.error = self.last_error = repr(exc)
                 metrics.CONSUMER_RESTARTS.labels(self.service, self.name).inc()
                 log.exception("task_crashed", task=self.name, error=repr(exc))
             await asyncio.sleep(backoff)
@@ -89,6 +92,7 @@ class Supervised:
             "alive": alive,
             "restarts": self.restarts,
             "error": self.error,
+            "last_error": self.last_error,
         }
 
 

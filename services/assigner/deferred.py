@@ -21,6 +21,10 @@ from tally.events import TaskAssigned, utcnow
 log = structlog.get_logger(__name__)
 
 
+class RetryFailed(Exception):
+    """Some deferred tasks of a round could not be retried (the others were)."""
+
+
 class DeferredRetrier:
     """Retries deferred tasks in the background of an assigner."""
 
@@ -40,7 +44,6 @@ class DeferredRetrier:
         self.clock = clock
         self._wake = asyncio.Event()
         self._day = clock().date()
-        self._task: asyncio.Task[None] | None = None
 
     def wake(self, subscription: str | None = None) -> None:
         """Quota freed (for ``subscription``): retry every deferred task, not only due ones."""
@@ -57,27 +60,34 @@ class DeferredRetrier:
             limit=self.batch, due_by=None if everything else self.clock()
         )
         assigned = 0
+        errors: list[str] = []
         for state in due:
             failed = state.failed_models
-            result = await self.assigner.assign(
-                state.estimated,
-                state.attempt,
-                failed_models=failed,
-                escalate_from=failed[-1] if failed else None,
-            )
+            try:
+                result = await self.assigner.assign(
+                    state.estimated,
+                    state.attempt,
+                    failed_models=failed,
+                    escalate_from=failed[-1] if failed else None,
+                )
+            except Exception as exc:  # one task's failure holds up no other
+                log.exception("deferred_retry_failed", task_id=state.estimated.task_id)
+                errors.append(f"{state.estimated.task_id}: {exc!r}")
+                continue
             assigned += isinstance(result, TaskAssigned)
         if due:
-            log.info("deferred_retried", tried=len(due), assigned=assigned)
+            log.info("deferred_retried", tried=len(due), assigned=assigned, failed=len(errors))
+        if errors:
+            # The round is a crash of the retrier: counted, red /healthz, retried after
+            # the supervisor's back-off; the tasks stay deferred.
+            raise RetryFailed(f"{len(errors)} deferred task(s) failed: {'; '.join(errors[:5])}")
         return assigned
 
     async def run(self) -> None:
         """Retry forever: everything at start, after a wake-up or a UTC day change."""
         everything = True
         while True:
-            try:
-                await self.retry_once(everything=everything)
-            except Exception:  # one failed round must not stop the next
-                log.exception("deferred_retry_failed")
+            await self.retry_once(everything=everything)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval_s)
             everything = self._wake.is_set()
@@ -85,14 +95,3 @@ class DeferredRetrier:
             today = self.clock().date()
             if today != self._day:  # a day (and maybe a month) window rolled over
                 self._day, everything = today, True
-
-    def start(self) -> None:
-        """Run in the background (services supervise :meth:`run` instead)."""
-        self._task = asyncio.create_task(self.run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None

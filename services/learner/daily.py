@@ -27,6 +27,10 @@ from services.learner.training import (
 log = structlog.get_logger(__name__)
 
 
+class DailyPassFailed(Exception):
+    """Some workspaces could not be relearned (the others were)."""
+
+
 class DailyPass:
     """Relearns every workspace once a day at ``daily_at`` (UTC)."""
 
@@ -99,8 +103,17 @@ class DailyPass:
         return fresh, before, evaluate(fresh.policy, runs, s.held_out_share)
 
     async def relearn_all(self) -> None:
+        """Relearn every workspace; one that fails holds up no other, and the pass then
+        fails naming them (a crash of the daily pass: counted, red /healthz)."""
+        errors: list[str] = []
         for workspace in await self.learner.repo.workspaces():
-            await self.relearn(workspace)
+            try:
+                await self.relearn(workspace)
+            except Exception as exc:
+                log.exception("daily_learning_failed", workspace=workspace)
+                errors.append(f"{workspace}: {exc!r}")
+        if errors:
+            raise DailyPassFailed(f"{len(errors)} workspace(s) failed: {'; '.join(errors[:5])}")
 
     async def run(self, now: datetime | None = None) -> None:
         """Run :meth:`relearn_all` every day at ``daily_at`` (UTC), until cancelled."""
@@ -108,10 +121,9 @@ class DailyPass:
             wait = seconds_until(self.learner.settings.daily_at, now or datetime.now(UTC))
             now = None
             await asyncio.sleep(wait)
-            try:
-                await self.relearn_all()
-            except Exception as exc:  # tomorrow's pass must still run
-                log.error("daily_learning_failed", error=repr(exc))
+            # A failure propagates to the supervisor (counted, restarted with back-off);
+            # the restarted loop waits for tomorrow's time again.
+            await self.relearn_all()
 
 
 def seconds_until(at: time, now: datetime) -> float:

@@ -23,7 +23,7 @@ from services.learner.policy_store import State
 from services.learner.repo import LearnerRepo
 from services.learner.rewards import RewardRegistry, RunSignals
 from services.learner.settings import LearnerSettings
-from services.learner.stats import ModelScore, RunOutcome, update
+from services.learner.stats import ModelScore, RunFigures, RunOutcome, update
 from services.learner.training import (
     LearnedRun,
     PolicyTrainer,
@@ -176,8 +176,17 @@ class Learner:
                 self.learn,
             )
             if recorded is None:
-                # Learned before: the policy it led to is announced again (same event id),
-                # in case the process that learned it stopped before announcing it.
+                # Learned before. A re-total (more events than the revision learned)
+                # revises the run's cost and tokens; the outcome is learned once.
+                revised = await self.repo.revise_run(
+                    e.run_id, RunFigures(e.micros, outcome.tokens), asdict(signals), self.revise
+                )
+                if revised is not None:
+                    metrics.SCORE_UPDATES.labels(outcome.model).inc()
+                    rows = tuple(score_row(s) for s in await self.repo.scores(e.workspace))
+                    await self.bus.publish(e.child(ScoresUpdated, scores=rows))
+                # The policy it led to is announced again (same event id), in case the
+                # process that learned it stopped before announcing it.
                 state = await self.repo.state(e.workspace)
                 if state is not None and state["version"] > 0:
                     await self.publish_policy(e.workspace, self.restore(state), e.correlation_id)
@@ -234,6 +243,12 @@ class Learner:
         updated = trainer.observe(run) is not None
         return trainer.to_state(), updated
 
+    def revise(self, state: State, run: LearnedRun, cost_usd: float) -> State:
+        """The trainer state with a re-totalled run's new cost (``LearnerRepo.revise_run``)."""
+        trainer = self.restore(state)
+        trainer.revise_cost(run, cost_usd)
+        return trainer.to_state()
+
     async def trainer(self, workspace: str) -> PolicyTrainer:
         """The workspace's trainer as last committed (from its newest checkpoint, or new,
         if it has none yet)."""
@@ -285,8 +300,9 @@ class Learner:
                 await asyncio.sleep(self.settings.calibration_debounce_s)
                 self._dirty.discard(workspace)
                 await self.calibrate(workspace)
-        except Exception as exc:  # a background task must log its failure, not vanish
+        except Exception as exc:  # a background task must not vanish: logged and counted
             log.error("calibration_failed", workspace=workspace, error=repr(exc))
+            metrics.CONSUMER_RESTARTS.labels("learner", "calibration").inc()
         finally:
             self._calibrating.pop(workspace, None)
 

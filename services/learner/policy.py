@@ -130,6 +130,20 @@ class RoutingPolicy:
         overall.setdefault(model, Evidence()).add(reward, cost)
         self._pooled = None
 
+    def revise_cost(
+        self, task_type: str, band: str, model: str, delta: float, attempt: int = 1
+    ) -> None:
+        """Add ``delta`` dollars to the cost of one run already observed (a run re-totalled
+        after late events): its class's and the model's overall evidence; runs and reward
+        stay as observed."""
+        by_class, overall = (
+            (self._retry, self._retry_overall) if attempt > 1 else (self._evidence, self._overall)
+        )
+        for evidence in (by_class.get((task_type, band), {}).get(model), overall.get(model)):
+            if evidence is not None:
+                evidence.cost += delta
+        self._pooled = None
+
     def pooling(self) -> float:
         """Pseudo-runs of a model's overall record that each class's posterior starts from.
 

@@ -26,7 +26,7 @@ from services.learner.policy_store import (
     lock_workspace,
     save_state,
 )
-from services.learner.stats import ModelScore
+from services.learner.stats import ModelScore, RunFigures, revise
 from services.learner.training import LearnedRun
 from services.learner.velocity_totals import add_velocity, history_velocity
 from tally.db.tables import (
@@ -104,34 +104,7 @@ class LearnerRepo(PolicyStore):
             )
             row = {**run_row, "attempt": int(earlier or 0) + 1, "estimated_tokens": estimated}
             await conn.execute(insert(learner_runs).on_conflict_do_nothing(), row)
-            # The workspace's lock first, then the score row's: every run takes them in
-            # this order.
-            await lock_workspace(conn, key[0])
-            # Runs are learned concurrently: one lock per score row, held to the commit, so
-            # two runs of the same model and class never read the same old row. (A row
-            # lock would not do: the first two runs of a class find no row to lock.)
-            await conn.execute(
-                select(func.pg_advisory_xact_lock(func.hashtextextended("|".join(key), 0)))
-            )
-            score = apply(await self._score(conn, *key))
-            stmt = insert(model_scores).values(
-                workspace=key[0],
-                model=key[1],
-                task_type=key[2],
-                band=key[3],
-                samples=score.sample_size,
-                stats=score.to_dict(),
-            )
-            await conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["workspace", "model", "task_type", "band"],
-                    set_={
-                        "samples": stmt.excluded.samples,
-                        "stats": stmt.excluded.stats,
-                        "updated_at": func.now(),
-                    },
-                )
-            )
+            score = await self._apply_to_score(conn, key, apply)
             run = LearnedRun(
                 row["run_id"],
                 row["task_id"],
@@ -146,6 +119,104 @@ class LearnerRepo(PolicyStore):
             state, updated = learn(run, await load_state(conn, key[0]))
             await save_state(conn, key[0], state)
             return Recorded(score, run, state, updated)
+
+    async def revise_run(
+        self,
+        run_id: str,
+        figures: RunFigures,
+        signals: dict[str, Any],
+        revise_policy: Callable[[State, LearnedRun, float], State],
+    ) -> ModelScore | None:
+        """Take a later revision of a learned run: its cost, tokens and signals, its score
+        row's cost and token sums, and (through ``revise_policy(state, run as learned,
+        new cost in dollars)``) the routing evidence's cost. None if the run is not
+        learned yet, or the
+        revision is not newer than the stored one (revisions are ordered by the events
+        they total, ``signals["steps"]``; a duplicate or a late older one changes nothing).
+        """
+        r = learner_runs.c
+        async with self.engine.begin() as conn:
+            old = (
+                await conn.execute(
+                    select(learner_runs)
+                    .where(
+                        r.run_id == run_id,
+                        func.coalesce(r.signals["steps"].as_integer(), 0) < signals["steps"],
+                    )
+                    .with_for_update()
+                )
+            ).first()
+            if old is None:
+                return None
+            await conn.execute(
+                learner_runs.update()
+                .where(r.run_id == run_id)
+                .values(cost_micros=figures.cost_micros, tokens=figures.tokens, signals=signals)
+            )
+            before = RunFigures(old.cost_micros, old.tokens)
+            key = (old.workspace, old.model, old.task_type, old.band)
+            score = await self._apply_to_score(
+                conn,
+                key,
+                lambda current: revise(
+                    current or ModelScore(old.model, old.task_type, old.band), before, figures
+                ),
+            )
+            # The workspace's lock is held (taken for the score): the trainer state is ours.
+            state = await load_state(conn, old.workspace)
+            if state is not None:
+                learned = LearnedRun(
+                    old.run_id,
+                    old.task_id,
+                    old.model,
+                    old.task_type,
+                    old.band,
+                    old.reward,
+                    micros_to_usd(old.cost_micros),
+                    old.at,
+                    old.attempt,
+                )
+                revised = revise_policy(state, learned, micros_to_usd(figures.cost_micros))
+                await save_state(conn, old.workspace, revised)
+            return score
+
+    async def _apply_to_score(
+        self,
+        conn: AsyncConnection,
+        key: tuple[str, str, str, str],
+        apply: Callable[[ModelScore | None], ModelScore],
+    ) -> ModelScore:
+        """Turn the score row of ``key`` (workspace, model, task type, band) into
+        ``apply`` of it, holding the workspace's lock and then the row's to the commit."""
+        # The workspace's lock first, then the score row's: every run takes them in
+        # this order.
+        await lock_workspace(conn, key[0])
+        # Runs are learned concurrently: one lock per score row, held to the commit, so
+        # two runs of the same model and class never read the same old row. (A row
+        # lock would not do: the first two runs of a class find no row to lock.)
+        await conn.execute(
+            select(func.pg_advisory_xact_lock(func.hashtextextended("|".join(key), 0)))
+        )
+        score = apply(await self._score(conn, *key))
+        stmt = insert(model_scores).values(
+            workspace=key[0],
+            model=key[1],
+            task_type=key[2],
+            band=key[3],
+            samples=score.sample_size,
+            stats=score.to_dict(),
+        )
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["workspace", "model", "task_type", "band"],
+                set_={
+                    "samples": stmt.excluded.samples,
+                    "stats": stmt.excluded.stats,
+                    "updated_at": func.now(),
+                },
+            )
+        )
+        return score
 
     async def estimated_class(self, task_id: str) -> tuple[str | None, str | None] | None:
         """The task type and band the estimator recorded for a task (None: no estimate)."""

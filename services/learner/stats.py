@@ -59,6 +59,25 @@ class RunningStats:
         highs = [v for v in (self.max, other.max) if v is not None]
         return RunningStats(count, mean, m2, min(lows), max(highs))
 
+    def replace(self, old: float, new: float) -> RunningStats:
+        """Return the statistics with one earlier value ``old`` replaced by ``new``.
+
+        The count stays; mean and variance are exact (the inverse of Welford's step).
+        ``min`` and ``max`` take in ``new``; an extreme that was ``old`` itself cannot be
+        recovered from the summary and stays.
+        """
+        x, y = float(old), float(new)
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise ValueError(f"running stats need finite values, got {old!r} -> {new!r}")
+        if self.count == 0:
+            return self.add(y)
+        delta = y - x
+        mean = self.mean + delta / self.count
+        m2 = max(0.0, self.m2 + delta * (y - mean + x - self.mean))
+        low = y if self.min is None else min(self.min, y)
+        high = y if self.max is None else max(self.max, y)
+        return RunningStats(self.count, mean, m2, low, high)
+
     @property
     def variance(self) -> float:
         """Sample variance (n - 1 in the denominator); 0 with fewer than two values."""
@@ -105,6 +124,14 @@ class RunOutcome:
             raise ValueError(f"quality must be within [0, 1], got {self.quality}")
         if self.story_points < 0 or self.actual_hours < 0 or self.cost_usd < 0 or self.tokens < 0:
             raise ValueError("story points, hours, cost and tokens cannot be negative")
+
+
+@dataclass(frozen=True)
+class RunFigures:
+    """What a re-total of a recorded run can change."""
+
+    cost_micros: int
+    tokens: int
 
 
 @dataclass(frozen=True)
@@ -221,6 +248,18 @@ def update(score: ModelScore, outcome: RunOutcome) -> ModelScore:
         total_cost_micros=score.total_cost_micros + int(usd_to_micros(outcome.cost_usd)),
         total_tokens=score.total_tokens + outcome.tokens,
         total_hours=score.total_hours + outcome.actual_hours,
+    )
+
+
+def revise(score: ModelScore, old: RunFigures, new: RunFigures) -> ModelScore:
+    """Return ``score`` with one run's cost and tokens revised from ``old`` to ``new``
+    (a run re-totalled after events reached the tracker late). Its success, quality and
+    velocity were learned once and stay."""
+    return replace(
+        score,
+        cost=score.cost.replace(micros_to_usd(old.cost_micros), micros_to_usd(new.cost_micros)),
+        total_cost_micros=score.total_cost_micros + new.cost_micros - old.cost_micros,
+        total_tokens=score.total_tokens + new.tokens - old.tokens,
     )
 
 

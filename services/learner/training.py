@@ -91,6 +91,17 @@ class PolicyTrainer:
             run.task_type, run.band, [(r.model, r.reward, r.cost_usd) for r in group]
         )
 
+    def revise_cost(self, run: LearnedRun, cost_usd: float) -> None:
+        """Take a re-totalled run's new cost: the policy's evidence, and the run itself if
+        it still waits in a group (its outcome and reward were learned once and stay)."""
+        self.policy.revise_cost(
+            run.task_type, run.band, run.model, cost_usd - run.cost_usd, run.attempt
+        )
+        group = self.pending.get((run.task_type, run.band), [])
+        for i, waiting in enumerate(group):
+            if waiting.run_id == run.run_id:
+                group[i] = replace(waiting, cost_usd=cost_usd)
+
     def posteriors(self) -> dict[str, dict[str, list[float | None]]]:
         """The policy's posteriors per class (see :meth:`RoutingPolicy.posteriors`)."""
         return self.policy.posteriors()

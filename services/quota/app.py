@@ -16,6 +16,7 @@ from services.quota.reservations import QuotaStore, utc_now
 from services.quota.settings import QuotaSettings
 from services.quota.subscriptions import load_subscriptions
 from services.quota.switches import FreezeSwitches
+from tally import metrics
 from tally.db import create_engine, ping
 from tally.redis import connect_redis, prepare_redis
 from tally.registry import load_models
@@ -69,14 +70,13 @@ def create_app(
         while True:
             try:
                 await handlers.export_usage(store, subscriptions.names)
-            except Exception:  # gauges failing must not stop the sweeps
+            except Exception:  # gauges failing must not stop the sweeps: logged and counted
                 log.exception("usage_export_failed")
+                metrics.CONSUMER_RESTARTS.labels("quota", "usage-export").inc()
             await asyncio.sleep(settings.sweep_interval_s)
-            try:
-                released = await handlers.sweep_once(kit.bus, store, ledger)
-            except Exception:  # a sweep failing must not stop the next one
-                log.exception("sweep_failed")
-                continue
+            # A failing sweep (expired reservations not released) is a crash of the
+            # sweeper: restarted with back-off, counted, and named in /healthz.
+            released = await handlers.sweep_once(kit.bus, store, ledger)
             if released:
                 log.info("reservations_expired", count=released)
 

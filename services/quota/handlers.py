@@ -47,7 +47,9 @@ from tally.replies import answer_refusals
 log = structlog.get_logger(__name__)
 
 
-def usage_dict(u: Usage, kind: str) -> dict[str, Any]:
+def usage_dict(u: Usage, thresholds: tuple[int, ...]) -> dict[str, Any]:
+    """A subscription's two windows and the alert thresholds in force (percent)."""
+
     def window(w: Any) -> dict[str, Any]:
         return {
             "window": w.window,
@@ -69,6 +71,7 @@ def usage_dict(u: Usage, kind: str) -> dict[str, Any]:
         "frozen": u.frozen,
         "day": window(u.day),
         "month": window(u.month),
+        "alert_thresholds": list(thresholds),
     }
 
 
@@ -381,7 +384,8 @@ def register(
     async def on_usage(r: UsageRequest) -> UsageReply:
         return UsageReply(
             subscriptions=[
-                usage_dict(await store.usage(name), store.subscription(name).kind) for name in names
+                usage_dict(await store.usage(name), store.subscription(name).effective_thresholds)
+                for name in names
             ]
         )
 

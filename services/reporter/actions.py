@@ -147,6 +147,8 @@ class SubscriptionUsage(BaseModel):
     frozen: bool
     day: Window
     month: Window
+    #: where alerts fire, percent of a limit (the subscription's own, or 75/90/100)
+    alert_thresholds: list[int] = Field(default_factory=lambda: [75, 90, 100])
 
 
 class QuotaReport(BaseModel):
@@ -290,7 +292,10 @@ def actions_router(clients: ClientFactory, tasks: TaskRepo, *, max_wait_s: float
         )
 
     @router.post(
-        "/tasks/{task_id}/status", status_code=202, response_model=StatusAccepted, tags=["tasks"]
+        "/tasks/{task_id:path}/status",
+        status_code=202,
+        response_model=StatusAccepted,
+        tags=["tasks"],
     )
     async def move(
         task_id: Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")],
@@ -339,6 +344,8 @@ def actions_router(clients: ClientFactory, tasks: TaskRepo, *, max_wait_s: float
                     frozen=s["frozen"],
                     day=_window(s["day"]),
                     month=_window(s["month"]),
+                    # an older quota service does not say: its thresholds were the default
+                    alert_thresholds=s.get("alert_thresholds", [75, 90, 100]),
                 )
                 for s in reply.subscriptions
             ]

@@ -205,7 +205,7 @@ class TaskRepo:
 def task_router(repo: TaskRepo) -> APIRouter:
     router = APIRouter(tags=["tasks"])
 
-    @router.get("/tasks/{task_id}", response_model=TaskView)
+    @router.get("/tasks/{task_id:path}", response_model=TaskView)
     async def show(
         task_id: Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")],
         who: RunsRead,

@@ -106,6 +106,40 @@ async def test_a_deferred_task_is_assigned_once_quota_frees(
     assert await task_status(h, task.task_id) == "assigned"
 
 
+async def test_a_deferred_task_that_fails_its_retry_holds_up_no_other_and_is_counted(
+    harness: Harness, workspace: str, tight: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.assigner.assigner import Assigner
+    from tally import metrics
+
+    h = harness
+    await h.start("quota", subscriptions_path=tight)
+    await h.start("assigner", retry_interval_s=600)
+    blockers = await block_every_subscription(h)
+    broken, fine = estimated(workspace), estimated(workspace)
+    for task in (broken, fine):
+        await h.answer_to(task, TaskDeferred)
+    real_assign = Assigner.assign
+
+    async def assign(self: Assigner, e: TaskEstimated, *args: Any, **kw: Any) -> Any:
+        if e.task_id == broken.task_id:
+            raise RuntimeError("simulated failure retrying one task")
+        return await real_assign(self, e, *args, **kw)
+
+    monkeypatch.setattr(Assigner, "assign", assign)
+    crashes = metrics.CONSUMER_RESTARTS.labels("assigner", "deferred-retrier")
+    before = crashes._value.get()
+    async with h.client.watch(TaskAssigned, lambda e: e.task_id == fine.task_id) as q:
+        await release(h, blockers)
+        await h.next_item(q, timeout=10, what="the other deferred task's assignment")
+
+    async def counted() -> bool:
+        return crashes._value.get() > before
+
+    await h.eventually(counted, what="the failed retry counted as a crash of the retrier")
+    assert await task_status(h, broken.task_id) == "deferred"
+
+
 async def test_deferred_tasks_survive_an_assigner_restart(
     harness: Harness, workspace: str, tight: Path
 ) -> None:

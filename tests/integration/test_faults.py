@@ -295,6 +295,43 @@ async def test_a_crashed_pull_loop_turns_health_red_and_comes_back(
     )
 
 
+async def test_a_failing_quota_sweep_is_a_crash_health_and_metrics_show(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep that keeps failing (expired reservations never released) is not only a log
+    line: the sweeper is restarted with back-off, counted, and /healthz names the error."""
+    from services.quota import handlers as quota_handlers
+
+    failing = True
+    real_sweep = quota_handlers.sweep_once
+
+    async def sweep_once(*args: Any) -> int:
+        if failing:
+            raise RuntimeError("simulated sweep failure")
+        return await real_sweep(*args)
+
+    monkeypatch.setattr(quota_handlers, "sweep_once", sweep_once)
+    app = await harness.start("quota", sweep_interval_s=0.05)
+
+    def sweeper(report: dict[str, Any]) -> dict[str, Any]:
+        return next(t for t in report["tasks"] if t["task"] == "sweeper")
+
+    async def crashed() -> dict[str, Any] | None:
+        task = sweeper((await health(app))[1])
+        return task if task["restarts"] >= 2 else None
+
+    task = await harness.eventually(crashed, what="the failing sweeper restarted twice")
+    assert "simulated sweep failure" in (task["last_error"] or "")
+    restarts = metrics.CONSUMER_RESTARTS.labels("quota", "sweeper")._value.get()
+    assert restarts >= 2
+    failing = False
+
+    async def green() -> bool:
+        return (await health(app))[0] == 200
+
+    await harness.eventually(green, what="/healthz green once sweeps succeed")
+
+
 async def _status_is(app: AsgiFastStream, status: int) -> bool:
     return (await health(app))[0] == status
 

@@ -25,7 +25,7 @@ from services.quota.app import create_app
 from services.quota.settings import QuotaSettings
 from tally.bus import Bus
 from tally.db.tables import quota_ledger
-from tally.errors import StepTimeout
+from tally.errors import PermanentError, StepTimeout, TransientError
 from tally.events import (
     ReleaseReply,
     ReleaseRequest,
@@ -249,3 +249,37 @@ async def test_a_responder_dead_letters_bad_requests_and_finishes_before_stoppin
     release.set()
     assert (await pending).subscriptions == []
     await asyncio.wait_for(stopping, 10.0)
+
+
+async def test_a_responder_that_fails_answers_at_once_saying_whether_to_retry(
+    harness: Harness, probe: Any
+) -> None:
+    """A failing handler answers with its error instead of leaving the requester to time
+    out: a server it could not reach (or a TransientError) is worth asking again, a bug is
+    not (and is dead-lettered with its reason)."""
+    broker, bus = probe
+    failures: list[BaseException] = [
+        ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)"),
+        TransientError("ledger write failed: OperationalError"),
+        KeyError("day"),
+    ]
+
+    @bus.responder(UsageRequest, concurrency=1)
+    async def answer(r: UsageRequest) -> UsageReply:
+        raise failures.pop(0)
+
+    await broker.start()
+    await broker.connection.flush()
+
+    async def ask() -> UsageReply:
+        return await harness.client.request(UsageRequest(), UsageReply, step="probe", timeout=10)
+
+    with pytest.raises(TransientError, match=r"probe: .*Connect call failed"):
+        await ask()
+    with pytest.raises(TransientError, match="probe: ledger write failed"):
+        await ask()
+    async with harness.dead_letters("probe") as letters:
+        with pytest.raises(PermanentError, match=r"probe: .*KeyError"):
+            await ask()
+        letter = await harness.next_item(letters, what="the failed request's dead letter")
+    assert letter.subject == UsageRequest.subject and "KeyError" in letter.error

@@ -182,6 +182,36 @@ async def test_without_waiting_the_answer_is_202_with_a_link_to_poll(
     assert again.status_code == 202 and again.json()["duplicate"] is True
 
 
+async def test_a_task_id_with_a_slash_is_read_and_moved_through_its_link(
+    chain: httpx.AsyncClient, workspace: str
+) -> None:
+    # Ids like "team/A-12" are valid on the bus; the API's link to them must work too.
+    task_id = f"team/A-{new_id()[:6]}"
+    resp = await chain.post(
+        "/tasks",
+        params={"wait": 0},
+        json={"title": "Slash", "workspace": workspace, "task_id": task_id},
+    )
+    assert resp.status_code == 202, resp.text
+    link = resp.json()["status_url"]
+    assert link == f"/tasks/{quote(task_id, safe='')}"
+
+    async def readable() -> dict[str, Any] | None:
+        found = await chain.get(link)
+        return found.json() if found.status_code == 200 else None
+
+    view = await eventually(readable, what="the task with a slash in its id")
+    assert view["task_id"] == task_id
+    moved = await chain.post(f"{link}/status", json={"to_status": "in_progress"})
+    assert moved.status_code == 202, moved.text
+
+    async def in_progress() -> dict[str, Any] | None:
+        found = (await chain.get(link)).json()
+        return found if found["status"] == "in_progress" else None
+
+    await eventually(in_progress, what="the move of the task with a slash in its id")
+
+
 async def test_estimate_only_creates_nothing(chain: httpx.AsyncClient, workspace: str) -> None:
     resp = await chain.post(
         "/estimate", json={"title": "Fix login redirect", "priority": "P2", "workspace": workspace}

@@ -91,6 +91,10 @@ async def test_a_reservation_past_75_percent_is_an_alert_the_api_lists(
         assert other.json()["alerts"] == []
         refused = await http.get("/quota/alerts", params={"since": "yesterday-ish"})
         assert refused.status_code == 400 and refused.json()["error"]["field"] == "since"
+        # The gauges' ticks come from /quota: the thresholds in force, not 75/90/100.
+        usage = (await http.get("/quota")).json()
+        (team,) = [s for s in usage["subscriptions"] if s["subscription"] == TEAM]
+        assert team["alert_thresholds"] == THRESHOLDS
 
 
 async def test_alerts_are_recorded_once_and_invalid_ones_dead_lettered(

@@ -5,10 +5,12 @@ from hypothesis import strategies as st
 
 from services.learner.stats import (
     ModelScore,
+    RunFigures,
     RunningStats,
     RunOutcome,
     complexity_affinity,
     learned_rank,
+    revise,
     update,
 )
 
@@ -47,6 +49,34 @@ def test_merge_of_any_split_matches_numpy(values, cut):
     merged = stats_of(values[:cut]).merge(stats_of(values[cut:]))
     assert merged.mean == pytest.approx(np.mean(values), rel=1e-9, abs=1e-6)
     assert merged.variance == pytest.approx(np.var(values, ddof=1), rel=1e-6, abs=1e-3)
+
+
+@given(
+    st.lists(st.floats(0, 1e3), min_size=1, max_size=60),
+    st.integers(0, 59),
+    st.floats(0, 1e3),
+)
+def test_replacing_a_value_matches_the_stats_of_the_revised_list(values, at, new):
+    at = min(at, len(values) - 1)
+    revised = [*values[:at], new, *values[at + 1 :]]
+    stats = stats_of(values).replace(values[at], new)
+    assert stats.count == len(values)
+    assert stats.mean == pytest.approx(np.mean(revised), rel=1e-9, abs=1e-9)
+    if len(values) > 1:
+        assert stats.variance == pytest.approx(np.var(revised, ddof=1), rel=1e-6, abs=1e-6)
+    assert stats.max == max(max(values), new)
+
+
+def test_revise_moves_one_runs_cost_and_tokens_only():
+    first = RunOutcome("m", "feature", "medium", 5, 2.0, True, 0.8, 0.024, 4_000)
+    other = RunOutcome("m", "feature", "medium", 3, 1.0, True, 0.6, 0.010, 1_000)
+    score = update(update(ModelScore("m", "feature", "medium"), first), other)
+    revised = revise(score, RunFigures(24_000, 4_000), RunFigures(40_000, 7_000))
+    assert revised.total_cost_micros == 50_000
+    assert revised.total_tokens == 8_000
+    assert revised.cost_mean == pytest.approx((0.040 + 0.010) / 2)
+    assert (revised.runs, revised.successes, revised.velocity) == (2, 2, score.velocity)
+    assert revised.tokens_per_point == pytest.approx(8_000 / 8)
 
 
 def test_single_value_has_zero_stddev_and_round_trips_through_dict():

@@ -160,3 +160,48 @@ def test_runs_shape_the_published_probabilities_between_group_updates() -> None:
         assert trainer.observe(run(ids[i + 1], "b", 0.0, 0.5, i + 1)) is None
     assert trainer.version == 0
     assert trainer.probabilities()["feature|medium"]["a"] > 0.9
+
+
+def test_a_revised_cost_moves_the_evidence_and_a_waiting_run_but_not_the_outcome():
+    trainer = PolicyTrainer(RoutingPolicy(["a", "b"]), group_size=3, held_out_share=0.0)
+    first = LearnedRun("r1", "t1", "a", "feature", "medium", 1.0, 0.02, datetime.now(UTC))
+    trainer.observe(first)
+    trainer.observe(LearnedRun("r2", "t2", "a", "feature", "medium", 0.0, 0.04, datetime.now(UTC)))
+    before = trainer.to_state()["policy"]["overall"]["a"]
+    trainer.revise_cost(first, 0.05)
+    runs, reward, cost = trainer.to_state()["policy"]["overall"]["a"]
+    assert (runs, reward) == (before[0], before[1])
+    assert cost == pytest.approx(0.02 + 0.04 + 0.03)
+    (group,) = trainer.pending.values()
+    assert [r.cost_usd for r in group] == [0.05, 0.04]
+    # A run after a failure is revised in the evidence of later attempts only.
+    retry = LearnedRun(
+        "r3", "t1", "b", "feature", "medium", 1.0, 0.10, datetime.now(UTC), attempt=2
+    )
+    trainer.observe(retry)
+    trainer.revise_cost(retry, 0.30)
+    assert trainer.to_state()["policy"]["retry_overall"]["b"][2] == pytest.approx(0.30)
+    assert "b" not in trainer.to_state()["policy"]["overall"]
+
+
+async def test_a_workspace_that_fails_its_daily_pass_holds_up_no_other() -> None:
+    from types import SimpleNamespace
+
+    from services.learner.daily import DailyPass, DailyPassFailed
+
+    async def workspaces() -> list[str]:
+        return ["ws-broken", "ws-fine"]
+
+    daily = DailyPass(SimpleNamespace(repo=SimpleNamespace(workspaces=workspaces)))  # type: ignore[arg-type]
+    relearned: list[str] = []
+
+    async def relearn(workspace: str) -> dict[str, object]:
+        if workspace == "ws-broken":
+            raise RuntimeError("simulated failure")
+        relearned.append(workspace)
+        return {}
+
+    daily.relearn = relearn  # type: ignore[method-assign]
+    with pytest.raises(DailyPassFailed, match="ws-broken"):
+        await daily.relearn_all()
+    assert relearned == ["ws-fine"]

@@ -39,12 +39,12 @@ export async function render(box, { state, rerender }) {
     }
   }
 
-  const windowCells = (sub, w) => {
+  const windowCells = (sub, w, thresholds) => {
     const reached = fired.get(`${sub} ${w.window}`) || [];
     return [
     h("h3", {}, windowName(w.window)),
-    gauge("dollars", w.used_micros, w.reserved_micros, w.limit_micros, fmt.usd),
-    gauge("tokens", w.used_tokens, w.reserved_tokens, w.limit_tokens, fmt.int),
+    gauge("dollars", w.used_micros, w.reserved_micros, w.limit_micros, fmt.usd, thresholds),
+    gauge("tokens", w.used_tokens, w.reserved_tokens, w.limit_tokens, fmt.int, thresholds),
     h("p", { class: "hint" }, `resets ${fmt.time(w.resets_at)} · reserved ${fmt.usd(w.reserved_micros)} / ${fmt.int(w.reserved_tokens)} tok`, reached.length ? [" · alerts fired at ", reached.map((t) => badge(`${t}%`, t >= 100 ? "bad" : "warn"))] : ""),
     ];
   };
@@ -66,7 +66,7 @@ export async function render(box, { state, rerender }) {
                   "section",
                   { class: "panel sub", "data-subscription": s.subscription, "aria-label": `subscription ${s.subscription}` },
                   h("h2", {}, s.subscription, " ", s.frozen ? badge("frozen", "bad") : badge("open", "ok")),
-                  h("div", { class: "grid2" }, h("div", {}, windowCells(s.subscription, s.day)), h("div", {}, windowCells(s.subscription, s.month))),
+                  h("div", { class: "grid2" }, h("div", {}, windowCells(s.subscription, s.day, s.alert_thresholds)), h("div", {}, windowCells(s.subscription, s.month, s.alert_thresholds))),
                   admin
                     ? h("button", { type: "button", class: s.frozen ? "" : "danger", onclick: (e) => toggle(s.subscription, s.frozen, e.target) }, s.frozen ? `Unfreeze ${s.subscription}` : `Freeze ${s.subscription}`)
                     : h("p", { class: "hint" }, "Freezing needs a token with the quota:admin scope."),

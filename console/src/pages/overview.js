@@ -132,7 +132,7 @@ function quotaPanel(quotas, state) {
   if (!quotas || !quotas.subscriptions.length) return section("Quota", empty("No subscriptions configured: add them to deploy/config/subscriptions.yaml."));
   return section(
     "Quota",
-    h("p", { class: "hint" }, "Ticks at 75, 90 and 100% — where alerts fire. ", h("a", { href: "#/budgets" }, "Budgets"), " has reservations and the freeze switch."),
-    h("div", { class: "gauges" }, quotas.subscriptions.map((s) => h("div", { class: "gauge-group" }, h("h3", {}, s.subscription, s.frozen ? h("span", { class: "badge bad" }, "frozen") : null), gauge("today ($)", s.day.used_micros, s.day.reserved_micros, s.day.limit_micros, fmt.usd), gauge("this month ($)", s.month.used_micros, s.month.reserved_micros, s.month.limit_micros, fmt.usd)))),
+    h("p", { class: "hint" }, "Ticks where alerts fire (each subscription's thresholds; 75, 90 and 100% unless set). ", h("a", { href: "#/budgets" }, "Budgets"), " has reservations and the freeze switch."),
+    h("div", { class: "gauges" }, quotas.subscriptions.map((s) => h("div", { class: "gauge-group" }, h("h3", {}, s.subscription, s.frozen ? h("span", { class: "badge bad" }, "frozen") : null), gauge("today ($)", s.day.used_micros, s.day.reserved_micros, s.day.limit_micros, fmt.usd, s.alert_thresholds), gauge("this month ($)", s.month.used_micros, s.month.reserved_micros, s.month.limit_micros, fmt.usd, s.alert_thresholds)))),
   );
 }
