@@ -75,7 +75,10 @@ def _upsert(select: str) -> str:
 
 def _lock(keys: str) -> str:
     """Take the advisory locks of ``keys`` (a query of bigints), in order, once each."""
-    return f"PERFORM pg_advisory_xact_lock(k) FROM (SELECT DISTINCT k FROM ({keys}) ks(k) ORDER BY k) o;"
+    return (
+        "PERFORM pg_advisory_xact_lock(k) "
+        f"FROM (SELECT DISTINCT k FROM ({keys}) ks(k) ORDER BY k) o;"
+    )
 
 
 # -- token_usage ----------------------------------------------------------------------------
