@@ -122,5 +122,5 @@ def test_tokens_says_when_only_the_costliest_groups_are_shown(
     result = runner.invoke(app, ["tokens", "--by", "task", "--limit", "1"])
 
     assert result.exit_code == 0, result.output
-    assert asked["limit"] == 1
+    assert asked["limit"] == "1"
     assert "the 1 of 1,018 groups of highest cost" in result.output

@@ -66,7 +66,7 @@ def tokens(
 ) -> None:
     """Token use: input, output, cached (read/write), reasoning, cost and call time."""
     body = reporter_get(
-        "/tokens", {"since": since, "by": by, "workspace": workspace, "limit": limit}
+        "/tokens", {"since": since, "by": by, "workspace": workspace, "limit": str(limit)}
     )
     if as_json:
         emit_json(body)
