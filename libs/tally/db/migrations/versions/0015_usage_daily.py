@@ -95,14 +95,20 @@ def _calls(rows: str, sign: int) -> str:
 def _apply_calls(*signed: tuple[str, int]) -> str:
     rows = " UNION ALL ".join(_calls(r, s) for r, s in signed)
     runs = " UNION ".join(f"SELECT run_id FROM {r}" for r, _ in signed)
-    sums = ", ".join(RAW.values())
+    # Summed per run first: a run's attributes are looked up once, not once per call.
+    per_run = (
+        f"SELECT run_id, {DAY.format(at='at')} AS day, workspace, model, provider, command, "
+        + ", ".join(f"{expr} AS {c}" for c, expr in RAW.items())
+        + f" FROM ({rows}) u GROUP BY 1, 2, 3, 4, 5, 6"
+    )
     return (
         _lock(f"SELECT {RUN_LOCK.format(id='run_id')} FROM ({runs}) ids")
         + "\n"
         + _upsert(
-            f"SELECT {DAY.format(at='u.at')}, u.workspace, r.agent_id, a.subscription, "
-            f"coalesce(u.command, r.command), u.model, u.provider, {sums} "
-            f"FROM ({rows}) u LEFT JOIN runs r ON r.run_id = u.run_id "
+            "SELECT u.day, u.workspace, r.agent_id, a.subscription, "
+            "coalesce(u.command, r.command), u.model, u.provider, "
+            + ", ".join(f"sum(u.{c})" for c in RAW)
+            + f" FROM ({per_run}) u LEFT JOIN runs r ON r.run_id = u.run_id "
             "LEFT JOIN assignments a ON a.assignment_id = r.assignment_id "
             "GROUP BY 1, 2, 3, 4, 5, 6, 7 ORDER BY 1, 2, 3, 4, 5, 6, 7"
         )
