@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.reporter.insights import dashboard
 from services.reporter.repo import TOKEN_GROUPS, ReportRepo
 from services.reporter.series import series
 from tally.db.tables import assignments, runs, token_usage, token_usage_daily
@@ -354,6 +355,9 @@ async def test_reports_read_the_same_figures_as_a_scan(harness: Harness) -> None
             name = run and subscription_of.get(run["assignment_id"].removeprefix(f"{ws}-"))
             spend[name or "(none)"] = spend.get(name or "(none)", 0) + (r["cost_micros"] or 0)
         assert {s.subscription: s.spend_micros for s in got.by_subscription} == spend
+        stats = await dashboard(harness.engine, since, T0 + timedelta(days=3), ws, "-")
+        assert stats.input_tokens == sum(r["input_tokens"] for r in window)
+        assert stats.spend_micros == sum(r["cost_micros"] or 0 for r in window)
     # A limit answers the groups of highest cost, and how many there are.
     top, groups = await repo.token_report(since=windows[0], by="task", workspace=ws, limit=2)
     full, _ = await repo.token_report(since=windows[0], by="task", workspace=ws)
