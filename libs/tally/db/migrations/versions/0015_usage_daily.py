@@ -18,13 +18,12 @@ side moves them:
 
 A run row and its first worker calls are written at the same time by separate
 transactions: each would miss the other's uncommitted rows, and the calls would stay
-under no agent. So every trigger first takes a transaction-scoped advisory lock per run id
-(and per assignment id where assignments are read), all in one sorted pass; the
-statements after it see what the previous holder committed (READ COMMITTED: each
-statement of a volatile function takes a fresh snapshot). The assignments trigger finds
-the runs of its assignments before locking them, a second pass: it deadlocks only with an
-update of such a run's attributes at the same instant, which Postgres breaks and the
-writer retries (a transient error).
+under no agent. So every trigger first takes transaction-scoped advisory locks on the run
+ids it reads or moves (and on the assignment ids where assignments are read), by slot of
+their hash (``LOCK_SLOTS``), in one order for every trigger; the statements after them see
+what the previous holder committed (READ COMMITTED: each statement of a volatile function
+takes a fresh snapshot). The assignments trigger finds the runs of its assignments once
+it holds the assignments' locks, then locks those runs: still in the one order.
 
 The upgrade fills the rollup from ``token_usage_hourly`` (a row per run and hour, not per
 call).
@@ -60,8 +59,16 @@ RAW = {
 HOURLY = {c: f"sum(s * {c})" for c in RAW}
 DAY = "date_bin('1 day', {at}, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
 #: The lock of a run id and of an assignment id (one key space, taken in key order).
-RUN_LOCK = "hashtextextended('run:' || {id}, 1515)"
-ASSIGNMENT_LOCK = "hashtextextended('assignment:' || {id}, 1515)"
+#: Advisory locks are taken per slot of a run or assignment id's hash, not per id: a bulk
+#: write (a restore, a COPY of a year of calls) takes at most ``LOCK_SLOTS`` of each, where
+#: a lock per run would fill Postgres's shared lock table (a few thousand entries for all
+#: sessions). Writers of unrelated runs sharing a slot wait for each other; concurrent
+#: writers of calls mostly wait anyway, on the same day's rollup rows.
+LOCK_SLOTS = 256
+#: (class, slot) of a lock; every trigger takes assignments' (class 1515) before runs' (1516)
+#: and each class in slot order: one order for all, so the locks never deadlock.
+ASSIGNMENT_LOCK = f"1515, hashtext({{id}}) & {LOCK_SLOTS - 1}"
+RUN_LOCK = f"1516, hashtext({{id}}) & {LOCK_SLOTS - 1}"
 
 
 def _upsert(select: str) -> str:
@@ -74,10 +81,11 @@ def _upsert(select: str) -> str:
 
 
 def _lock(keys: str) -> str:
-    """Take the advisory locks of ``keys`` (a query of bigints), in order, once each."""
+    """Take the advisory locks of ``keys`` (a query of (class, slot) pairs), in order, once
+    each."""
     return (
-        "PERFORM pg_advisory_xact_lock(k) "
-        f"FROM (SELECT DISTINCT k FROM ({keys}) ks(k) ORDER BY k) o;"
+        "PERFORM pg_advisory_xact_lock(c, s) "
+        f"FROM (SELECT DISTINCT c, s FROM ({keys}) ks(c, s) ORDER BY c, s) o;"
     )
 
 
