@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.reporter.auth import ReportsRead
 from services.reporter.params import Params, Since, Workspace, window_start
-from services.reporter.usage import usage_since
+from services.reporter.usage import attributed_since, without_workers
 from tally.db.tables import (
     assigner_tasks,
     assignments,
@@ -173,7 +173,8 @@ async def dashboard(
     def scoped(column: ColumnElement[Any], *more: ColumnElement[bool]) -> ColumnElement[bool]:
         return and_(*more, column == workspace) if workspace else and_(*more)
 
-    usage = usage_since(since, workspace)
+    # Whole days from the daily rollup: a few rows a day rather than one per run and hour.
+    usage = attributed_since(since, workspace)
     tokens = [
         func.coalesce(func.sum(usage.c[k]), 0)
         for k in (
@@ -186,6 +187,7 @@ async def dashboard(
         )
     ]
     async with engine.connect() as conn:
+        await without_workers(conn)
         created = await conn.scalar(
             select(func.count()).where(scoped(tasks.c.workspace, tasks.c.created_at >= since))
         )

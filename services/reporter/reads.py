@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel, computed_field
+from pydantic import BaseModel, Field, computed_field
 
 from services.reporter.auth import Principal, ReportsRead, RunsRead
 from services.reporter.compare import RunReportBody, run_report
@@ -58,13 +58,22 @@ class TokenReport(BaseModel):
     since: datetime
     by: TokenGroup
     workspace: str | None
-    rows: list[TokenRow]
+    rows: list[TokenRow] = Field(description="The groups of highest cost first, at most ``limit``.")
+    groups: int = Field(description="How many groups the window holds (rows or not).")
+    more: bool = Field(description="More groups than ``limit``: the cheapest are left out.")
 
 
 class TokenParams(Params):
     since: Since = "7d"
     by: TokenGroup = "model"
     workspace: Workspace | None = None
+    limit: int = Field(
+        100,
+        ge=1,
+        le=1000,
+        description="The most groups answered, highest cost first (by task, a window can "
+        "hold a group per task it touched: thousands).",
+    )
 
 
 async def visible_run(repo: ReportRepo, who: Principal, run_id: str, field: str) -> None:
@@ -106,15 +115,22 @@ def reads_router(repo: ReportRepo, orphan_after: timedelta) -> APIRouter:
         q: Annotated[TokenParams, Query()],
         who: ReportsRead,
     ) -> TokenReport:
-        """Token use since ``since``, grouped by ``by``: tokens by kind, cost and call time."""
+        """Token use since ``since``, grouped by ``by``: tokens by kind, cost and call time.
+
+        The ``limit`` groups of highest cost, highest first; ``groups`` says how many the
+        window holds."""
         since = window_start("since", q.since, datetime.now(UTC))
         workspace = who.workspace_for(q.workspace)
-        rows = await repo.token_report(since=since, by=q.by, workspace=workspace)
+        rows, groups = await repo.token_report(
+            since=since, by=q.by, workspace=workspace, limit=q.limit
+        )
         return TokenReport(
             since=since,
             by=q.by,
             workspace=workspace,
             rows=[TokenRow(**{k: v for k, v in r.items() if k != "cost_usd"}) for r in rows],
+            groups=groups,
+            more=groups > len(rows),
         )
 
     return router

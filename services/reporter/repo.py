@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Subquery, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.reporter.usage import COUNTERS, usage_since
+from services.reporter.usage import COUNTERS, attributed_since, usage_since, without_workers
 from tally.db.tables import run_events, runs, token_usage
 from tally.money import micros_to_usd
 
@@ -17,14 +17,31 @@ TOKEN_GROUPS = ("model", "command", "agent", "task", "provider")
 
 
 def token_group(usage: Subquery, by: str) -> ColumnElement[Any]:
-    """The column ``by`` means over :func:`usage_since` rows joined to their run."""
+    """The column ``by`` means over :func:`attributed_since` rows (every ``by`` but task)."""
     return {
         "model": usage.c.model,
-        "command": func.coalesce(usage.c.command, runs.c.command),
-        "agent": runs.c.agent_id,
-        "task": runs.c.task_id,
+        "command": usage.c.command,
+        "agent": usage.c.agent_id,
         "provider": usage.c.provider,
     }[by]
+
+
+def _keyed(since: datetime, by: str, workspace: str | None) -> Subquery:
+    """The rows a token report sums: the :data:`COUNTERS` and the group's ``key``."""
+    if by != "task":
+        usage = attributed_since(since, workspace)
+        return select(token_group(usage, by).label("key"), *usage.c).subquery("keyed")
+    # A task is known from its run only: the window's calls summed per run, then joined.
+    usage = usage_since(since, workspace)
+    per_run = (
+        select(usage.c.run_id, *(func.sum(usage.c[c]).label(c) for c in COUNTERS))
+        .group_by(usage.c.run_id)
+        .subquery("per_run")
+    )
+    keyed = select(runs.c.task_id.label("key"), *(per_run.c[c] for c in COUNTERS)).select_from(
+        per_run.join(runs, runs.c.run_id == per_run.c.run_id, isouter=True)
+    )
+    return keyed.subquery("keyed")
 
 
 class ReportRepo:
@@ -92,22 +109,30 @@ class ReportRepo:
         return timeline
 
     async def token_report(
-        self, *, since: datetime, by: str, workspace: str | None = None
-    ) -> list[dict[str, Any]]:
-        """Token use since ``since`` grouped by ``by``: counts by kind, cost and time."""
-        usage = usage_since(since, workspace)
-        key = token_group(usage, by)
-        sums = [func.sum(usage.c[c]) for c in COUNTERS]
+        self, *, since: datetime, by: str, workspace: str | None = None, limit: int | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Token use since ``since`` grouped by ``by``: counts by kind, cost and time.
+
+        Returns the ``limit`` groups of highest cost (all if None), highest first, and the
+        number of groups there are.
+        """
+        keyed = _keyed(since, by, workspace)
+        sums = [func.sum(keyed.c[c]) for c in COUNTERS]
         stmt = (
-            select(key.label("key"), *(s.label(c) for s, c in zip(sums, COUNTERS, strict=True)))
-            .select_from(usage.join(runs, runs.c.run_id == usage.c.run_id, isouter=True))
-            .group_by(key)
-            .having(func.sum(usage.c.calls) != 0)
-            .order_by(func.sum(usage.c.cost_micros).desc())
+            select(
+                keyed.c.key,
+                *(s.label(c) for s, c in zip(sums, COUNTERS, strict=True)),
+                func.count().over().label("groups"),
+            )
+            .group_by(keyed.c.key)
+            .having(func.sum(keyed.c.calls) != 0)
+            .order_by(func.sum(keyed.c.cost_micros).desc(), keyed.c.key.asc().nulls_last())
+            .limit(limit)
         )
         async with self.engine.connect() as conn:
+            await without_workers(conn)
             rows = (await conn.execute(stmt)).all()
-        return [
+        report = [
             {
                 # Postgres sums bigints as numeric: back to plain ints for JSON.
                 **{
@@ -122,3 +147,4 @@ class ReportRepo:
             }
             for r in rows
         ]
+        return report, rows[0].groups if rows else 0

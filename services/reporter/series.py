@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.reporter.auth import ReportsRead
 from services.reporter.errors import bad_parameter
 from services.reporter.params import Params, Since, Workspace, window_start
-from services.reporter.usage import usage_since
+from services.reporter.usage import attributed_since, usage_since, without_workers
 from tally.db.tables import assignments, runs, tasks
 from tally.moneyview import Micros
 
@@ -108,9 +108,11 @@ def _scoped(column: Any, workspace: str | None, *more: ColumnElement[bool]) -> A
 async def series(
     engine: AsyncEngine, since: datetime, now: datetime, workspace: str | None, bucket: Bucket
 ) -> Series:
-    # Token use from the hourly rollup (a row per run and hour, not per call): the cost
-    # follows the runs in the window. Its hours fall in the same hour and day buckets.
-    u = usage_since(since, workspace)
+    # Token use by day from the daily rollup (a few rows a day, whatever the number of
+    # runs); by hour from the hourly one (a row per run and hour). Spend by subscription
+    # needs no hour: the daily rollup holds each run's under its assignment's.
+    days = attributed_since(since, workspace)
+    u = days if bucket == "day" else usage_since(since, workspace)
     use_at = func.date_trunc(bucket, u.c.at, "UTC")
     run_at = func.date_trunc(bucket, runs.c.finished_at, "UTC")
     used_stmt = select(
@@ -128,23 +130,18 @@ async def series(
         .where(_scoped(runs.c.workspace, workspace, runs.c.finished_at >= since))
         .group_by(run_at)
     )
-    subscription = func.coalesce(assignments.c.subscription, literal("(none)"))
+    subscription = func.coalesce(days.c.subscription, literal("(none)"))
     subs_stmt = (
         select(
             subscription.label("subscription"),
-            func.sum(u.c.calls).label("calls"),
-            *(func.sum(u.c[k]).label(k) for k in KINDS),
-            func.coalesce(func.sum(u.c.cost_micros), 0).label("spend"),
-        )
-        .select_from(
-            u.join(runs, runs.c.run_id == u.c.run_id, isouter=True).join(
-                assignments,
-                assignments.c.assignment_id == runs.c.assignment_id,
-                isouter=True,
-            )
+            func.sum(days.c.calls).label("calls"),
+            *(func.sum(days.c[k]).label(k) for k in KINDS),
+            func.coalesce(func.sum(days.c.cost_micros), 0).label("spend"),
         )
         .group_by(subscription)
-        .order_by(func.sum(u.c.cost_micros).desc())
+        # a run's calls all moved to another subscription leave rows of none behind
+        .having(func.sum(days.c.calls) != 0)
+        .order_by(func.sum(days.c.cost_micros).desc())
     )
     share_stmt = (
         select(assignments.c.model, func.count().label("n"))
@@ -153,6 +150,7 @@ async def series(
         .order_by(func.count().desc(), assignments.c.model)
     )
     async with engine.connect() as conn:
+        await without_workers(conn)
         used = {r.start: r for r in (await conn.execute(used_stmt)).all()}
         done = {r.start: r for r in (await conn.execute(runs_stmt)).all()}
         subs = (await conn.execute(subs_stmt)).all()

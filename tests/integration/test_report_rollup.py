@@ -147,7 +147,7 @@ async def test_token_report_equals_a_scan_of_the_calls(harness: Harness) -> None
     repo = ReportRepo(harness.engine)
     for since in (T0 - timedelta(hours=3, minutes=1), T0, T0 + timedelta(seconds=1)):
         for by in TOKEN_GROUPS:
-            report = await repo.token_report(since=since, by=by, workspace=workspace)
+            report, _ = await repo.token_report(since=since, by=by, workspace=workspace)
             expected = scanned(rows, since, by, run_of)
             assert {r["key"] for r in report} == set(expected), (since, by)
             for r in report:

@@ -94,3 +94,33 @@ def test_tokens_prints_dollars_from_micros_and_marks_unpriced_calls(
     assert "$0.0585" in result.output and "0.058499999999999996" not in result.output
     assert "(3 unpriced*)" in result.output
     assert "3 calls had no known price" in result.output
+
+
+def test_tokens_says_when_only_the_costliest_groups_are_shown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    row = {
+        "key": "task-1",
+        "calls": 1,
+        "input_tokens": 10,
+        "output_tokens": 1,
+        "cache_read_tokens": 0,
+        "cache_write_tokens": 0,
+        "reasoning_tokens": 0,
+        "cost_micros": 45,
+        "unpriced_calls": 0,
+        "duration_ms": 10.0,
+    }
+    asked: dict[str, object] = {}
+
+    def get(path: str, params: dict[str, object] | None = None) -> dict[str, object]:
+        asked.update(params or {})
+        return {"since": "2026-11-01T00:00:00", "rows": [row], "groups": 1_018, "more": True}
+
+    monkeypatch.setattr("tally.cli.reports.reporter_get", get)
+    monkeypatch.setattr("tally.cli.reports.console.width", 200)
+    result = runner.invoke(app, ["tokens", "--by", "task", "--limit", "1"])
+
+    assert result.exit_code == 0, result.output
+    assert asked["limit"] == "1"
+    assert "the 1 of 1,018 groups of highest cost" in result.output

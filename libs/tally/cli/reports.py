@@ -59,10 +59,15 @@ def tokens(
     since: str = typer.Option("7d", help="Window start: 7d, 12h, 2w or an ISO date."),
     by: str = typer.Option("model", help="Group by model, command, agent, task or provider."),
     workspace: str | None = typer.Option(None, "--workspace", "-w", help="Only this workspace."),
+    limit: int = typer.Option(
+        100, min=1, max=1000, help="Show the groups of highest cost, at most this many."
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Token use: input, output, cached (read/write), reasoning, cost and call time."""
-    body = reporter_get("/tokens", {"since": since, "by": by, "workspace": workspace})
+    body = reporter_get(
+        "/tokens", {"since": since, "by": by, "workspace": workspace, "limit": str(limit)}
+    )
     if as_json:
         emit_json(body)
         return
@@ -101,6 +106,11 @@ def tokens(
             f"{r['duration_ms'] / 1000:.1f}s",
         )
     console.print(table)
+    if body.get("more"):
+        console.print(
+            f"the {len(body['rows']):,} of {body['groups']:,} groups of highest cost; "
+            "--limit shows more (up to 1,000), `tally export token_usage` every call."
+        )
     unpriced = sum(int(r.get("unpriced_calls") or 0) for r in body["rows"])
     if unpriced:
         console.print(

@@ -112,6 +112,7 @@ runs = Table(
     _created(),
     Index("ix_runs_finished_at", "finished_at"),
     Index("ix_runs_workspace_finished_at", "workspace", "finished_at"),
+    Index("ix_runs_assignment_id", "assignment_id"),
     comment="writer: tracker",
 )
 
@@ -211,7 +212,50 @@ token_usage_hourly = Table(
         postgresql_nulls_not_distinct=True,
     ),
     Index("ix_token_usage_hourly_workspace_hour", "workspace", "hour"),
+    Index("ix_token_usage_hourly_run_id", "run_id"),
     comment="writer: triggers on token_usage (tracker)",
+)
+
+#: ``token_usage`` summed per UTC day, workspace and what its run is known by: the run's
+#: agent, its assignment's subscription, the command (the call's, else the run's), model and
+#: provider. A few rows a day, whatever the number of runs: ``/tokens`` and the dashboard read
+#: the whole days of a window here. Kept exact by triggers on ``token_usage``, ``runs`` and
+#: ``assignments`` (migration ``0015_usage_daily``): a run's figures move when it gets or
+#: changes its agent, command or assignment.
+token_usage_daily = Table(
+    "token_usage_daily",
+    metadata,
+    Column("day", DateTime(timezone=True), nullable=False),
+    Column("workspace", String(64), nullable=False),
+    Column("agent_id", String(128)),
+    Column("subscription", String(64)),
+    Column("command", String(128)),
+    Column("model", String(128)),
+    Column("provider", String(64)),
+    Column("calls", BigInteger, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("cache_read_tokens", BigInteger, nullable=False),
+    Column("cache_write_tokens", BigInteger, nullable=False),
+    Column("reasoning_tokens", BigInteger, nullable=False),
+    #: micro-dollars of the priced calls; ``unpriced_calls`` counts the others
+    Column("cost_micros", BigInteger, nullable=False),
+    Column("unpriced_calls", BigInteger, nullable=False),
+    Column("duration_ms", Float, nullable=False),
+    Index(
+        "ux_token_usage_daily_key",
+        "day",
+        "workspace",
+        "agent_id",
+        "subscription",
+        "command",
+        "model",
+        "provider",
+        unique=True,
+        postgresql_nulls_not_distinct=True,
+    ),
+    Index("ix_token_usage_daily_workspace_day", "workspace", "day"),
+    comment="writer: triggers on token_usage, runs and assignments",
 )
 
 task_status_events = Table(
