@@ -211,7 +211,20 @@ token_usage_hourly = Table(
         postgresql_nulls_not_distinct=True,
     ),
     Index("ix_token_usage_hourly_workspace_hour", "workspace", "hour"),
+    Index("ix_token_usage_hourly_run_id", "run_id"),
     comment="writer: triggers on token_usage (tracker)",
+)
+
+#: Per run, the first and last UTC month (their first instants) holding any of its
+#: ``run_events`` or ``token_usage`` rows: a read by run id bounds ``at`` by them, so only
+#: those months' partitions are visited. Only ever widened (migration ``0016_run_reads``).
+run_spans = Table(
+    "run_spans",
+    metadata,
+    Column("run_id", String(128), primary_key=True),
+    Column("first_month", DateTime(timezone=True), nullable=False),
+    Column("last_month", DateTime(timezone=True), nullable=False),
+    comment="writer: triggers on run_events and token_usage (tracker)",
 )
 
 task_status_events = Table(
