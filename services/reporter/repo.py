@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.reporter.usage import COUNTERS, usage_since
 from tally.db.partitions import add_months
-from tally.db.tables import run_events, run_spans, runs, token_usage
+from tally.db.tables import run_events, run_months, runs, token_usage
 from tally.money import micros_to_usd
 
 #: What ``tokens`` can group by.
@@ -30,17 +30,17 @@ def token_group(usage: Subquery, by: str) -> ColumnElement[Any]:
 
 async def run_span(conn: AsyncConnection, run_id: str) -> tuple[datetime, datetime] | None:
     """When the run's ``run_events`` and ``token_usage`` rows are: every one has ``at`` in
-    ``[start, end)`` (whole UTC months); None when neither table has a row of it."""
-    found = (
+    ``[start, end)``, whole UTC months (``run_months``); None when neither table has a row
+    of the run."""
+    first, last = (
         await conn.execute(
-            select(run_spans.c.first_month, run_spans.c.last_month).where(
-                run_spans.c.run_id == run_id
+            select(func.min(run_months.c.month), func.max(run_months.c.month)).where(
+                run_months.c.run_id == run_id
             )
         )
-    ).first()
-    if found is None:
+    ).one()
+    if first is None:
         return None
-    first, last = found
     end = add_months(last.date(), 1)
     return first, datetime(end.year, end.month, 1, tzinfo=last.tzinfo)
 

@@ -215,15 +215,17 @@ token_usage_hourly = Table(
     comment="writer: triggers on token_usage (tracker)",
 )
 
-#: Per run, the first and last UTC month (their first instants) holding any of its
-#: ``run_events`` or ``token_usage`` rows: a read by run id bounds ``at`` by them, so only
-#: those months' partitions are visited. Only ever widened (migration ``0016_run_reads``).
-run_spans = Table(
-    "run_spans",
+#: A row per run and UTC month (its first instant) holding any of the run's ``run_events``
+#: or ``token_usage`` rows: a read by run id bounds ``at`` by the run's first and last
+#: month, so only those months' partitions are visited. Kept by triggers, append-only and
+#: without a unique key so that writers never wait on each other (a pair may be stored
+#: twice); migration ``0016_run_reads``.
+run_months = Table(
+    "run_months",
     metadata,
-    Column("run_id", String(128), primary_key=True),
-    Column("first_month", DateTime(timezone=True), nullable=False),
-    Column("last_month", DateTime(timezone=True), nullable=False),
+    Column("run_id", String(128), nullable=False),
+    Column("month", DateTime(timezone=True), nullable=False),
+    Index("ix_run_months_run_id_month", "run_id", "month"),
     comment="writer: triggers on run_events and token_usage (tracker)",
 )
 

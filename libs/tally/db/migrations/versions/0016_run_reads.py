@@ -1,26 +1,27 @@
-"""Where a run's rows are: ``run_spans``, the months of its events and worker calls; the
-hourly token rollup found by run.
+"""Where a run's rows are: ``run_months``, the months holding its events and worker calls;
+the hourly token rollup found by run.
 
 ``run_events`` and ``token_usage`` are partitioned by month of ``at``; a run's id says
-nothing about its time, so a lookup by run id alone asks every partition's index (13 a
-year, 130 over ten years). ``run_spans`` holds, per run, the first and the last UTC month
-in which either table has a row of it; a read by run id bounds ``at`` by them and
-Postgres visits only those months' partitions.
+nothing of its time, so a lookup by run id alone asks every partition's index (13 a year,
+130 over ten years). ``run_months`` has a row per run and UTC month in which either table
+holds a row of the run; a read by run id bounds ``at`` by the run's first and last month
+and Postgres visits only those months' partitions.
 
 Statement-level triggers with transition tables keep it, as they keep
 ``token_usage_hourly`` (``0010_report_indexes``): every INSERT (COPY included) or UPDATE on
-either table widens the span of each run it touched, in the writer's transaction, so the
-span is committed with the rows. Months, not exact times: a run's span changes only when
-a row lands in a month outside it, so almost every write finds its runs covered and
-writes nothing (no row lock taken, concurrent writers of one run do not wait on each
-other). Runs are upserted in run id order, so two writers never lock them in opposite
-orders. A span only ever widens; deleting rows (or dropping a partition) leaves it wider
-than needed, never narrower.
+either table adds the (run, month) pairs of its rows that are not there yet, in the
+writer's transaction, so they are committed with the rows. Append-only and without a
+unique key, on purpose: a writer never updates, locks or waits for another writer's row
+(the tracker's consumers write the same runs at once), so it can neither block nor
+deadlock. Two writers adding the same new pair at the same moment store it twice, which
+changes no run's first or last month. Almost every write finds its pairs there already
+and adds nothing. Deleting rows (or dropping a partition) leaves the months wider than
+needed, never narrower.
 
 ``ix_token_usage_hourly_run_id`` lets ``GET /runs`` sum each listed run's calls from the
 rollup (a row per hour of the run) instead of from every partition of ``token_usage``.
 
-The upgrade fills ``run_spans`` from the rows already stored.
+The upgrade fills ``run_months`` from the rows already stored.
 
 Revision ID: 0016_run_reads
 Revises: 0014_console
@@ -37,33 +38,25 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 TABLES = ("run_events", "token_usage")
-MONTH = "date_trunc('month', {}, 'UTC')"
+MONTH = "date_trunc('month', at, 'UTC')"
 
 
-def _widen(rows: str) -> str:
-    """SQL widening the spans of the runs in ``rows`` (``run_id`` and a time range,
-    ``lo`` to ``hi``) to cover them; runs already covered are left alone, unlocked."""
+def _add(rows: str) -> str:
+    """SQL adding the (run, month) pairs of ``rows`` (``run_id``, ``at``) not stored yet."""
     return f"""
-        INSERT INTO run_spans AS s (run_id, first_month, last_month)
-        SELECT n.run_id, n.first_month, n.last_month
-        FROM (
-            SELECT run_id, {MONTH.format("min(lo)")} AS first_month,
-                   {MONTH.format("max(hi)")} AS last_month
-            FROM {rows} GROUP BY run_id
-        ) n
-        LEFT JOIN run_spans o ON o.run_id = n.run_id
-        WHERE o.run_id IS NULL OR n.first_month < o.first_month OR n.last_month > o.last_month
-        ORDER BY n.run_id
-        ON CONFLICT (run_id) DO UPDATE
-        SET first_month = least(s.first_month, excluded.first_month),
-            last_month = greatest(s.last_month, excluded.last_month)
+        INSERT INTO run_months (run_id, month)
+        SELECT n.run_id, n.month
+        FROM (SELECT DISTINCT run_id, {MONTH} AS month FROM {rows}) n
+        WHERE NOT EXISTS (
+            SELECT 1 FROM run_months m WHERE m.run_id = n.run_id AND m.month = n.month
+        )
     """
 
 
 FUNCTION = f"""
-CREATE FUNCTION run_spans_widen() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION run_months_add() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    {_widen("(SELECT run_id, at AS lo, at AS hi FROM new_rows) AS r")};
+    {_add("new_rows")};
     RETURN NULL;
 END
 $$;
@@ -77,27 +70,25 @@ TRIGGERS = {
 
 def upgrade() -> None:
     op.create_table(
-        "run_spans",
+        "run_months",
         sa.Column("run_id", sa.String(128), nullable=False),
-        sa.Column("first_month", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("last_month", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("run_id", name=op.f("pk_run_spans")),
+        sa.Column("month", sa.DateTime(timezone=True), nullable=False),
         comment="writer: triggers on run_events and token_usage (tracker)",
     )
     op.execute(FUNCTION)
     for table in TABLES:
         for event, spec in TRIGGERS.items():
             op.execute(
-                f"CREATE TRIGGER {table}_spans_{event} AFTER {spec.format(table=table)} "
-                "FOR EACH STATEMENT EXECUTE FUNCTION run_spans_widen()"
+                f"CREATE TRIGGER {table}_months_{event} AFTER {spec.format(table=table)} "
+                "FOR EACH STATEMENT EXECUTE FUNCTION run_months_add()"
             )
-    # The triggers are in place (and hold their tables against writes until commit):
-    # no row is missed between the fill and the first write after it.
-    stored = " UNION ALL ".join(
-        f"SELECT run_id, min(at) AS lo, max(at) AS hi FROM {table} GROUP BY run_id"
-        for table in TABLES
+    # The triggers are in place and hold their tables against writes until commit: no
+    # row is missed between the fill and the first write after it.
+    op.execute(
+        "INSERT INTO run_months (run_id, month) "
+        + " UNION ".join(f"SELECT DISTINCT run_id, {MONTH} FROM {table}" for table in TABLES)
     )
-    op.execute(_widen(f"({stored}) AS stored"))
+    op.create_index("ix_run_months_run_id_month", "run_months", ["run_id", "month"])
     op.create_index("ix_token_usage_hourly_run_id", "token_usage_hourly", ["run_id"])
 
 
@@ -105,6 +96,6 @@ def downgrade() -> None:
     op.drop_index("ix_token_usage_hourly_run_id", table_name="token_usage_hourly")
     for table in TABLES:
         for event in TRIGGERS:
-            op.execute(f"DROP TRIGGER {table}_spans_{event} ON {table}")
-    op.execute("DROP FUNCTION run_spans_widen()")
-    op.drop_table("run_spans")
+            op.execute(f"DROP TRIGGER {table}_months_{event} ON {table}")
+    op.execute("DROP FUNCTION run_months_add()")
+    op.drop_table("run_months")
