@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 import os
@@ -29,12 +30,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import nats
 from sqlalchemy.engine import make_url
 
 from benchmarks.report_data import EVENTS_PER_RUN, load
+from tally.bus import delete_streams
 from tally.db.migrate import drop_database, ensure_database, upgrade
 from tally.events import new_id
+from tally.sandbox import delete_keys
 from tally.settings import TallySettings
+from tally.subjects import Catalog
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "tly_bench-operator-token"
@@ -73,13 +78,15 @@ def endpoints(run_ids: list[str], task_ids: list[str]) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def reporter(db_url: str, port: int, source: Path) -> Iterator[str]:
-    """``tally serve reporter`` of ``source`` on ``port``, stopped on exit."""
+def reporter(db_url: str, port: int, source: Path, namespace: str | None = None) -> Iterator[str]:
+    """``tally serve reporter`` of ``source`` on ``port`` in a namespace of its own (or
+    ``namespace``); on exit it is stopped and the namespace's streams are deleted."""
+    namespace = namespace or f"br{new_id()[:8]}"
     env = {
         **os.environ,
         "PYTHONPATH": f"{source / 'libs'}:{source}",
         "TALLY_DATABASE_URL": db_url,
-        "TALLY_NAMESPACE": f"br{new_id()[:8]}",
+        "TALLY_NAMESPACE": namespace,
         "TALLY_LOG_LEVEL": "WARNING",
         "TALLY_REPORTER_BOOTSTRAP_TOKEN": TOKEN,
         "TALLY_REPORTER_RATE_LIMIT_PER_S": "1000000",
@@ -104,6 +111,25 @@ def reporter(db_url: str, port: int, source: Path) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        remove_namespace(namespace)
+
+
+def remove_namespace(namespace: str) -> None:
+    """Delete a namespace's streams (its dead-letter object store holds a reservation of
+    1 GiB of the server's storage: left behind, they fill it) and Redis keys. Runs on a
+    thread of its own, so that it can be called from inside an event loop."""
+
+    async def remove() -> None:
+        settings = TallySettings()
+        nc = await nats.connect(settings.nats_url)
+        try:
+            await delete_streams(nc, Catalog(namespace))
+        finally:
+            await nc.close()
+        await delete_keys(settings.redis_url, namespace)
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, remove()).result()
 
 
 async def measure(
