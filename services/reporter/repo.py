@@ -46,8 +46,8 @@ async def run_span(conn: AsyncConnection, run_id: str) -> tuple[datetime, dateti
 
 
 def within(table: Table, span: tuple[datetime, datetime]) -> ColumnElement[bool]:
-    """``table``'s rows in ``span``: as constants, Postgres plans only its months'
-    partitions (a run id alone says nothing of its time, so would visit all of them)."""
+    """``table``'s rows in ``span``: with the bounds given, Postgres plans only those
+    months' partitions (a run id alone says nothing of its time: every one is visited)."""
     return and_(table.c.at >= span[0], table.c.at < span[1])
 
 
