@@ -68,8 +68,8 @@ bench-route: setup ## Routing frontier vs best single, cheapest, oracle, fixed p
 bench-chain: setup ## The six services under task.created at 100-2,000/s: assigned/s, latency, CPU/task vs a raw relay (QUICK=1: short)
 	$(ENSURE) && $(PY) python benchmarks/chain.py $(if $(QUICK),--quick)
 
-bench-scale: setup ## 1 vs 2 replicas: tasks/s, tracker events/s; every reporter read p50/p95 at 100k vs 10M run_events (EVENTS=N PARTS=reporter)
-	$(ENSURE) && $(PY) python -m benchmarks.scale $(if $(EVENTS),--events $(EVENTS)) $(if $(PARTS),--parts $(PARTS))
+bench-scale: setup ## 1 vs 2 replicas: tasks/s, tracker events/s; every reporter read p50/p95 at 100k vs 10M run_events (EVENTS=N PARTS=reporter LAYOUT=history)
+	$(ENSURE) && $(PY) python -m benchmarks.scale $(if $(EVENTS),--events $(EVENTS)) $(if $(PARTS),--parts $(PARTS)) $(if $(LAYOUT),--layout $(LAYOUT))
 
 chaos: setup ## Fault drills: kill -9, NATS/Postgres/Redis faults, fuzzing; prints the table (~10 min; DRILLS="a e")
 	$(ENSURE) && $(PY) python -m tests.chaos $(DRILLS)

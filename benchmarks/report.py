@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 import os
 import socket
 import statistics
+import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,6 +37,7 @@ from benchmarks.report_data import EVENTS_PER_RUN, load
 from tally.bus import delete_streams
 from tally.db.migrate import drop_database, ensure_database, upgrade
 from tally.events import new_id
+from tally.sandbox import delete_keys
 from tally.settings import TallySettings
 from tally.subjects import Catalog
 
@@ -74,11 +77,11 @@ def endpoints(run_ids: list[str], task_ids: list[str]) -> dict[str, str]:
     }
 
 
-@contextlib.asynccontextmanager
-async def reporter(db_url: str, port: int, source: Path) -> AsyncIterator[str]:
-    """``tally serve reporter`` of ``source`` on ``port``, stopped on exit, and the streams
-    it provisioned in its namespace deleted (each reserves storage on the server)."""
-    namespace = f"br{new_id()[:8]}"
+@contextlib.contextmanager
+def reporter(db_url: str, port: int, source: Path, namespace: str | None = None) -> Iterator[str]:
+    """``tally serve reporter`` of ``source`` on ``port`` in a namespace of its own (or
+    ``namespace``); on exit it is stopped and the namespace's streams are deleted."""
+    namespace = namespace or f"br{new_id()[:8]}"
     env = {
         **os.environ,
         "PYTHONPATH": f"{source / 'libs'}:{source}",
@@ -93,30 +96,40 @@ async def reporter(db_url: str, port: int, source: Path) -> AsyncIterator[str]:
         "TALLY_REPORTER_LANES_FRESH_S": "5",
     }
     cmd = [sys.executable, "-m", "tally.cli.main", "serve", "reporter", "--port", str(port)]
-    proc = await asyncio.create_subprocess_exec(
-        *cmd, env=env, cwd=source, stdout=asyncio.subprocess.DEVNULL
-    )
+    proc = subprocess.Popen(cmd, env=env, cwd=source, stdout=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
-        async with httpx.AsyncClient(timeout=2) as http:
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await http.get(f"{url}/healthz")).status_code == 200:
-                        break
-                if proc.returncode is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"the reporter did not start (exit {proc.returncode})")
-                await asyncio.sleep(0.2)
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the reporter did not start (exit {proc.returncode})")
+            time.sleep(0.2)
         yield url
     finally:
-        if proc.returncode is None:
-            proc.terminate()
-        await asyncio.wait_for(proc.wait(), 30)
-        nc = await nats.connect(TallySettings().nats_url)
+        proc.terminate()
+        proc.wait(timeout=30)
+        remove_namespace(namespace)
+
+
+def remove_namespace(namespace: str) -> None:
+    """Delete a namespace's streams (its dead-letter object store holds a reservation of
+    1 GiB of the server's storage: left behind, they fill it) and Redis keys. Runs on a
+    thread of its own, so that it can be called from inside an event loop."""
+
+    async def remove() -> None:
+        settings = TallySettings()
+        nc = await nats.connect(settings.nats_url)
         try:
             await delete_streams(nc, Catalog(namespace))
         finally:
             await nc.close()
+        await delete_keys(settings.redis_url, namespace)
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, remove()).result()
 
 
 async def measure(
@@ -200,7 +213,7 @@ async def main() -> None:
             f" (schema {args.revision}, reporter from {args.source})",
             flush=True,
         )
-        async with reporter(url, free_port(), args.source) as base_url:
+        with reporter(url, free_port(), args.source) as base_url:
             paths = endpoints(data.run_ids, data.task_ids)
             ok = await bench(base_url, paths, args.requests, args.budget)
         print("targets (p95 <= 20 ms at 1, <= 100 ms at 16):", "met" if ok else "NOT met")

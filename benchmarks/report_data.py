@@ -64,11 +64,18 @@ class Load:
     """Rows of every table, generated task by task (deterministic for a seed)."""
 
     def __init__(
-        self, runs: int, now: datetime, seed: int = 7, days: int = DAYS, first: int = 0
+        self,
+        runs: int,
+        now: datetime,
+        seed: int = 7,
+        days: float = DAYS,
+        first: int = 0,
+        after_days: float = 0,
     ) -> None:
         self.count = runs
         self.first = first
         self.days = days
+        self.after_days = after_days
         self.now = now
         self.rnd = random.Random(seed + first)
         self.tasks: list[tuple[Any, ...]] = []
@@ -86,7 +93,8 @@ class Load:
             task_id, run_id = f"task-{i:07d}", f"run-{i:07d}"
             model, provider = MODELS[rnd.randrange(len(MODELS))]
             command = COMMANDS[i % len(COMMANDS)]
-            created = self.now - timedelta(seconds=rnd.uniform(3600, self.days * 86400))
+            back = rnd.uniform(max(3600, self.after_days * 86400), self.days * 86400)
+            created = self.now - timedelta(seconds=back)
             start = created + timedelta(minutes=rnd.uniform(1, 60))
             step = timedelta(seconds=rnd.uniform(10, 60))
             finish = start + step * EVENTS_PER_RUN
@@ -191,11 +199,19 @@ ASSIGNMENT_COLUMNS = (
 
 
 async def load(
-    dsn: str, runs: int, now: datetime, *, days: int = DAYS, chunk: int = 50_000, first: int = 0
+    dsn: str,
+    runs: int,
+    now: datetime,
+    *,
+    days: float = DAYS,
+    chunk: int = 50_000,
+    first: int = 0,
+    after_days: float = 0,
 ) -> Load:
-    """COPY ``runs`` runs (``runs * EVENTS_PER_RUN`` run events) and their rows, spread over
-    the last ``days`` days; ANALYZE. ``first`` numbers the runs on from an earlier load."""
-    data = Load(runs, now, days=days, first=first)
+    """COPY ``runs`` runs (``runs * EVENTS_PER_RUN`` run events) and their rows, created
+    evenly over the last ``days`` days, or only those older than ``after_days`` (history
+    behind an earlier load); ANALYZE. ``first`` numbers the runs on from an earlier load."""
+    data = Load(runs, now, days=days, first=first, after_days=after_days)
     conn = await asyncpg.connect(dsn)
     try:
         events: list[tuple[Any, ...]] = []

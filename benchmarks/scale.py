@@ -11,13 +11,19 @@ own processes (``tally serve``), as in production:
 3. **Reporter**: p50/p95 at concurrency 1 of every reporter read that touches the
    partitioned ``run_events`` or ``token_usage`` (``READS``; ``/healthz`` is the baseline of
    the same run) with 100 thousand run events stored, then with ``--events`` (10 million),
-   COPYed in and spread over twelve monthly partitions, with their ``token_usage`` rows.
+   COPYed in with their ``token_usage`` rows, a monthly partition for every month they
+   span. ``--layout`` says how the two loads lie in time (``LAYOUTS``): ``busy`` spreads
+   both over the same twelve months (at 10M a month holds 100 times the work), ``history``
+   keeps the work per day of the 100k load (``HISTORY_DAYS`` days of it) and the rest is
+   older history (10M: about eleven years, ~135 partitions): windowed reads then hold the
+   same work at both sizes and the ratio measures volume, not the size of the answer.
 
 Ratios are printed beside the figures (the machine is shared: compare within one run).
 
 Run: ``uv run python -m benchmarks.scale [--tasks N] [--run-events E] [--events 10000000]
-[--parts chain,tracker,reporter]`` (``make bench-scale``). Servers from ``TALLY_NATS_URL``,
-``TALLY_DATABASE_URL``, ``TALLY_REDIS_URL``; everything made for the run is removed at the end.
+[--parts chain,tracker,reporter] [--layout busy|history]`` (``make bench-scale``). Servers
+from ``TALLY_NATS_URL``, ``TALLY_DATABASE_URL``, ``TALLY_REDIS_URL``; everything made for
+the run is removed at the end.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import platform
 import random
@@ -209,8 +216,19 @@ READS = {
     "export runs 30d": "/export/runs?limit=500&since=30d",
     "models": "/models/performance",
 }
-#: Months the reporter's load spreads over (a partition each).
+#: Months the reporter's ``busy`` load spreads over (a partition each).
 MONTHS = 12
+#: Days the first 100k run events span in the ``history`` layout; every further 100k
+#: reaches as many days further back (10M: 4,000 days).
+HISTORY_DAYS = 40
+#: How the reporter's loads lie in time.
+LAYOUTS = ("busy", "history")
+SMALL = 100_000
+
+
+def load_days(layout: str, stored: int) -> float:
+    """How many days back the first ``stored`` run events reach in ``layout``."""
+    return MONTHS * 30 if layout == "busy" else HISTORY_DAYS * stored / SMALL
 
 
 async def reads_ms(
@@ -246,27 +264,36 @@ async def reads_ms(
 
 
 async def reporter(
-    base: TallySettings, events: int, samples: int, budget_s: float
+    base: TallySettings, events: int, samples: int, budget_s: float, layout: str = "busy"
 ) -> dict[int, dict[str, tuple[float, float, int]]]:
-    """Every read at concurrency 1 with 100k run events stored, then with ``events``, spread
-    over the last 12 months (tasks, runs, worker calls with their token_usage rows, status
-    changes: ``report_data.py``)."""
+    """Every read at concurrency 1 with 100k run events stored, then with ``events``, laid
+    out in time as ``layout`` says (tasks, runs, worker calls with their token_usage rows,
+    status changes: ``report_data.py``)."""
     out: dict[int, dict[str, tuple[float, float, int]]] = {}
     now = datetime.now(UTC)
     async with sandbox(base, prefix="br", database=True) as s:
         dsn = asyncpg_dsn(s.database_url)
-        await partitions_for(dsn, MONTHS)
+        await partitions_for(dsn, math.ceil(load_days(layout, events) / 30) + 1)
         run_ids: list[str] = []
         stored = 0
-        for target in (100_000, events):
+        for target in (SMALL, events):
             runs = (target - stored) // EVENTS_PER_RUN
             started = time.perf_counter()
-            data = await load(dsn, runs, now, days=MONTHS * 30, first=stored // EVENTS_PER_RUN)
+            # busy: both loads over the same months; history: the second one further back
+            after = 0.0 if layout == "busy" else load_days(layout, stored)
+            data = await load(
+                dsn,
+                runs,
+                now,
+                days=load_days(layout, target),
+                first=stored // EVENTS_PER_RUN,
+                after_days=after,
+            )
             run_ids += data.run_ids
             stored = target
             print(f"  loaded to {stored:,} run events in {time.perf_counter() - started:.0f} s",
                   flush=True)  # fmt: skip
-            async with report_server(s.database_url, free_port(), ROOT) as url:
+            with report_server(s.database_url, free_port(), ROOT) as url:
                 headers = {"Authorization": f"Bearer {REPORT_TOKEN}"}
                 async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as http:
                     out[stored] = {
@@ -296,9 +323,13 @@ async def main(args: argparse.Namespace) -> None:
                 print(f"  {r} tracker replica(s): {rate:,.0f} events/s ({rate / stored[1]:.2f}x)")
     if "reporter" in args.parts.split(","):
         load_1m = os.getloadavg()
-        print(f"reporter, concurrency 1 (load average before: {load_1m[0]:.2f}):", flush=True)
-        table = await reporter(base, args.events, args.samples, args.budget)
-        small, large = table[100_000], table[args.events]
+        print(
+            f"reporter, layout {args.layout}, concurrency 1 "
+            f"(load average before: {load_1m[0]:.2f}):",
+            flush=True,
+        )
+        table = await reporter(base, args.events, args.samples, args.budget, args.layout)
+        small, large = table[SMALL], table[args.events]
         base_small, base_large = small["healthz"][1], large["healthz"][1]
         print(f"  {'endpoint':28} {'100k p50':>9} {'p95':>7} {'10M p50':>9} {'p95':>7}  p95 ratio")
         for name in READS:
@@ -317,5 +348,12 @@ if __name__ == "__main__":
     parser.add_argument("--budget", type=float, default=10.0, help="seconds per endpoint")
     parser.add_argument(
         "--parts", default="chain,tracker,reporter", help="which measurements, comma-separated"
+    )
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="busy",
+        help="reporter loads: both over the same 12 months (busy), or the same work per day "
+        "with 100 times the history at 10M (history)",
     )
     asyncio.run(main(parser.parse_args()))

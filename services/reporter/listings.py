@@ -2,8 +2,9 @@
 
 Tasks come from the tracker's ``tasks`` with where the assigner stands with each
 (``assigner_tasks``) and how many runs it had; runs from the tracker's ``runs`` with their
-token use and cost summed from ``token_usage`` (so a run still going shows what it spent
-so far). Both answer at most ``limit`` rows and say whether there were more.
+token use and cost summed from ``token_usage_hourly``, the rollup every write to
+``token_usage`` keeps (so a run still going shows what it spent so far). Both answer at
+most ``limit`` rows and say whether there were more.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.reporter.auth import RunsRead
 from services.reporter.lanes import LANE_OF_STATUS
 from services.reporter.params import Id, Params, Since, Workspace, window_start
-from tally.db.tables import assigner_tasks, runs, tasks, token_usage
+from tally.db.tables import assigner_tasks, runs, tasks, token_usage_hourly
 from tally.moneyview import Micros, UsdText, usd_string
 
 #: The lanes a task can be filtered by, and the statuses each holds.
@@ -198,8 +199,10 @@ def run_list_query(q: RunListParams, workspace: str | None) -> Select[Any]:
     """The runs of ``GET /runs``: newest first, one more than ``limit``.
 
     The page of runs is chosen first, in the order of ``ix_runs_listed`` (or, in one
-    workspace, ``ix_runs_workspace_listed``); only then are each chosen run's calls summed
-    (``ix_token_usage_run_id``), so a listing reads a page's rows, never the whole table.
+    workspace, ``ix_runs_workspace_listed``); only then are each chosen run's calls summed,
+    from the hourly rollup (``ix_token_usage_hourly_run_id``: a row or two per run, one
+    table, where ``token_usage`` would be asked in each of its monthly partitions), so a
+    listing reads a page's rows, never the whole table.
     """
     listed_at = func.coalesce(runs.c.started_at, runs.c.created_at)
     where: list[ColumnElement[bool]] = []
@@ -220,14 +223,13 @@ def run_list_query(q: RunListParams, workspace: str | None) -> Select[Any]:
         .limit(q.limit + 1)
         .subquery("page")
     )
-    u = token_usage.c
-    kinds = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+    u = token_usage_hourly.c
+    summed = ("calls", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
     used = (
         select(
-            func.count().label("calls"),
-            *(func.sum(u[k]).label(k) for k in kinds),
+            *(func.sum(u[k]).label(k) for k in summed),
             func.coalesce(func.sum(u.cost_micros), 0).label("cost_micros"),
-            func.count().filter(u.cost_known.is_(False)).label("unpriced_calls"),
+            func.sum(u.unpriced_calls).label("unpriced_calls"),
         )
         .where(u.run_id == page.c.run_id)
         .lateral("used")

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Subquery, func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import ColumnElement, Subquery, Table, and_, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.reporter.usage import COUNTERS, attributed_since, usage_since, without_workers
-from tally.db.tables import run_events, runs, token_usage
+from tally.db.partitions import add_months
+from tally.db.tables import run_events, run_months, runs, token_usage
 from tally.money import micros_to_usd
 
 #: What ``tokens`` can group by.
@@ -24,6 +25,29 @@ def token_group(usage: Subquery, by: str) -> ColumnElement[Any]:
         "agent": usage.c.agent_id,
         "provider": usage.c.provider,
     }[by]
+
+
+async def run_span(conn: AsyncConnection, run_id: str) -> tuple[datetime, datetime] | None:
+    """When the run's ``run_events`` and ``token_usage`` rows are: every one has ``at`` in
+    ``[start, end)``, whole UTC months (``run_months``); None when neither table has a row
+    of the run."""
+    first, last = (
+        await conn.execute(
+            select(func.min(run_months.c.month), func.max(run_months.c.month)).where(
+                run_months.c.run_id == run_id
+            )
+        )
+    ).one()
+    if first is None:
+        return None
+    end = add_months(last.date(), 1)
+    return first, datetime(end.year, end.month, 1, tzinfo=last.tzinfo)
+
+
+def within(table: Table, span: tuple[datetime, datetime]) -> ColumnElement[bool]:
+    """``table``'s rows in ``span``: with the bounds given, Postgres plans only those
+    months' partitions (a run id alone says nothing of its time: every one is visited)."""
+    return and_(table.c.at >= span[0], table.c.at < span[1])
 
 
 def _keyed(since: datetime, by: str, workspace: str | None) -> Subquery:
@@ -54,10 +78,12 @@ class ReportRepo:
             found = (
                 await conn.execute(select(runs.c.workspace).where(runs.c.run_id == run_id))
             ).scalar()
-            if found is None:
+            if found is None and (span := await run_span(conn, run_id)) is not None:
                 found = (
                     await conn.execute(
-                        select(run_events.c.workspace).where(run_events.c.run_id == run_id).limit(1)
+                        select(run_events.c.workspace)
+                        .where(run_events.c.run_id == run_id, within(run_events, span))
+                        .limit(1)
                     )
                 ).scalar()
         return found
@@ -70,19 +96,23 @@ class ReportRepo:
     async def timeline(self, run_id: str) -> list[dict[str, Any]]:
         """The run's events as ``{"kind", "at", "data"}``, worker calls with normalised usage."""
         async with self.engine.connect() as conn:
+            span = await run_span(conn, run_id)
+            if span is None:
+                return []
             rows = (
                 await conn.execute(
                     select(run_events, token_usage)
                     # A worker call's usage row has its event's id and run: the run id
-                    # lets every partition answer from its run index, where the event id
+                    # lets each partition answer from its run index, where the event id
                     # alone made Postgres hash all of token_usage (linear in its size).
                     .join(
                         token_usage,
                         (token_usage.c.event_id == run_events.c.event_id)
-                        & (token_usage.c.run_id == run_events.c.run_id),
+                        & (token_usage.c.run_id == run_events.c.run_id)
+                        & within(token_usage, span),
                         isouter=True,
                     )
-                    .where(run_events.c.run_id == run_id)
+                    .where(run_events.c.run_id == run_id, within(run_events, span))
                     .order_by(run_events.c.at)
                 )
             ).all()

@@ -32,7 +32,7 @@ RUNS_PER_TASK = 2
 CALLS_PER_RUN = 2
 WORKSPACES = 40
 #: The tables a listing must never read end to end.
-LARGE = ("runs", "tasks", "token_usage", "assigner_tasks")
+LARGE = ("runs", "tasks", "token_usage", "token_usage_hourly", "assigner_tasks")
 #: The most rows a listing of 100 may read from one of them in one plan node (a page of
 #: runs, its calls, or one workspace's deferred tasks; a whole table is 100k and more).
 MAX_ROWS = 5_000

@@ -28,6 +28,7 @@ from services.reporter.orphans import count_orphans
 from services.reporter.repo import ReportRepo
 from tally.db import create_engine
 from tally.db.migrate import drop_database, migrate
+from tally.db.partitions import PARTITIONED, partition_month
 from tally.events import new_id
 from tally.settings import TallySettings
 
@@ -40,6 +41,9 @@ PARTITION_ROWS = 1_000
 #: Read through an index whatever their size here: they hold a few rows a day (a year of
 #: them at 10 million run events is ~56,000 rows) and a window reads a month at most.
 ROLLUPS = {"token_usage_daily"}
+#: The most monthly partitions of a table one read of a run visits (a run can cross the
+#: turn of a month).
+RUN_MONTHS = 2
 TOKEN = "tly_plans-operator"
 
 
@@ -102,12 +106,15 @@ def seq_scans(plan: dict[str, Any]) -> list[str]:
     return found
 
 
-async def test_no_report_or_export_query_scans_a_large_table(
-    loaded: tuple[str, Any, datetime],
-) -> None:
-    url, data, now = loaded
+#: A statement sent for an endpoint: (what was asked, SQL, its parameters).
+Sent = list[tuple[str, str, tuple[Any, ...]]]
+
+
+async def statements(url: str, paths: list[str], now: datetime) -> Sent:
+    """Every SQL statement the reporter sends to answer ``paths`` (and the page after each
+    export page, and the orphan gauge); each answer must be 200."""
     engine = create_engine(url)
-    sent: list[tuple[str, str, tuple[Any, ...]]] = []
+    sent: Sent = []
     asking = [""]
 
     @event.listens_for(engine.sync_engine, "before_cursor_execute")
@@ -122,7 +129,7 @@ async def test_no_report_or_export_query_scans_a_large_table(
         async with httpx.AsyncClient(
             transport=transport, base_url="http://t", headers=headers
         ) as h:
-            for path in endpoints(data.run_ids, data.task_ids, now):
+            for path in paths:
                 asking[0] = path
                 response = await h.get(path)
                 assert response.status_code == 200, (path, response.text[:500])
@@ -135,7 +142,22 @@ async def test_no_report_or_export_query_scans_a_large_table(
         await count_orphans(engine, now, timedelta(minutes=10))
     finally:
         await engine.dispose()
+    return sent
 
+
+def scanned_relations(plan: dict[str, Any]) -> list[str]:
+    """Every relation a plan reads (a partitioned table's partitions by their own names)."""
+    found = [plan["Relation Name"]] if "Relation Name" in plan else []
+    for child in plan.get("Plans", ()):
+        found += scanned_relations(child)
+    return found
+
+
+async def test_no_report_or_export_query_scans_a_large_table(
+    loaded: tuple[str, Any, datetime],
+) -> None:
+    url, data, now = loaded
+    sent = await statements(url, endpoints(data.run_ids, data.task_ids, now), now)
     conn = await asyncpg.connect(
         make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     )
@@ -177,4 +199,39 @@ async def test_no_report_or_export_query_scans_a_large_table(
     finally:
         await conn.close()
     assert checked >= 40, f"only {checked} queries were recorded"
+    assert not failures, "\n\n".join(failures)
+
+
+async def test_reads_of_a_run_visit_only_the_months_it_has_rows_in(
+    loaded: tuple[str, Any, datetime],
+) -> None:
+    """A run id says nothing of its time: unbounded, a lookup by run id asks every monthly
+    partition (13 here, 130 in ten years of history). Each statement of a run's reads
+    visits at most ``RUN_MONTHS`` partitions of each time-series table, and the run list
+    none (its sums come from the hourly rollup)."""
+    url, data, now = loaded
+    a, b = data.run_ids[-1], data.run_ids[-2]
+    reads = [f"/runs/{a}", f"/runs/{a}/kpi", f"/compare?a={a}&b={b}", "/runs?limit=50"]
+    sent = await statements(url, reads, now)
+    conn = await asyncpg.connect(
+        make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    )
+    failures = []
+    try:
+        for path, statement, params in sent:
+            if path not in reads or not statement.lstrip().upper().startswith("SELECT"):
+                continue
+            plan = json.loads(await conn.fetchval(f"EXPLAIN (FORMAT JSON) {statement}", *params))
+            visited = scanned_relations(plan[0]["Plan"])
+            for table in PARTITIONED:
+                months = {
+                    r
+                    for r in visited
+                    if r == f"{table}_default" or (r.startswith(table) and partition_month(r))
+                }
+                most = 0 if path.startswith("/runs?") else RUN_MONTHS
+                if len(months) > most:
+                    failures.append(f"{path}: {len(months)} partitions of {table} in\n{statement}")
+    finally:
+        await conn.close()
     assert not failures, "\n\n".join(failures)

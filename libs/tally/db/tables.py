@@ -258,6 +258,20 @@ token_usage_daily = Table(
     comment="writer: triggers on token_usage, runs and assignments",
 )
 
+#: A row per run and UTC month (its first instant) holding any of the run's ``run_events``
+#: or ``token_usage`` rows: a read by run id bounds ``at`` by the run's first and last
+#: month, so only those months' partitions are visited. Kept by triggers, append-only and
+#: without a unique key so that writers never wait on each other (a pair may be stored
+#: twice); migration ``0016_run_reads``.
+run_months = Table(
+    "run_months",
+    metadata,
+    Column("run_id", String(128), nullable=False),
+    Column("month", DateTime(timezone=True), nullable=False),
+    Index("ix_run_months_run_id_month", "run_id", "month"),
+    comment="writer: triggers on run_events and token_usage (tracker)",
+)
+
 task_status_events = Table(
     "task_status_events",
     metadata,
