@@ -1,0 +1,266 @@
+"""Lane times kept per task as its status changes arrive, for ``/lanes``.
+
+``task_lanes`` holds each task's flow state (latest status, current lane, when it came into
+it, hours of its closed stints per lane), ``task_lane_times`` each lane a task has left
+(its hours there, when it last left it) and ``task_lane_exits`` every move out of a lane.
+Statement triggers on ``task_status_events`` rebuild the rows of every task a statement
+touched from that task's whole history, so late, out-of-order, updated and deleted moves
+leave the same rows as moves stored in order; the rules are ``services.reporter.lanes``'.
+
+Writers of the same task take turns: a statement of up to ``BULK`` tasks takes the task
+locks the tracker takes (``hashtextextended(task_id, 1130)``), a larger one the whole
+table, and the rows are rebuilt after the lock, from what has been committed by then.
+
+Revision ID: 0017_lane_times
+Revises: 0014_console
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0017_lane_times"
+down_revision: str | None = "0014_console"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+#: Above this many tasks in one statement, the rebuild locks the table, not each task
+#: (one advisory lock per task would outgrow the server's lock table on a bulk load).
+BULK = 2000
+
+LANE = (
+    "CASE {c} WHEN 'in_progress' THEN 'work' WHEN 'ready_to_review' THEN 'review' "
+    "WHEN 'ready_to_qa' THEN 'qa' END"
+)
+
+
+def _lane(column: str) -> str:
+    return LANE.format(c=column)
+
+
+def _hours(where: str) -> str:
+    return (
+        f"coalesce(sum(extract(epoch FROM ended - changed_at)) FILTER (WHERE {where}), 0)"
+        "::float8 / 3600"
+    )
+
+
+#: Rebuilds the rows of the tasks in ``ids`` from their moves (the caller holds their turn).
+REBUILD = f"""
+CREATE FUNCTION task_lanes_rebuild(ids text[]) RETURNS void LANGUAGE sql AS $$
+DELETE FROM task_lane_times WHERE task_id = ANY(ids);
+DELETE FROM task_lane_exits WHERE task_id = ANY(ids);
+DELETE FROM task_lanes WHERE task_id = ANY(ids);
+WITH e AS MATERIALIZED (
+    SELECT task_id, workspace, event_id, to_status, changed_at,
+           {_lane("to_status")} AS lane,
+           CASE WHEN to_status = 'blocked' THEN 'blocked' ELSE {_lane("to_status")} END AS bucket,
+           lead(changed_at) OVER w AS ended,
+           row_number() OVER w AS pos
+    FROM task_status_events WHERE task_id = ANY(ids)
+    WINDOW w AS (PARTITION BY task_id ORDER BY changed_at, event_id)
+), t AS (
+    SELECT task_id,
+           (array_agg(workspace ORDER BY pos DESC))[1] AS workspace,
+           min(changed_at) AS first_at, max(changed_at) AS last_at,
+           (array_agg(to_status ORDER BY pos DESC))[1] AS last_status,
+           (array_agg(lane ORDER BY pos DESC) FILTER (WHERE to_status <> 'blocked'))[1]
+               AS last_lane,
+           {_hours("bucket = 'work'")} AS work_hours,
+           {_hours("bucket = 'review'")} AS review_hours,
+           {_hours("bucket = 'qa'")} AS qa_hours,
+           {_hours("bucket = 'blocked'")} AS blocked_hours
+    FROM e GROUP BY task_id
+), c AS (
+    SELECT t.*, last_status = 'blocked' AS blocked,
+           CASE WHEN last_status = 'blocked' THEN last_lane
+                ELSE {_lane("last_status")} END AS lane
+    FROM t
+), entered AS (
+    -- the task came into its lane right after its last move to any other status but a block
+    SELECT e.task_id,
+           (array_agg(e.changed_at ORDER BY e.pos))[
+               coalesce(max(e.pos) FILTER (
+                   WHERE e.to_status <> 'blocked' AND e.lane IS DISTINCT FROM c.lane), 0) + 1
+           ] AS entered_at
+    FROM e JOIN c USING (task_id) WHERE c.lane IS NOT NULL GROUP BY e.task_id
+), tasks_in AS (
+    INSERT INTO task_lanes (task_id, workspace, first_at, last_at, last_status, lane,
+                            blocked, entered_at, work_hours, review_hours, qa_hours,
+                            blocked_hours)
+    SELECT c.task_id, c.workspace, c.first_at, c.last_at, c.last_status, c.lane, c.blocked,
+           entered.entered_at, c.work_hours, c.review_hours, c.qa_hours, c.blocked_hours
+    FROM c LEFT JOIN entered USING (task_id)
+    ORDER BY c.last_at  -- rows of a window lie together (a bulk rebuild too)
+), times_in AS (
+    -- a lane the task has left (its current lane, and its block while blocked, are not)
+    INSERT INTO task_lane_times (task_id, bucket, workspace, hours, left_at)
+    SELECT e.task_id, e.bucket, c.workspace,
+           sum(extract(epoch FROM e.ended - e.changed_at))::float8 / 3600, max(e.ended)
+    FROM e JOIN c USING (task_id)
+    WHERE e.ended IS NOT NULL AND e.bucket IS NOT NULL AND e.bucket IS DISTINCT FROM c.lane
+          AND NOT (e.bucket = 'blocked' AND c.blocked)
+    GROUP BY e.task_id, e.bucket, c.workspace
+    ORDER BY max(e.ended)
+), moves AS (
+    -- leaving a lane through a block counts when the task moves on to another status
+    SELECT event_id, task_id, workspace, changed_at, lane,
+           lag(lane) OVER (PARTITION BY task_id ORDER BY pos) AS previous
+    FROM e WHERE to_status <> 'blocked'
+)
+INSERT INTO task_lane_exits (event_id, task_id, workspace, lane, at)
+SELECT event_id, task_id, workspace, previous, changed_at FROM moves
+WHERE previous IS NOT NULL AND lane IS DISTINCT FROM previous
+ORDER BY changed_at;
+$$;
+"""
+
+APPLY = f"""
+CREATE FUNCTION task_lanes_apply() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    ids text[];
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        TRUNCATE task_lane_times, task_lane_exits, task_lanes;
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        SELECT array_agg(DISTINCT task_id ORDER BY task_id) INTO ids FROM new_rows;
+    ELSIF TG_OP = 'DELETE' THEN
+        SELECT array_agg(DISTINCT task_id ORDER BY task_id) INTO ids FROM old_rows;
+    ELSE
+        SELECT array_agg(DISTINCT task_id ORDER BY task_id) INTO ids
+        FROM (SELECT task_id FROM new_rows UNION SELECT task_id FROM old_rows) moved;
+    END IF;
+    IF ids IS NULL THEN
+        RETURN NULL;  -- nothing stored (a redelivered move skipped by ON CONFLICT)
+    END IF;
+    IF cardinality(ids) > {BULK} THEN
+        LOCK TABLE task_lanes IN SHARE ROW EXCLUSIVE MODE;
+    ELSE
+        PERFORM pg_advisory_xact_lock(hashtextextended(id, 1130))
+        FROM (SELECT id FROM unnest(ids) AS id ORDER BY id) ordered;
+        -- wait for a bulk writer holding the table, so the rebuild below sees its moves
+        LOCK TABLE task_lanes IN ROW EXCLUSIVE MODE;
+    END IF;
+    -- Read committed: the rebuild's statements see what was committed up to now,
+    -- including the moves of any writer that held these tasks before us.
+    PERFORM task_lanes_rebuild(ids);
+    RETURN NULL;
+END
+$$;
+"""
+
+TRIGGERS = {
+    "insert": "INSERT ON task_status_events REFERENCING NEW TABLE AS new_rows",
+    "update": (
+        "UPDATE ON task_status_events REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows"
+    ),
+    "delete": "DELETE ON task_status_events REFERENCING OLD TABLE AS old_rows",
+}
+
+
+def upgrade() -> None:
+    op.create_table(
+        "task_lanes",
+        sa.Column("task_id", sa.String(128), nullable=False),
+        sa.Column("workspace", sa.String(64), nullable=False),
+        sa.Column("first_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_status", sa.String(32), nullable=False),
+        sa.Column("lane", sa.String(16)),
+        sa.Column("blocked", sa.Boolean(), nullable=False),
+        sa.Column("entered_at", sa.DateTime(timezone=True)),
+        sa.Column("work_hours", sa.Float(), nullable=False),
+        sa.Column("review_hours", sa.Float(), nullable=False),
+        sa.Column("qa_hours", sa.Float(), nullable=False),
+        sa.Column("blocked_hours", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("task_id", name=op.f("pk_task_lanes")),
+        comment="writer: triggers on task_status_events (tracker)",
+    )
+    op.create_index(
+        "ix_task_lanes_last_at", "task_lanes", ["last_at"], postgresql_include=["first_at"]
+    )
+    op.create_index(
+        "ix_task_lanes_workspace_last_at",
+        "task_lanes",
+        ["workspace", "last_at"],
+        postgresql_include=["first_at"],
+    )
+    op.create_index("ix_task_lanes_first_at", "task_lanes", ["first_at"])
+    op.create_index("ix_task_lanes_workspace_first_at", "task_lanes", ["workspace", "first_at"])
+    op.create_index(
+        "ix_task_lanes_last_status_workspace", "task_lanes", ["last_status", "workspace"]
+    )
+    op.create_table(
+        "task_lane_times",
+        sa.Column("task_id", sa.String(128), nullable=False),
+        sa.Column("bucket", sa.String(16), nullable=False),
+        sa.Column("workspace", sa.String(64), nullable=False),
+        sa.Column("hours", sa.Float(), nullable=False),
+        sa.Column("left_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("task_id", "bucket", name=op.f("pk_task_lane_times")),
+        comment="writer: triggers on task_status_events (tracker)",
+    )
+    op.create_index(
+        "ix_task_lane_times_left_at",
+        "task_lane_times",
+        ["left_at"],
+        postgresql_include=["bucket", "hours"],
+    )
+    op.create_index(
+        "ix_task_lane_times_workspace_left_at",
+        "task_lane_times",
+        ["workspace", "left_at"],
+        postgresql_include=["bucket", "hours"],
+    )
+    op.create_table(
+        "task_lane_exits",
+        sa.Column("event_id", sa.String(128), nullable=False),
+        sa.Column("task_id", sa.String(128), nullable=False),
+        sa.Column("workspace", sa.String(64), nullable=False),
+        sa.Column("lane", sa.String(16), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("event_id", name=op.f("pk_task_lane_exits")),
+        comment="writer: triggers on task_status_events (tracker)",
+    )
+    op.create_index("ix_task_lane_exits_task_id", "task_lane_exits", ["task_id"])
+    op.create_index("ix_task_lane_exits_at", "task_lane_exits", ["at"], postgresql_include=["lane"])
+    op.create_index(
+        "ix_task_lane_exits_workspace_at",
+        "task_lane_exits",
+        ["workspace", "at"],
+        postgresql_include=["lane"],
+    )
+    for table in ("task_lanes", "task_lane_times", "task_lane_exits"):
+        # Every move rewrites its task's rows: vacuum them often enough that the windows
+        # are read from their indexes alone.
+        op.execute(
+            f"ALTER TABLE {table} SET (autovacuum_vacuum_scale_factor = 0.05, "
+            "autovacuum_vacuum_insert_scale_factor = 0.05)"
+        )
+    op.execute(REBUILD)
+    op.execute(APPLY)
+    # Writers wait for the backfill; the moves already stored are rebuilt in one pass.
+    op.execute("LOCK TABLE task_status_events IN SHARE MODE")
+    for event, spec in TRIGGERS.items():
+        op.execute(
+            f"CREATE TRIGGER task_lanes_{event} AFTER {spec} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION task_lanes_apply()"
+        )
+    op.execute(
+        "CREATE TRIGGER task_lanes_truncate AFTER TRUNCATE ON task_status_events "
+        "FOR EACH STATEMENT EXECUTE FUNCTION task_lanes_apply()"
+    )
+    op.execute("SELECT task_lanes_rebuild(array_agg(DISTINCT task_id)) FROM task_status_events")
+    op.execute("ANALYZE task_lanes, task_lane_times, task_lane_exits")
+
+
+def downgrade() -> None:
+    for event in (*TRIGGERS, "truncate"):
+        op.execute(f"DROP TRIGGER task_lanes_{event} ON task_status_events")
+    op.execute("DROP FUNCTION task_lanes_apply()")
+    op.execute("DROP FUNCTION task_lanes_rebuild(text[])")
+    for table in ("task_lane_exits", "task_lane_times", "task_lanes"):
+        op.drop_table(table)
