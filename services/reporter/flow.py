@@ -9,9 +9,11 @@ open count their whole history, however old, towards the time spent in their lan
 
 Triggers on ``task_status_events`` keep those rules' results per task as moves are stored
 (migration ``0017_lane_times``): ``task_lane_times`` (the lanes each task has left, with
-its hours there and when it left), ``task_lane_exits`` (every move out of a lane) and
+its hours there and when it left), ``task_lane_exits`` (every move out of a lane),
 ``task_lanes`` (each task's latest status, lane, entry into it and closed hours per
-lane). A window is read from their indexes; nothing is recomputed from the moves.
+lane) and ``task_lane_days`` (per day and lane: the moves out, the sorted hours of the
+tasks that left). A window reads its whole days from the last and its first, partial day
+from the rows per task; nothing is recomputed from the moves.
 """
 
 from __future__ import annotations
@@ -50,19 +52,29 @@ def _hours(value: float | None) -> float | None:
 
 
 def _window_sql(scoped: bool) -> str:
-    """One statement reading a window's lanes from the per-task rows, each part through
-    an index: per lane and ``blocked`` the sorted hours of the tasks that left it since
-    ``:since``, per lane the moves out of it since then, and when the tasks that moved
-    since then first moved, when that is after ``:since`` (else ``:since`` itself: what
-    the throughput is measured over)."""
+    """One statement reading a window's lanes, each part through an index: per lane and
+    ``blocked`` the hours of the tasks that left it since ``:since``, per lane the moves
+    out of it since then (whole days from ``task_lane_days``, the partial first day from
+    the rows per task), and when the tasks that moved since then first moved, when that
+    is after ``:since`` (else ``:since`` itself: what the throughput is measured over)."""
     scope = "AND workspace = :workspace" if scoped else ""
+    whole = "(SELECT whole FROM start)"
     return f"""
-SELECT 'finished' AS part, bucket AS name, array_agg(hours ORDER BY hours) AS hours,
-       NULL::bigint AS n, NULL::timestamptz AS at
-FROM task_lane_times WHERE left_at >= :since {scope} GROUP BY bucket
+WITH start AS (
+    SELECT date_bin('1 day', CAST(:since AS timestamptz), TIMESTAMPTZ '2000-01-01 00:00:00+00')
+           + interval '1 day' AS whole
+)
+SELECT 'finished' AS part, bucket AS name, hours, NULL::bigint AS n, NULL::timestamptz AS at
+FROM task_lane_days WHERE day >= {whole} AND cardinality(hours) > 0 {scope}
+UNION ALL
+SELECT 'finished', bucket, array_agg(hours), NULL, NULL FROM task_lane_times
+WHERE left_at >= :since AND left_at < {whole} {scope} GROUP BY bucket
+UNION ALL
+SELECT 'exits', bucket, NULL, sum(exits)::bigint, NULL FROM task_lane_days
+WHERE day >= {whole} AND exits > 0 {scope} GROUP BY bucket
 UNION ALL
 SELECT 'exits', lane, NULL, count(*), NULL FROM task_lane_exits
-WHERE at >= :since {scope} GROUP BY lane
+WHERE at >= :since AND at < {whole} {scope} GROUP BY lane
 UNION ALL
 SELECT 'first', NULL, NULL, NULL, CASE
     WHEN EXISTS (SELECT FROM task_lanes WHERE last_at >= :since AND first_at < :since {scope})
@@ -121,11 +133,13 @@ async def read_flow(engine: AsyncEngine, since: datetime, workspace: str | None)
     first_seen: datetime | None = None
     for part, name, hours, n, at in rows:
         if part == "finished":
-            finished[name] = list(hours)
+            finished[name] += hours
         elif part == "exits":
-            exits[name] = int(n)
+            exits[name] += int(n)
         else:
             first_seen = at
+    for samples in finished.values():
+        samples.sort()  # sorted runs, a day each: merged in linear time
     open_tasks = [
         OpenTask(
             task_id=r.task_id,

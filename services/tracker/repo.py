@@ -21,13 +21,30 @@ from tally.db.partitions import PARTITIONED
 from tally.db.tables import run_events, runs, task_status_events, tasks, token_usage
 from tally.events import RunFinished
 
+#: Rows per statement when a batch is inserted as one statement (a statement takes at most
+#: 32,767 parameters).
+ROWS_PER_STATEMENT = 1000
 
-async def insert_ignore(conn: AsyncConnection, table: Any, rows: Sequence[dict[str, Any]]) -> int:
-    """Insert rows, skipping those whose key exists (redeliveries). Returns rows inserted."""
+
+async def insert_ignore(
+    conn: AsyncConnection, table: Any, rows: Sequence[dict[str, Any]], *, at_once: bool = False
+) -> int:
+    """Insert rows, skipping those whose key exists (redeliveries). Returns rows inserted.
+
+    ``at_once``: one statement per :data:`ROWS_PER_STATEMENT` rows rather than one per row
+    (the table's statement triggers then run once for the batch, not once per row).
+    """
     if not rows:
         return 0
-    result = await conn.execute(insert(table).on_conflict_do_nothing(), list(rows))
-    count = max(result.rowcount, 0)
+    if at_once:
+        count = 0
+        for i in range(0, len(rows), ROWS_PER_STATEMENT):
+            chunk = list(rows[i : i + ROWS_PER_STATEMENT])
+            result = await conn.execute(insert(table).values(chunk).on_conflict_do_nothing())
+            count += max(result.rowcount, 0)
+    else:
+        result = await conn.execute(insert(table).on_conflict_do_nothing(), list(rows))
+        count = max(result.rowcount, 0)
     metrics.ROWS_WRITTEN.labels(table.name).inc(count)
     return count
 
@@ -240,7 +257,8 @@ class TrackerRepo:
         """
         async with self.engine.begin() as conn:
             await facts.lock_tasks(conn, [r["task_id"] for r in rows])
-            conflicts = await _insert_events(conn, task_status_events, rows)
+            # one statement: the lane triggers rebuild the batch's tasks and days once
+            conflicts = await _insert_events(conn, task_status_events, rows, at_once=True)
             await _set_latest_status(conn, [r["task_id"] for r in rows])
         return conflicts
 
@@ -407,9 +425,9 @@ class TrackerRepo:
 
 
 async def _insert_events(
-    conn: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]]
+    conn: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]], *, at_once: bool = False
 ) -> set[int]:
-    await insert_ignore(conn, table, rows)
+    await insert_ignore(conn, table, rows, at_once=at_once)
     ids = [r["event_id"] for r in rows]
     stored = {
         r.event_id: r._mapping

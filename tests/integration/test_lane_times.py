@@ -19,7 +19,13 @@ from sqlalchemy.types import String
 
 from services.reporter.flow import lanes_view, read_flow
 from services.reporter.lanes import StatusEvent
-from tally.db.tables import task_lane_exits, task_lane_times, task_lanes, task_status_events
+from tally.db.tables import (
+    task_lane_days,
+    task_lane_exits,
+    task_lane_times,
+    task_lanes,
+    task_status_events,
+)
 from tally.events import new_id
 from tests.integration.conftest import eventually
 from tests.integration.test_report_lanes_sql import (
@@ -68,15 +74,17 @@ async def stored(engine: AsyncEngine, workspace: str) -> list[StatusEvent]:
 async def kept(engine: AsyncEngine, workspace: str) -> dict[str, set[tuple[Any, ...]]]:
     out = {}
     async with engine.connect() as conn:
-        for table in (task_lanes, task_lane_times, task_lane_exits):
+        for table in (task_lanes, task_lane_times, task_lane_exits, task_lane_days):
             found = await conn.execute(select(table).where(table.c.workspace == workspace))
-            out[table.name] = {tuple(r) for r in found}
+            out[table.name] = {
+                tuple(tuple(v) if isinstance(v, list) else v for v in r) for r in found
+            }
     return out
 
 
 async def assert_exact(engine: AsyncEngine, workspace: str) -> None:
     """``/lanes`` agrees with the Python rules over every stored move, and the kept rows
-    are what rebuilding them from scratch gives."""
+    (per task and per day) are what rebuilding them from scratch gives."""
     events = await stored(engine, workspace)
     for since in (NOW - timedelta(days=30), NOW - timedelta(days=7)):
         view = lanes_view(await read_flow(engine, since, workspace), since, NOW)
@@ -87,11 +95,21 @@ async def assert_exact(engine: AsyncEngine, workspace: str) -> None:
         await conn.execute(
             text("SELECT task_lanes_rebuild(:ids)").bindparams(bindparam("ids", ids, ARRAY(String)))
         )
+        await conn.execute(
+            text(
+                "SELECT task_lane_days_rebuild(array_agg(day), array_agg(CAST(:ws AS text))) "
+                "FROM (SELECT DISTINCT date_bin('1 day', changed_at, "
+                "TIMESTAMPTZ '2000-01-01 00:00:00+00') AS day "
+                "FROM task_status_events WHERE workspace = :ws) k"
+            ),
+            {"ws": workspace},
+        )
     assert await kept(engine, workspace) == before
 
 
 async def insert_moves(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    await conn.execute(insert(task_status_events), rows)
+    """One statement, as the tracker stores a batch."""
+    await conn.execute(insert(task_status_events).values(rows))
 
 
 async def waiting_for_a_lock(engine: AsyncEngine, pid: int) -> bool:

@@ -22,7 +22,7 @@ from sqlalchemy import (
     Text,
     func,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 metadata = MetaData(
     naming_convention={
@@ -302,6 +302,20 @@ task_lane_exits = Table(
     Index("ix_task_lane_exits_task_id", "task_id"),
     Index("ix_task_lane_exits_at", "at", postgresql_include=["lane"]),
     Index("ix_task_lane_exits_workspace_at", "workspace", "at", postgresql_include=["lane"]),
+    comment=_LANE_WRITER,
+)
+
+#: Per UTC day, workspace and lane (or ``blocked``): the moves out of it that day, and the
+#: hours of the tasks that left it that day (``task_lane_times``' values, sorted).
+task_lane_days = Table(
+    "task_lane_days",
+    metadata,
+    Column("day", DateTime(timezone=True), primary_key=True),
+    Column("workspace", String(64), primary_key=True),
+    Column("bucket", String(16), primary_key=True),
+    Column("exits", BigInteger, nullable=False),
+    Column("hours", ARRAY(Float), nullable=False),
+    Index("ix_task_lane_days_workspace_day", "workspace", "day"),
     comment=_LANE_WRITER,
 )
 

@@ -2,14 +2,22 @@
 
 ``task_lanes`` holds each task's flow state (latest status, current lane, when it came into
 it, hours of its closed stints per lane), ``task_lane_times`` each lane a task has left
-(its hours there, when it last left it) and ``task_lane_exits`` every move out of a lane.
+(its hours there, when it last left it) and ``task_lane_exits`` every move out of a lane;
+``task_lane_days`` sums both per UTC day, workspace and lane: the moves out, and the hours
+of the tasks that left it that day, sorted (the same values, so a window's percentiles
+stay exact), so a window reads a row per day and lane and only its first, partial day
+from the rows per task.
 Statement triggers on ``task_status_events`` rebuild the rows of every task a statement
 touched from that task's whole history, so late, out-of-order, updated and deleted moves
 leave the same rows as moves stored in order; the rules are ``services.reporter.lanes``'.
 
 Writers of the same task take turns: a statement of up to ``BULK`` tasks takes the task
 locks the tracker takes (``hashtextextended(task_id, 1130)``), a larger one the whole
-table, and the rows are rebuilt after the lock, from what has been committed by then.
+table, and the rows are rebuilt after the lock, from what has been committed by then; then
+each writer takes ``task_lane_days`` in turn (until it commits) and rebuilds the days those
+tasks' rows fall on. A writer storing moves in several statements of one transaction
+should take its tasks' turns first, as the tracker does (else two such writers can
+deadlock, and Postgres cancels one).
 
 Revision ID: 0017_lane_times
 Revises: 0014_console
@@ -19,6 +27,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision: str = "0017_lane_times"
 down_revision: str | None = "0014_console"
@@ -116,13 +125,44 @@ ORDER BY changed_at;
 $$;
 """
 
+#: The UTC day a time falls in.
+DAY = "date_bin('1 day', {t}, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
+
+#: Rebuilds the day totals of the (day, workspace) pairs given (the caller holds them).
+REBUILD_DAYS = """
+CREATE FUNCTION task_lane_days_rebuild(days timestamptz[], spaces text[]) RETURNS void
+LANGUAGE sql AS $$
+DELETE FROM task_lane_days d USING unnest(days, spaces) AS k(day, workspace)
+WHERE d.day = k.day AND d.workspace = k.workspace;
+WITH k AS (
+    SELECT DISTINCT day, workspace FROM unnest(days, spaces) AS k(day, workspace)
+), t AS (
+    SELECT k.day, k.workspace, lt.bucket, array_agg(lt.hours ORDER BY lt.hours) AS hours
+    FROM k JOIN task_lane_times lt ON lt.workspace = k.workspace
+        AND lt.left_at >= k.day AND lt.left_at < k.day + interval '1 day'
+    GROUP BY 1, 2, 3
+), x AS (
+    SELECT k.day, k.workspace, e.lane AS bucket, count(*) AS exits
+    FROM k JOIN task_lane_exits e ON e.workspace = k.workspace
+        AND e.at >= k.day AND e.at < k.day + interval '1 day'
+    GROUP BY 1, 2, 3
+)
+INSERT INTO task_lane_days (day, workspace, bucket, exits, hours)
+SELECT day, workspace, bucket, coalesce(x.exits, 0), coalesce(t.hours, '{}')
+FROM t FULL JOIN x USING (day, workspace, bucket)
+ORDER BY day, workspace, bucket;
+$$;
+"""
+
 APPLY = f"""
 CREATE FUNCTION task_lanes_apply() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     ids text[];
+    days timestamptz[];
+    spaces text[];
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
-        TRUNCATE task_lane_times, task_lane_exits, task_lanes;
+        TRUNCATE task_lane_days, task_lane_times, task_lane_exits, task_lanes;
         RETURN NULL;
     END IF;
     IF TG_OP = 'INSERT' THEN
@@ -147,6 +187,30 @@ BEGIN
     -- Read committed: the rebuild's statements see what was committed up to now,
     -- including the moves of any writer that held these tasks before us.
     PERFORM task_lanes_rebuild(ids);
+    -- Their rows fall on the days of their moves (a lane is left, an exit made, by a
+    -- move): the days of the moves stored now and of those moved or taken back.
+    IF TG_OP = 'INSERT' THEN
+        SELECT array_agg(day ORDER BY day, workspace), array_agg(workspace ORDER BY day, workspace)
+        INTO days, spaces FROM (
+            SELECT DISTINCT {DAY.format(t="changed_at")} AS day, workspace
+            FROM task_status_events WHERE task_id = ANY(ids)
+        ) k;
+    ELSE
+        SELECT array_agg(day ORDER BY day, workspace), array_agg(workspace ORDER BY day, workspace)
+        INTO days, spaces FROM (
+            SELECT {DAY.format(t="changed_at")} AS day, workspace
+            FROM task_status_events WHERE task_id = ANY(ids)
+            UNION
+            SELECT {DAY.format(t="changed_at")}, workspace FROM old_rows
+        ) k;
+    END IF;
+    IF days IS NULL THEN
+        RETURN NULL;
+    END IF;
+    -- Writers of other tasks on the same days take turns here, whatever days they touch
+    -- (one lock: no order to get wrong); readers are not held up.
+    LOCK TABLE task_lane_days IN SHARE ROW EXCLUSIVE MODE;
+    PERFORM task_lane_days_rebuild(days, spaces);
     RETURN NULL;
 END
 $$;
@@ -233,7 +297,18 @@ def upgrade() -> None:
         ["workspace", "at"],
         postgresql_include=["lane"],
     )
-    for table in ("task_lanes", "task_lane_times", "task_lane_exits"):
+    op.create_table(
+        "task_lane_days",
+        sa.Column("day", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("workspace", sa.String(64), nullable=False),
+        sa.Column("bucket", sa.String(16), nullable=False),
+        sa.Column("exits", sa.BigInteger(), nullable=False),
+        sa.Column("hours", postgresql.ARRAY(sa.Float()), nullable=False),
+        sa.PrimaryKeyConstraint("day", "workspace", "bucket", name=op.f("pk_task_lane_days")),
+        comment="writer: triggers on task_status_events (tracker)",
+    )
+    op.create_index("ix_task_lane_days_workspace_day", "task_lane_days", ["workspace", "day"])
+    for table in ("task_lanes", "task_lane_times", "task_lane_exits", "task_lane_days"):
         # Every move rewrites its task's rows: vacuum them often enough that the windows
         # are read from their indexes alone.
         op.execute(
@@ -241,6 +316,7 @@ def upgrade() -> None:
             "autovacuum_vacuum_insert_scale_factor = 0.05)"
         )
     op.execute(REBUILD)
+    op.execute(REBUILD_DAYS)
     op.execute(APPLY)
     # Writers wait for the backfill; the moves already stored are rebuilt in one pass.
     op.execute("LOCK TABLE task_status_events IN SHARE MODE")
@@ -254,13 +330,19 @@ def upgrade() -> None:
         "FOR EACH STATEMENT EXECUTE FUNCTION task_lanes_apply()"
     )
     op.execute("SELECT task_lanes_rebuild(array_agg(DISTINCT task_id)) FROM task_status_events")
-    op.execute("ANALYZE task_lanes, task_lane_times, task_lane_exits")
+    op.execute(
+        "SELECT task_lane_days_rebuild(array_agg(day), array_agg(workspace)) FROM ("
+        f"SELECT DISTINCT {DAY.format(t='changed_at')} AS day, workspace "
+        "FROM task_status_events) k"
+    )
+    op.execute("ANALYZE task_lanes, task_lane_times, task_lane_exits, task_lane_days")
 
 
 def downgrade() -> None:
     for event in (*TRIGGERS, "truncate"):
         op.execute(f"DROP TRIGGER task_lanes_{event} ON task_status_events")
     op.execute("DROP FUNCTION task_lanes_apply()")
+    op.execute("DROP FUNCTION task_lane_days_rebuild(timestamptz[], text[])")
     op.execute("DROP FUNCTION task_lanes_rebuild(text[])")
-    for table in ("task_lane_exits", "task_lane_times", "task_lanes"):
+    for table in ("task_lane_days", "task_lane_exits", "task_lane_times", "task_lanes"):
         op.drop_table(table)
