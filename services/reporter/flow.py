@@ -58,20 +58,18 @@ def _window_sql(scoped: bool) -> str:
     the rows per task), and when the tasks that moved since then first moved, when that
     is after ``:since`` (else ``:since`` itself: what the throughput is measured over)."""
     scope = "AND workspace = :workspace" if scoped else ""
-    whole = "(SELECT whole FROM start)"
+    # the first whole day after :since (an expression of the parameter, so the day
+    # indexes bound the scans)
+    whole = (
+        "(date_bin('1 day', CAST(:since AS timestamptz), TIMESTAMPTZ '2000-01-01 00:00:00+00')"
+        " + interval '1 day')"
+    )
     return f"""
-WITH start AS (
-    SELECT date_bin('1 day', CAST(:since AS timestamptz), TIMESTAMPTZ '2000-01-01 00:00:00+00')
-           + interval '1 day' AS whole
-)
-SELECT 'finished' AS part, bucket AS name, hours, NULL::bigint AS n, NULL::timestamptz AS at
-FROM task_lane_days WHERE day >= {whole} AND cardinality(hours) > 0 {scope}
+SELECT 'day' AS part, bucket AS name, hours, exits AS n, NULL::timestamptz AS at
+FROM task_lane_days WHERE day >= {whole} {scope}
 UNION ALL
 SELECT 'finished', bucket, array_agg(hours), NULL, NULL FROM task_lane_times
 WHERE left_at >= :since AND left_at < {whole} {scope} GROUP BY bucket
-UNION ALL
-SELECT 'exits', bucket, NULL, sum(exits)::bigint, NULL FROM task_lane_days
-WHERE day >= {whole} AND exits > 0 {scope} GROUP BY bucket
 UNION ALL
 SELECT 'exits', lane, NULL, count(*), NULL FROM task_lane_exits
 WHERE at >= :since AND at < {whole} {scope} GROUP BY lane
@@ -90,8 +88,10 @@ def _open_sql(scoped: bool) -> str:
     statuses = ", ".join(f"'{s}'" for s in OPEN_STATUSES)
     return f"""
 SELECT l.task_id, l.last_status, l.last_at, l.first_at, l.lane, l.blocked, l.entered_at,
-       l.work_hours, l.review_hours, l.qa_hours, l.blocked_hours, t.title
-FROM task_lanes l LEFT JOIN tasks t USING (task_id)
+       l.work_hours, l.review_hours, l.qa_hours, l.blocked_hours,
+       -- a lookup per open task (a join may be planned as a read of every task)
+       (SELECT t.title FROM tasks t WHERE t.task_id = l.task_id) AS title
+FROM task_lanes l
 WHERE l.last_status IN ({statuses}) {scope}
 """
 
@@ -132,11 +132,11 @@ async def read_flow(engine: AsyncEngine, since: datetime, workspace: str | None)
     exits = dict.fromkeys(LANES, 0)
     first_seen: datetime | None = None
     for part, name, hours, n, at in rows:
-        if part == "finished":
+        if part in ("day", "finished"):
             finished[name] += hours
-        elif part == "exits":
+        if part in ("day", "exits") and n:
             exits[name] += int(n)
-        else:
+        elif part == "first":
             first_seen = at
     for samples in finished.values():
         samples.sort()  # sorted runs, a day each: merged in linear time
