@@ -24,7 +24,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
-from sqlalchemy import text
+from sqlalchemy import String, bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.reporter.auth import ReportsRead
@@ -83,34 +84,34 @@ SELECT 'first', NULL, NULL, NULL, CASE
 
 
 def _open_sql(scoped: bool) -> str:
-    """The tasks whose latest move put them in a lane or ``blocked``, with their titles."""
+    """The tasks whose latest move put them in a lane or ``blocked``."""
     scope = "AND l.workspace = :workspace" if scoped else ""
     statuses = ", ".join(f"'{s}'" for s in OPEN_STATUSES)
     return f"""
 SELECT l.task_id, l.last_status, l.last_at, l.first_at, l.lane, l.blocked, l.entered_at,
-       l.work_hours, l.review_hours, l.qa_hours, l.blocked_hours,
-       -- a lookup per open task (a join may be planned as a read of every task)
-       (SELECT t.title FROM tasks t WHERE t.task_id = l.task_id) AS title
+       l.work_hours, l.review_hours, l.qa_hours, l.blocked_hours
 FROM task_lanes l
 WHERE l.last_status IN ({statuses}) {scope}
 """
 
 
 WINDOW = {scoped: text(_window_sql(scoped)) for scoped in (False, True)}
+TITLES = text("SELECT task_id, title FROM tasks WHERE task_id = ANY(:ids)").bindparams(
+    bindparam("ids", type_=ARRAY(String))
+)
 OPEN = {scoped: text(_open_sql(scoped)) for scoped in (False, True)}
 
 
 @dataclass
 class Flow:
     """What ``/lanes`` is computed from: the lanes measured over the window, and the tasks
-    still open, with their titles."""
+    still open."""
 
     finished: dict[str, list[float]]
     exits: dict[str, int]
     first_seen: datetime | None  #: the first move of the tasks that moved or are open,
     #: or the window's start when one of them moved before it
     open_tasks: list[OpenTask]
-    titles: dict[str, str | None]
 
 
 async def read_flow(engine: AsyncEngine, since: datetime, workspace: str | None) -> Flow:
@@ -160,13 +161,7 @@ async def read_flow(engine: AsyncEngine, since: datetime, workspace: str | None)
     firsts = [r.first_at for r in open_rows]
     if first_seen is not None:
         firsts.append(first_seen)
-    return Flow(
-        finished,
-        exits,
-        min(firsts, default=None),
-        open_tasks,
-        {r.task_id: r.title for r in open_rows},
-    )
+    return Flow(finished, exits, min(firsts, default=None), open_tasks)
 
 
 def _eta_row(e: TaskEta, title: str | None) -> dict[str, Any]:
@@ -193,7 +188,9 @@ class Ranked:
 
     def __init__(self, flow: Flow, since: datetime, now: datetime) -> None:
         wip = open_work(flow.open_tasks, now)
-        self.since, self.now, self.titles = since, now, flow.titles
+        self.since, self.now = since, now
+        #: titles of the tasks shown so far (looked up a page at a time: :func:`add_titles`)
+        self.titles: dict[str, str | None] = {}
         self.lanes = {}
         for lane in (*LANES, BLOCKED):
             stats = lane_stats(flow.finished[lane])
@@ -218,10 +215,13 @@ class Ranked:
             key=lambda e: (e.eta_at is None, e.eta_at or now, e.task_id),
         )
 
+    def etas_page(self, limit: int | None = None, offset: int = 0) -> list[TaskEta]:
+        return self.etas[offset:] if limit is None else self.etas[offset : offset + limit]
+
     def page(self, limit: int | None = None, offset: int = 0) -> dict[str, Any]:
         """The report with ``limit`` ETAs from ``offset`` on (all without ``limit``);
         ``etas_total`` counts them all."""
-        etas = self.etas[offset:] if limit is None else self.etas[offset : offset + limit]
+        etas = self.etas_page(limit, offset)
         return {
             "since": self.since.isoformat(),
             "now": self.now.isoformat(),
@@ -229,6 +229,18 @@ class Ranked:
             "etas_total": len(self.etas),
             "etas": [_eta_row(e, self.titles.get(e.task_id)) for e in etas],
         }
+
+
+async def add_titles(engine: AsyncEngine, ranked: Ranked, limit: int, offset: int) -> None:
+    """Look up the titles of the page's tasks not looked up yet (one query; a page of
+    tasks, not every open one)."""
+    missing = [e.task_id for e in ranked.etas_page(limit, offset) if e.task_id not in ranked.titles]
+    if not missing:
+        return
+    async with engine.connect() as conn:
+        found = await conn.execute(TITLES, {"ids": missing})
+        titles = dict.fromkeys(missing, None) | {r.task_id: r.title for r in found}
+    ranked.titles.update(titles)
 
 
 def lanes_view(
@@ -310,6 +322,7 @@ def lanes_router(engine: AsyncEngine, fresh_for_s: float = 0.0) -> APIRouter:
             return Ranked(await read_flow(engine, since, workspace), since, now)
 
         ranked = await recent.get((workspace, q.since), compute)
+        await add_titles(engine, ranked, q.limit, q.offset)
         return {"workspace": workspace, **ranked.page(q.limit, q.offset)}
 
     return router
