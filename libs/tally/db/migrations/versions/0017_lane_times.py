@@ -13,11 +13,12 @@ leave the same rows as moves stored in order; the rules are ``services.reporter.
 
 Writers of the same task take turns: a statement of up to ``BULK`` tasks takes the task
 locks the tracker takes (``hashtextextended(task_id, 1130)``), a larger one the whole
-table, and the rows are rebuilt after the lock, from what has been committed by then; then
-each writer takes ``task_lane_days`` in turn (until it commits) and rebuilds the days those
-tasks' rows fall on. A writer storing moves in several statements of one transaction
-should take its tasks' turns first, as the tracker does (else two such writers can
-deadlock, and Postgres cancels one).
+table, and the rows are rebuilt after the lock, from what has been committed by then. The
+day totals then take the difference between those tasks' rows before and after, as
+upserts of the changed days in key order (so writers of other tasks on the same days add
+up, and never wait for each other in a cycle within a statement). A writer storing moves
+in several statements of one transaction should take its tasks' turns first, as the
+tracker does (else two such writers can deadlock, and Postgres cancels one).
 
 Revision ID: 0017_lane_times
 Revises: 0014_console
@@ -154,12 +155,51 @@ ORDER BY day, workspace, bucket;
 $$;
 """
 
+KEY = "day, workspace, bucket"
+
+#: Changes to the day totals once a statement's tasks are rebuilt: their rows before
+#: (``gone_*``, one element per row) and after, summed per day, workspace and lane; the
+#: days that did not change are left alone.
+DELTA = f"""
+    gone AS (
+        SELECT * FROM unnest(gone_days, gone_spaces, gone_buckets, gone_hours)
+            AS g(day, workspace, bucket, hours)
+    ), came AS (
+        SELECT {DAY.format(t="left_at")} AS day, workspace, bucket, hours
+        FROM task_lane_times WHERE task_id = ANY(ids)
+    ), exits_gone AS (
+        SELECT day, workspace, bucket, count(*) AS n
+        FROM unnest(left_days, left_spaces, left_lanes) AS x(day, workspace, bucket)
+        GROUP BY {KEY}
+    ), exits_came AS (
+        SELECT {DAY.format(t="at")} AS day, workspace, lane AS bucket, count(*) AS n
+        FROM task_lane_exits WHERE task_id = ANY(ids) GROUP BY {KEY}
+    ), delta AS (
+        SELECT {KEY}, coalesce(ec.n, 0) - coalesce(eg.n, 0) AS exits,
+               coalesce(c.hours, '{{}}') AS came, coalesce(g.hours, '{{}}') AS gone
+        FROM (SELECT {KEY} FROM gone UNION SELECT {KEY} FROM came
+              UNION SELECT {KEY} FROM exits_gone UNION SELECT {KEY} FROM exits_came) k
+        LEFT JOIN (SELECT {KEY}, array_agg(hours ORDER BY hours) AS hours FROM came
+                   GROUP BY {KEY}) c USING ({KEY})
+        LEFT JOIN (SELECT {KEY}, array_agg(hours ORDER BY hours) AS hours FROM gone
+                   GROUP BY {KEY}) g USING ({KEY})
+        LEFT JOIN exits_came ec USING ({KEY})
+        LEFT JOIN exits_gone eg USING ({KEY})
+    ), changed AS (
+        SELECT * FROM delta WHERE exits <> 0 OR came IS DISTINCT FROM gone
+    )"""
+
 APPLY = f"""
 CREATE FUNCTION task_lanes_apply() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     ids text[];
-    days timestamptz[];
-    spaces text[];
+    gone_days timestamptz[];
+    gone_spaces text[];
+    gone_buckets text[];
+    gone_hours float8[];
+    left_days timestamptz[];
+    left_spaces text[];
+    left_lanes text[];
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
         TRUNCATE task_lane_days, task_lane_times, task_lane_exits, task_lanes;
@@ -184,33 +224,47 @@ BEGIN
         -- wait for a bulk writer holding the table, so the rebuild below sees its moves
         LOCK TABLE task_lanes IN ROW EXCLUSIVE MODE;
     END IF;
-    -- Read committed: the rebuild's statements see what was committed up to now,
-    -- including the moves of any writer that held these tasks before us.
+    -- Read committed: each statement from here sees what was committed up to its start,
+    -- including the moves of any writer that held these tasks before us. What these
+    -- tasks' rows were, for the day totals they leave:
+    SELECT array_agg({DAY.format(t="left_at")}), array_agg(workspace), array_agg(bucket),
+           array_agg(hours)
+    INTO gone_days, gone_spaces, gone_buckets, gone_hours
+    FROM task_lane_times WHERE task_id = ANY(ids);
+    SELECT array_agg({DAY.format(t="at")}), array_agg(workspace), array_agg(lane)
+    INTO left_days, left_spaces, left_lanes
+    FROM task_lane_exits WHERE task_id = ANY(ids);
     PERFORM task_lanes_rebuild(ids);
-    -- Their rows fall on the days of their moves (a lane is left, an exit made, by a
-    -- move): the days of the moves stored now and of those moved or taken back.
-    IF TG_OP = 'INSERT' THEN
-        SELECT array_agg(day ORDER BY day, workspace), array_agg(workspace ORDER BY day, workspace)
-        INTO days, spaces FROM (
-            SELECT DISTINCT {DAY.format(t="changed_at")} AS day, workspace
-            FROM task_status_events WHERE task_id = ANY(ids)
-        ) k;
-    ELSE
-        SELECT array_agg(day ORDER BY day, workspace), array_agg(workspace ORDER BY day, workspace)
-        INTO days, spaces FROM (
-            SELECT {DAY.format(t="changed_at")} AS day, workspace
-            FROM task_status_events WHERE task_id = ANY(ids)
-            UNION
-            SELECT {DAY.format(t="changed_at")}, workspace FROM old_rows
-        ) k;
-    END IF;
-    IF days IS NULL THEN
-        RETURN NULL;
-    END IF;
-    -- Writers of other tasks on the same days take turns here, whatever days they touch
-    -- (one lock: no order to get wrong); readers are not held up.
-    LOCK TABLE task_lane_days IN SHARE ROW EXCLUSIVE MODE;
-    PERFORM task_lane_days_rebuild(days, spaces);
+    -- The day totals take the difference: first what left each changed day (every one
+    -- of them, in key order: concurrent writers lock them in the same order), then what
+    -- came. The upserts work on the latest committed totals, so writers of other tasks
+    -- on the same days add up.
+    WITH {DELTA.strip()}
+    INSERT INTO task_lane_days AS d ({KEY}, exits, hours)
+    SELECT {KEY}, exits, '{{}}' FROM changed ORDER BY {KEY}
+    ON CONFLICT ({KEY}) DO UPDATE SET
+        exits = d.exits + excluded.exits,
+        hours = (SELECT coalesce(array_agg(h ORDER BY h), '{{}}') FROM (
+            SELECT unnest(d.hours) EXCEPT ALL
+            SELECT unnest(c.gone) FROM changed c
+            WHERE (c.day, c.workspace, c.bucket) = (d.day, d.workspace, d.bucket)
+        ) left_over(h));
+    WITH {DELTA.strip()}
+    UPDATE task_lane_days d SET hours = (
+        SELECT array_agg(h ORDER BY h) FROM (
+            SELECT unnest(d.hours) UNION ALL SELECT unnest(c.came)
+        ) merged(h))
+    FROM changed c
+    WHERE (c.day, c.workspace, c.bucket) = (d.day, d.workspace, d.bucket)
+          AND cardinality(c.came) > 0;
+    -- a day and lane left with nothing has no row (as a rebuild from scratch leaves it)
+    DELETE FROM task_lane_days d USING (
+        SELECT * FROM unnest(gone_days, gone_spaces, gone_buckets) AS g(day, workspace, bucket)
+        UNION
+        SELECT * FROM unnest(left_days, left_spaces, left_lanes) AS x(day, workspace, bucket)
+    ) g
+    WHERE (g.day, g.workspace, g.bucket) = (d.day, d.workspace, d.bucket)
+          AND d.exits = 0 AND d.hours = '{{}}';
     RETURN NULL;
 END
 $$;
