@@ -4,14 +4,15 @@ and task_status_events."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from sqlalchemy import Table, func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Table, Text, TextClause, bindparam, func, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.tracker import facts
@@ -21,9 +22,26 @@ from tally.db.partitions import PARTITIONED
 from tally.db.tables import run_events, runs, task_status_events, tasks, token_usage
 from tally.events import RunFinished
 
-#: Rows per statement when a batch is inserted as one statement (a statement takes at most
-#: 32,767 parameters).
-ROWS_PER_STATEMENT = 1000
+
+@functools.cache
+def _insert_unnested(table: Table) -> TextClause:
+    """``INSERT … SELECT … FROM unnest(one array per column) ON CONFLICT DO NOTHING``: a
+    batch in one statement whose text never changes (prepared once, whatever the batch's
+    size). JSONB values travel as JSON text."""
+    names = [c.name for c in table.columns]
+    json_cols = {c.name for c in table.columns if isinstance(c.type, JSONB)}
+    picked = ", ".join(f"{n}::jsonb" if n in json_cols else n for n in names)
+    sql = (
+        f"INSERT INTO {table.name} ({', '.join(names)}) SELECT {picked} "
+        f"FROM unnest({', '.join(':' + n for n in names)}) AS u({', '.join(names)}) "
+        "ON CONFLICT DO NOTHING"
+    )
+    return text(sql).bindparams(
+        *(
+            bindparam(c.name, type_=ARRAY(Text if c.name in json_cols else c.type))
+            for c in table.columns
+        )
+    )
 
 
 async def insert_ignore(
@@ -31,20 +49,23 @@ async def insert_ignore(
 ) -> int:
     """Insert rows, skipping those whose key exists (redeliveries). Returns rows inserted.
 
-    ``at_once``: one statement per :data:`ROWS_PER_STATEMENT` rows rather than one per row
-    (the table's statement triggers then run once for the batch, not once per row).
+    ``at_once``: in one statement rather than one per row (the table's statement triggers
+    then run once for the batch, not once per row).
     """
     if not rows:
         return 0
     if at_once:
-        count = 0
-        for i in range(0, len(rows), ROWS_PER_STATEMENT):
-            chunk = list(rows[i : i + ROWS_PER_STATEMENT])
-            result = await conn.execute(insert(table).values(chunk).on_conflict_do_nothing())
-            count += max(result.rowcount, 0)
+        json_cols = {c.name for c in table.columns if isinstance(c.type, JSONB)}
+        columns = {
+            c.name: [
+                json.dumps(r.get(c.name)) if c.name in json_cols else r.get(c.name) for r in rows
+            ]
+            for c in table.columns
+        }
+        result = await conn.execute(_insert_unnested(table), columns)
     else:
         result = await conn.execute(insert(table).on_conflict_do_nothing(), list(rows))
-        count = max(result.rowcount, 0)
+    count = max(result.rowcount, 0)
     metrics.ROWS_WRITTEN.labels(table.name).inc(count)
     return count
 

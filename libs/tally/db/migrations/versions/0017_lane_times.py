@@ -56,12 +56,28 @@ def _hours(where: str) -> str:
     )
 
 
+#: Columns of the kept rows past their keys, in table order.
+TASK_COLUMNS = (
+    "workspace", "first_at", "last_at", "last_status", "lane", "blocked", "entered_at",
+    "work_hours", "review_hours", "qa_hours", "blocked_hours",
+)  # fmt: skip
+TIME_COLUMNS = ("workspace", "hours", "left_at")
+EXIT_COLUMNS = ("task_id", "workspace", "lane", "at")
+
+
+def _set(columns: Sequence[str]) -> str:
+    return ", ".join(f"{c} = excluded.{c}" for c in columns)
+
+
+def _changed(columns: Sequence[str]) -> str:
+    mine = ", ".join(f"o.{c}" for c in columns)
+    theirs = ", ".join(f"excluded.{c}" for c in columns)
+    return f"({mine}) IS DISTINCT FROM ({theirs})"
+
+
 #: Rebuilds the rows of the tasks in ``ids`` from their moves (the caller holds their turn).
 REBUILD = f"""
 CREATE FUNCTION task_lanes_rebuild(ids text[]) RETURNS void LANGUAGE sql AS $$
-DELETE FROM task_lane_times WHERE task_id = ANY(ids);
-DELETE FROM task_lane_exits WHERE task_id = ANY(ids);
-DELETE FROM task_lanes WHERE task_id = ANY(ids);
 WITH e AS MATERIALIZED (
     SELECT task_id, workspace, event_id, to_status, changed_at,
            {_lane("to_status")} AS lane,
@@ -95,34 +111,52 @@ WITH e AS MATERIALIZED (
                    WHERE e.to_status <> 'blocked' AND e.lane IS DISTINCT FROM c.lane), 0) + 1
            ] AS entered_at
     FROM e JOIN c USING (task_id) WHERE c.lane IS NOT NULL GROUP BY e.task_id
-), tasks_in AS (
-    INSERT INTO task_lanes (task_id, workspace, first_at, last_at, last_status, lane,
-                            blocked, entered_at, work_hours, review_hours, qa_hours,
-                            blocked_hours)
+), new_tasks AS (
     SELECT c.task_id, c.workspace, c.first_at, c.last_at, c.last_status, c.lane, c.blocked,
            entered.entered_at, c.work_hours, c.review_hours, c.qa_hours, c.blocked_hours
     FROM c LEFT JOIN entered USING (task_id)
-    ORDER BY c.last_at  -- rows of a window lie together (a bulk rebuild too)
-), times_in AS (
+), new_times AS (
     -- a lane the task has left (its current lane, and its block while blocked, are not)
-    INSERT INTO task_lane_times (task_id, bucket, workspace, hours, left_at)
     SELECT e.task_id, e.bucket, c.workspace,
-           sum(extract(epoch FROM e.ended - e.changed_at))::float8 / 3600, max(e.ended)
+           sum(extract(epoch FROM e.ended - e.changed_at))::float8 / 3600 AS hours,
+           max(e.ended) AS left_at
     FROM e JOIN c USING (task_id)
     WHERE e.ended IS NOT NULL AND e.bucket IS NOT NULL AND e.bucket IS DISTINCT FROM c.lane
           AND NOT (e.bucket = 'blocked' AND c.blocked)
     GROUP BY e.task_id, e.bucket, c.workspace
-    ORDER BY max(e.ended)
 ), moves AS (
     -- leaving a lane through a block counts when the task moves on to another status
     SELECT event_id, task_id, workspace, changed_at, lane,
            lag(lane) OVER (PARTITION BY task_id ORDER BY pos) AS previous
     FROM e WHERE to_status <> 'blocked'
+), new_exits AS (
+    SELECT event_id, task_id, workspace, previous AS lane, changed_at AS at FROM moves
+    WHERE previous IS NOT NULL AND lane IS DISTINCT FROM previous
+-- Only rows that changed are written: a new move mostly adds a row or two per task.
+), tasks_set AS (
+    INSERT INTO task_lanes AS o (task_id, {", ".join(TASK_COLUMNS)})
+    SELECT * FROM new_tasks ORDER BY last_at  -- rows of a window lie together
+    ON CONFLICT (task_id) DO UPDATE SET {_set(TASK_COLUMNS)}
+    WHERE {_changed(TASK_COLUMNS)}
+), tasks_gone AS (
+    DELETE FROM task_lanes o WHERE task_id = ANY(ids)
+        AND NOT EXISTS (SELECT FROM new_tasks n WHERE n.task_id = o.task_id)
+), times_set AS (
+    INSERT INTO task_lane_times AS o (task_id, bucket, {", ".join(TIME_COLUMNS)})
+    SELECT * FROM new_times ORDER BY left_at
+    ON CONFLICT (task_id, bucket) DO UPDATE SET {_set(TIME_COLUMNS)}
+    WHERE {_changed(TIME_COLUMNS)}
+), times_gone AS (
+    DELETE FROM task_lane_times o WHERE task_id = ANY(ids)
+        AND NOT EXISTS (SELECT FROM new_times n WHERE (n.task_id, n.bucket) = (o.task_id, o.bucket))
+), exits_set AS (
+    INSERT INTO task_lane_exits AS o (event_id, {", ".join(EXIT_COLUMNS)})
+    SELECT * FROM new_exits ORDER BY at
+    ON CONFLICT (event_id) DO UPDATE SET {_set(EXIT_COLUMNS)}
+    WHERE {_changed(EXIT_COLUMNS)}
 )
-INSERT INTO task_lane_exits (event_id, task_id, workspace, lane, at)
-SELECT event_id, task_id, workspace, previous, changed_at FROM moves
-WHERE previous IS NOT NULL AND lane IS DISTINCT FROM previous
-ORDER BY changed_at;
+DELETE FROM task_lane_exits o WHERE task_id = ANY(ids)
+    AND NOT EXISTS (SELECT FROM new_exits n WHERE n.event_id = o.event_id);
 $$;
 """
 
