@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 #: Tasks in one statement above which the triggers lock the table (the migration's BULK).
-BULK = 2000
+BULK = 256
 
 
 def rows_of(events: list[StatusEvent], workspace: str) -> list[dict[str, Any]]:
@@ -155,10 +155,10 @@ async def test_writers_racing_on_the_same_task_leave_exact_lanes(harness: Harnes
         {"event_id": f"{workspace}-f{i}", "task_id": f"{workspace}-f{i}",
          "workspace": workspace, "from_status": "backlog", "to_status": "completed",
          "changed_at": NOW - timedelta(days=100)}
-        for i in range(BULK)
+        for i in range(2 * BULK + 2)
     ]  # fmt: skip
-    await race(harness.engine, [*filler[: BULK // 2], *by_task[b][1:]], by_task[b][:1])
-    await race(harness.engine, by_task[c][:1], [*filler[BULK // 2 :], *by_task[c][1:]])
+    await race(harness.engine, [*filler[: BULK + 1], *by_task[b][1:]], by_task[b][:1])
+    await race(harness.engine, by_task[c][:1], [*filler[BULK + 1 :], *by_task[c][1:]])
     rest = [r for t, moves in by_task.items() if t not in (a, b, c) for r in moves]
     await harness.execute(insert(task_status_events), rest)
     await assert_exact(harness.engine, workspace)

@@ -35,9 +35,10 @@ down_revision: str | None = "0014_console"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-#: Above this many tasks in one statement, the rebuild locks the table, not each task
-#: (one advisory lock per task would outgrow the server's lock table on a bulk load).
-BULK = 2000
+#: Above this many tasks in one statement (a tracker batch: 256 moves), the rebuild locks
+#: the table, not each task: the server's lock table is shared by every session and holds
+#: a few thousand locks in all.
+BULK = 256
 
 LANE = (
     "CASE {c} WHEN 'in_progress' THEN 'work' WHEN 'ready_to_review' THEN 'review' "
@@ -224,7 +225,10 @@ DELTA = f"""
     )"""
 
 APPLY = f"""
-CREATE FUNCTION task_lanes_apply() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION task_lanes_apply() RETURNS trigger LANGUAGE plpgsql
+-- A statement's tasks are a few of many: their rows are read through their indexes (the
+-- plans are generic, made without knowing how many tasks the array holds).
+SET enable_seqscan = off AS $$
 DECLARE
     ids text[];
     gone_days timestamptz[];
