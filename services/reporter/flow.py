@@ -76,7 +76,9 @@ SELECT 'exits', lane, NULL, count(*), NULL FROM task_lane_exits
 WHERE at >= :since AND at < {whole} {scope} GROUP BY lane
 UNION ALL
 SELECT 'first', NULL, NULL, NULL, CASE
-    WHEN EXISTS (SELECT FROM task_lanes WHERE last_at >= :since AND first_at < :since {scope})
+    -- (a probe in the order of the last_at index: it stops at the first such task)
+    WHEN (SELECT true FROM task_lanes WHERE last_at >= :since AND first_at < :since {scope}
+          ORDER BY last_at LIMIT 1)
     THEN CAST(:since AS timestamptz)
     -- no task moved both before and since: those that moved since all started since
     ELSE (SELECT min(first_at) FROM task_lanes WHERE first_at >= :since {scope}) END
