@@ -5,220 +5,252 @@ the status (work: ``in_progress``, review: ``ready_to_review``, QA: ``ready_to_q
 ``blocked``), and the rules live in :mod:`services.reporter.lanes`. A lane's statistics
 are over the tasks that left it inside the window; its WIP are the tasks whose latest
 transition (the one the tracker copies into ``tasks.status``) put them in it. Tasks still
-open are read with their whole history, however old, so the time they already spent in
-their lane counts towards their ETA.
+open count their whole history, however old, towards the time spent in their lane.
 
-The window's finished durations, exits and first move are measured in SQL (one
-statement, :func:`_history_sql`, the same rules as the Python ones, which a test checks);
-only the open tasks' moves come to Python, for WIP and ETAs.
+Triggers on ``task_status_events`` keep those rules' results per task as moves are stored
+(migration ``0017_lane_times``): ``task_lane_times`` (the lanes each task has left, with
+its hours there and when it left), ``task_lane_exits`` (every move out of a lane),
+``task_lanes`` (each task's latest status, lane, entry into it and closed hours per
+lane) and ``task_lane_days`` (per day and lane: the moves out, the sorted hours of the
+tasks that left). A window reads its whole days from the last and its first, partial day
+from the rows per task; nothing is recomputed from the moves.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
-from sqlalchemy import String, any_, bindparam, select, text
+from pydantic import BaseModel, Field
+from sqlalchemy import String, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.reporter.auth import ReportsRead
 from services.reporter.lanes import (
     BLOCKED,
-    LANE_OF_STATUS,
     LANES,
     LaneHistory,
-    StatusEvent,
-    etas_in_flight,
+    OpenTask,
+    TaskEta,
+    etas_of,
     lane_stats,
-    work_in_progress,
+    open_work,
 )
 from services.reporter.memo import Recent
 from services.reporter.params import Params, Since, Workspace, window_start
-from tally.db.tables import task_status_events, tasks
+from tally.db.tables import OPEN_STATUSES
 
-#: Statuses of a task that is not done: in a lane, or blocked.
-OPEN_STATUSES = (*LANE_OF_STATUS, BLOCKED)
+#: ETAs in one answer unless ``limit`` says otherwise (the soonest first).
+ETAS_PAGE = 100
+ETAS_MAX_PAGE = 1000
 
 
 def _hours(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
 
-def _lane_of(column: str) -> str:
-    """SQL: the lane of a status column (NULL for backlog, completed and blocked)."""
-    whens = " ".join(f"WHEN '{status}' THEN '{lane}'" for status, lane in LANE_OF_STATUS.items())
-    return f"(CASE {column} {whens} END)"
-
-
-def _history_sql(scoped: bool) -> str:
-    """One statement measuring the lanes over the tasks that moved since ``:since``.
-
-    Rows: ``finished`` (per lane and ``blocked``: each task's finished hours, sorted, of
-    the tasks that left it since then), ``exits`` (per lane: moves out of it since then),
-    ``first`` (the first move of these tasks) and ``open`` (those whose latest move put
-    them in a lane or ``blocked``, and the tasks whose status, kept by the tracker at
-    their latest move, says so). The same rules as :mod:`services.reporter.lanes`
-    (a task's current lane and its block inside it are not finished; leaving a lane
-    through a block counts as an exit when the task moves on to another lane).
-    """
+def _window_sql(scoped: bool) -> str:
+    """One statement reading a window's lanes, each part through an index: per lane and
+    ``blocked`` the hours of the tasks that left it since ``:since``, per lane the moves
+    out of it since then (whole days from ``task_lane_days``, the partial first day from
+    the rows per task), and when the tasks that moved since then first moved, when that
+    is after ``:since`` (else ``:since`` itself: what the throughput is measured over)."""
     scope = "AND workspace = :workspace" if scoped else ""
-    blocked = f"CASE WHEN to_status = '{BLOCKED}' THEN '{BLOCKED}' END"
-    bucket = f"COALESCE({_lane_of('to_status')}, {blocked})"
-    open_statuses = ", ".join(f"'{s}'" for s in OPEN_STATUSES)
+    # the first whole day after :since (an expression of the parameter, so the day
+    # indexes bound the scans)
+    whole = (
+        "(date_bin('1 day', CAST(:since AS timestamptz), TIMESTAMPTZ '2000-01-01 00:00:00+00')"
+        " + interval '1 day')"
+    )
     return f"""
-WITH moved AS (
-    SELECT DISTINCT task_id FROM task_status_events WHERE changed_at >= :since {scope}
-), s AS (
-    -- each moved task's whole history, through the (task_id, changed_at) index: the cost
-    -- follows the window's tasks, not the table's years of moves (OFFSET 0 keeps the
-    -- planner from turning this into a hash join over the whole table)
-    SELECT e.task_id, to_status, changed_at, event_id, {bucket} AS bucket,
-           lead(changed_at) OVER (PARTITION BY e.task_id ORDER BY changed_at, event_id) AS ended
-    FROM moved CROSS JOIN LATERAL (
-        SELECT * FROM task_status_events WHERE task_id = moved.task_id {scope} OFFSET 0
-    ) e
-), latest AS (
-    SELECT task_id, min(changed_at) AS first_at,
-           (array_agg(to_status ORDER BY changed_at DESC, event_id DESC))[1] AS last_status,
-           (array_agg(to_status ORDER BY changed_at DESC, event_id DESC)
-               FILTER (WHERE to_status <> '{BLOCKED}'))[1] AS last_unblocked
-    FROM s GROUP BY task_id
-), cur AS (
-    SELECT task_id, first_at, last_status, last_status = '{BLOCKED}' AS blocked,
-           CASE WHEN last_status = '{BLOCKED}' THEN {_lane_of("last_unblocked")}
-                ELSE {_lane_of("last_status")} END AS lane
-    FROM latest
-), finished AS (
-    SELECT task_id, bucket, max(ended) AS left_at,
-           sum(extract(epoch FROM ended - changed_at))::float8 / 3600 AS hours
-    FROM s WHERE ended IS NOT NULL AND bucket IS NOT NULL GROUP BY task_id, bucket
-), exits AS (
-    SELECT lag({_lane_of("to_status")}) OVER (PARTITION BY task_id ORDER BY changed_at, event_id)
-               AS previous, {_lane_of("to_status")} AS lane, changed_at
-    FROM s WHERE to_status <> '{BLOCKED}'
-)
-SELECT 'finished' AS part, f.bucket AS name, array_agg(f.hours ORDER BY f.hours) AS hours,
-       NULL::bigint AS n, NULL::timestamptz AS at
-FROM finished f JOIN cur c USING (task_id)
-WHERE f.left_at >= :since AND f.bucket IS DISTINCT FROM c.lane
-      AND NOT (f.bucket = '{BLOCKED}' AND c.blocked)
-GROUP BY f.bucket
+SELECT 'day' AS part, bucket AS name, hours, exits AS n, NULL::timestamptz AS at
+FROM task_lane_days WHERE day >= {whole} {scope}
 UNION ALL
-SELECT 'exits', previous, NULL, count(*), NULL FROM exits
-WHERE previous IS NOT NULL AND lane IS DISTINCT FROM previous AND changed_at >= :since
-GROUP BY previous
+SELECT 'finished', bucket, array_agg(hours), NULL, NULL FROM task_lane_times
+WHERE left_at >= :since AND left_at < {whole} {scope} GROUP BY bucket
 UNION ALL
-SELECT 'first', NULL, NULL, NULL, min(first_at) FROM cur
+SELECT 'exits', lane, NULL, count(*), NULL FROM task_lane_exits
+WHERE at >= :since AND at < {whole} {scope} GROUP BY lane
 UNION ALL
-SELECT 'open', task_id, NULL, NULL, NULL FROM cur WHERE last_status IN ({open_statuses})
-UNION ALL
-SELECT 'open', task_id, NULL, NULL, NULL FROM tasks WHERE status IN ({open_statuses}) {scope}
+SELECT 'first', NULL, NULL, NULL, CASE
+    -- (a probe in the order of the last_at index: it stops at the first such task)
+    WHEN (SELECT true FROM task_lanes WHERE last_at >= :since AND first_at < :since {scope}
+          ORDER BY last_at LIMIT 1)
+    THEN CAST(:since AS timestamptz)
+    -- no task moved both before and since: those that moved since all started since
+    ELSE (SELECT min(first_at) FROM task_lanes WHERE first_at >= :since {scope}) END
 """
 
 
-HISTORY = {scoped: text(_history_sql(scoped)) for scoped in (False, True)}
+def _open_sql(scoped: bool) -> str:
+    """The tasks whose latest move put them in a lane or ``blocked``."""
+    scope = "AND l.workspace = :workspace" if scoped else ""
+    statuses = ", ".join(f"'{s}'" for s in OPEN_STATUSES)
+    return f"""
+SELECT l.task_id, l.last_status, l.last_at, l.first_at, l.lane, l.blocked, l.entered_at,
+       l.work_hours, l.review_hours, l.qa_hours, l.blocked_hours
+FROM task_lanes l
+WHERE l.last_status IN ({statuses}) {scope}
+"""
+
+
+WINDOW = {scoped: text(_window_sql(scoped)) for scoped in (False, True)}
+TITLES = text("SELECT task_id, title FROM tasks WHERE task_id = ANY(:ids)").bindparams(
+    bindparam("ids", type_=ARRAY(String))
+)
+OPEN = {scoped: text(_open_sql(scoped)) for scoped in (False, True)}
 
 
 @dataclass
 class Flow:
-    """What ``/lanes`` is computed from: the lanes measured in SQL over the window, and the
-    whole history of the tasks still open, with their titles."""
+    """What ``/lanes`` is computed from: the lanes measured over the window, and the tasks
+    still open."""
 
     finished: dict[str, list[float]]
     exits: dict[str, int]
-    first_seen: datetime | None
-    open_events: list[StatusEvent]
-    titles: dict[str, str | None]
+    first_seen: datetime | None  #: the first move of the tasks that moved or are open,
+    #: or the window's start when one of them moved before it
+    open_tasks: list[OpenTask]
 
 
 async def read_flow(engine: AsyncEngine, since: datetime, workspace: str | None) -> Flow:
-    """The lanes measured since ``since`` and the open tasks' events, in two queries.
+    """The lanes measured since ``since`` and the open tasks, in two queries.
 
     A task is open when its latest transition (latest ``changed_at``, then ``event_id``)
-    is to a lane or ``blocked``: the tracker keeps that status in ``tasks.status``, and a
-    task that moved inside the window is judged from its moves (even without a row in
-    ``tasks``). Events come oldest first.
+    is to a lane or ``blocked``, however long ago it moved.
     """
     params: dict[str, Any] = {"since": since}
     if workspace:
         params["workspace"] = workspace
-    ev = task_status_events
     async with engine.connect() as conn:
-        rows = (await conn.execute(HISTORY[bool(workspace)], params)).all()
-        finished: dict[str, list[float]] = {bucket: [] for bucket in (*LANES, BLOCKED)}
-        exits = dict.fromkeys(LANES, 0)
-        first_seen: datetime | None = None
-        open_ids: list[str] = []
-        for part, name, hours, n, at in rows:
-            if part == "finished":
-                finished[name] = [float(h) for h in hours]
-            elif part == "exits":
-                exits[name] = int(n)
-            elif part == "first":
-                first_seen = at
-            else:
-                open_ids.append(name)
-        scope = [ev.c.workspace == workspace] if workspace else []
-        query = (
-            select(ev.c.task_id, ev.c.from_status, ev.c.to_status, ev.c.changed_at, tasks.c.title)
-            .select_from(ev.outerjoin(tasks, tasks.c.task_id == ev.c.task_id))
-            # One array parameter, however many tasks are open (a statement has at most
-            # 32,767 parameters).
-            .where(
-                ev.c.task_id == any_(bindparam("open_ids", sorted(set(open_ids)), ARRAY(String))),
-                *scope,
-            )
-            .order_by(ev.c.changed_at, ev.c.event_id)
+        # Small index reads: on two cores, starting parallel workers costs more than they
+        # save (the open tasks at 10M run events: 2.5 ms alone, 50 ms with two workers).
+        await conn.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
+        rows = (await conn.execute(WINDOW[bool(workspace)], params)).all()
+        open_rows = (await conn.execute(OPEN[bool(workspace)], params)).all()
+    finished: dict[str, list[float]] = {bucket: [] for bucket in (*LANES, BLOCKED)}
+    exits = dict.fromkeys(LANES, 0)
+    first_seen: datetime | None = None
+    for part, name, hours, n, at in rows:
+        if part in ("day", "finished"):
+            finished[name] += hours
+        if part in ("day", "exits") and n:
+            exits[name] += int(n)
+        elif part == "first":
+            first_seen = at
+    for samples in finished.values():
+        samples.sort()  # sorted runs, a day each: merged in linear time
+    open_tasks = [
+        OpenTask(
+            task_id=r.task_id,
+            status=r.last_status,
+            moved_at=r.last_at,
+            lane=r.lane,
+            blocked=r.blocked,
+            entered=r.entered_at,
+            closed_hours={
+                "work": r.work_hours,
+                "review": r.review_hours,
+                "qa": r.qa_hours,
+                BLOCKED: r.blocked_hours,
+            },
         )
-        open_rows = (await conn.execute(query)).all()
-    events = [StatusEvent(r.task_id, r.from_status, r.to_status, r.changed_at) for r in open_rows]
-    return Flow(finished, exits, first_seen, events, {r.task_id: r.title for r in open_rows})
+        for r in open_rows
+    ]
+    firsts = [r.first_at for r in open_rows]
+    if first_seen is not None:
+        firsts.append(first_seen)
+    return Flow(finished, exits, min(firsts, default=None), open_tasks)
 
 
-def lanes_view(flow: Flow, since: datetime, now: datetime) -> dict[str, Any]:
-    """The ``/lanes`` report. ETAs come first by when they are due; tasks without one
-    (nobody has finished their lane yet) come last."""
-    wip = work_in_progress(flow.open_events, now)
-    lanes = {}
-    for lane in (*LANES, BLOCKED):
-        stats = lane_stats(flow.finished[lane])
-        lanes[lane] = {
-            "count": stats.count,
-            "mean_hours": _hours(stats.mean_hours),
-            "p50_hours": _hours(stats.p50_hours),
-            "p85_hours": _hours(stats.p85_hours),
-            "total_hours": _hours(stats.total_hours),
-            "wip": len(wip[lane]),
-            "wip_hours": _hours(float(sum(wip[lane].values()))),
-        }
-    starts = [e.at for e in flow.open_events[:1]]
-    first_seen = min([*starts, *([flow.first_seen] if flow.first_seen else [])], default=now)
-    measured = LaneHistory(
-        {lane: flow.finished[lane] for lane in LANES},
-        flow.exits,
-        max((now - max(first_seen, since)).total_seconds() / 3600.0, 1e-9),
-    )
-    etas = sorted(
-        etas_in_flight(flow.open_events, now, measured).values(),
-        key=lambda e: (e.eta_at is None, e.eta_at or now, e.task_id),
-    )
+def _eta_row(e: TaskEta, title: str | None) -> dict[str, Any]:
     return {
-        "since": since.isoformat(),
-        "now": now.isoformat(),
-        "lanes": lanes,
-        "etas": [
-            {
-                **{k: _hours(v) if isinstance(v, float) else v for k, v in asdict(e).items()},
-                "title": flow.titles.get(e.task_id),
-                "eta_at": None if e.eta_at is None else e.eta_at.isoformat(),
-            }
-            for e in etas
-        ],
+        "task_id": e.task_id,
+        "title": title,
+        "lane": e.lane,
+        "blocked": e.blocked,
+        "spent_hours": _hours(e.spent_hours),
+        "wip_ahead": e.wip_ahead,
+        "queue_hours": _hours(e.queue_hours),
+        "remaining_in_lane_hours": _hours(e.remaining_in_lane_hours),
+        "downstream_hours": _hours(e.downstream_hours),
+        "eta_hours": _hours(e.eta_hours),
+        "eta_at": None if e.eta_at is None else e.eta_at.isoformat(),
+        "overdue": e.overdue,
     }
+
+
+class Ranked:
+    """A ``/lanes`` answer computed once: the lanes, and every open task's ETA ranked by
+    when it is due (tasks without one, as nobody has finished their lane yet, last).
+    Pages of it are formatted as asked (:meth:`page`)."""
+
+    def __init__(self, flow: Flow, since: datetime, now: datetime) -> None:
+        wip = open_work(flow.open_tasks, now)
+        self.since, self.now = since, now
+        #: titles of the tasks shown so far (looked up a page at a time: :func:`add_titles`)
+        self.titles: dict[str, str | None] = {}
+        self.lanes = {}
+        for lane in (*LANES, BLOCKED):
+            stats = lane_stats(flow.finished[lane])
+            self.lanes[lane] = {
+                "count": stats.count,
+                "mean_hours": _hours(stats.mean_hours),
+                "p50_hours": _hours(stats.p50_hours),
+                "p85_hours": _hours(stats.p85_hours),
+                "total_hours": _hours(stats.total_hours),
+                "wip": len(wip[lane]),
+                "wip_hours": _hours(float(sum(wip[lane].values()))),
+            }
+        first_seen = flow.first_seen or now
+        measured = LaneHistory(
+            {lane: flow.finished[lane] for lane in LANES},
+            flow.exits,
+            max((now - max(first_seen, since)).total_seconds() / 3600.0, 1e-9),
+        )
+        places = (p for t in flow.open_tasks if (p := t.place(now)) is not None)
+        self.etas = sorted(
+            etas_of(places, now, measured).values(),
+            key=lambda e: (e.eta_at is None, e.eta_at or now, e.task_id),
+        )
+
+    def etas_page(self, limit: int | None = None, offset: int = 0) -> list[TaskEta]:
+        return self.etas[offset:] if limit is None else self.etas[offset : offset + limit]
+
+    def page(self, limit: int | None = None, offset: int = 0) -> dict[str, Any]:
+        """The report with ``limit`` ETAs from ``offset`` on (all without ``limit``);
+        ``etas_total`` counts them all."""
+        etas = self.etas_page(limit, offset)
+        return {
+            "since": self.since.isoformat(),
+            "now": self.now.isoformat(),
+            "lanes": self.lanes,
+            "etas_total": len(self.etas),
+            "etas": [_eta_row(e, self.titles.get(e.task_id)) for e in etas],
+        }
+
+
+async def add_titles(engine: AsyncEngine, ranked: Ranked, limit: int, offset: int) -> None:
+    """Look up the titles of the page's tasks not looked up yet (one query; a page of
+    tasks, not every open one)."""
+    missing = [e.task_id for e in ranked.etas_page(limit, offset) if e.task_id not in ranked.titles]
+    if not missing:
+        return
+    async with engine.connect() as conn:
+        found = await conn.execute(TITLES, {"ids": missing})
+        titles = dict.fromkeys(missing, None) | {r.task_id: r.title for r in found}
+    ranked.titles.update(titles)
+
+
+def lanes_view(
+    flow: Flow, since: datetime, now: datetime, limit: int | None = None, offset: int = 0
+) -> dict[str, Any]:
+    """The ``/lanes`` report (see :class:`Ranked`): the lanes, and ``limit`` ETAs from
+    ``offset`` on, soonest first (all without ``limit``)."""
+    return Ranked(flow, since, now).page(limit, offset)
 
 
 class LaneRow(BaseModel):
@@ -255,22 +287,27 @@ class LanesReport(BaseModel):
     since: datetime
     now: datetime
     lanes: dict[str, LaneRow]
-    etas: list[Eta]
+    etas_total: int = Field(description="Open tasks in a lane: ETAs over every page.")
+    etas: list[Eta] = Field(description="``limit`` ETAs from ``offset`` on, soonest first.")
 
 
 class LanesParams(Params):
     since: Since = "30d"
     workspace: Workspace | None = None
+    limit: int = Field(ETAS_PAGE, ge=1, le=ETAS_MAX_PAGE, description="ETAs in this answer.")
+    offset: int = Field(0, ge=0, description="ETAs to skip (the soonest first).")
 
 
 def lanes_router(engine: AsyncEngine, fresh_for_s: float = 0.0) -> APIRouter:
-    """The ``/lanes`` route: ``?since=30d`` (window start) and ``?workspace=W``.
+    """The ``/lanes`` route: ``?since=30d`` (window start), ``?workspace=W`` and the page
+    of ETAs (``?limit=100&offset=0``).
 
     The same question asked again within ``fresh_for_s`` seconds gets the same answer
-    (its ``now`` says when it was computed), and questions asked at once share one.
+    (its ``now`` says when it was computed; any page of it), and questions asked at once
+    share one.
     """
     router = APIRouter(tags=["tasks"])
-    recent: Recent[dict[str, Any]] = Recent(fresh_for_s)
+    recent: Recent[Ranked] = Recent(fresh_for_s)
 
     @router.get("/lanes", response_model=LanesReport)
     async def show(
@@ -281,12 +318,13 @@ def lanes_router(engine: AsyncEngine, fresh_for_s: float = 0.0) -> APIRouter:
         window_start("since", q.since, datetime.now(UTC), future_ok=False)  # 400 if bad
         workspace = who.workspace_for(q.workspace)
 
-        async def compute() -> dict[str, Any]:
+        async def compute() -> Ranked:
             now = datetime.now(UTC)
             since = window_start("since", q.since, now, future_ok=False)
-            flow = await read_flow(engine, since, workspace)
-            return {"workspace": workspace, **lanes_view(flow, since, now)}
+            return Ranked(await read_flow(engine, since, workspace), since, now)
 
-        return await recent.get((workspace, q.since), compute)
+        ranked = await recent.get((workspace, q.since), compute)
+        await add_titles(engine, ranked, q.limit, q.offset)
+        return {"workspace": workspace, **ranked.page(q.limit, q.offset)}
 
     return router

@@ -9,12 +9,11 @@ re-entry into a lane adds to that lane's time.
 from __future__ import annotations
 
 import bisect
+import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-
-import numpy as np
 
 LANE_OF_STATUS = {"in_progress": "work", "ready_to_review": "review", "ready_to_qa": "qa"}
 LANES = ("work", "review", "qa")  #: in flow order
@@ -133,11 +132,23 @@ class LaneStats:
     p85_hours: float | None
 
 
+def _percentile(ordered: Sequence[float], q: float) -> float:
+    """The ``q`` quantile of sorted ``ordered`` by linear interpolation, as numpy's
+    default ``percentile`` computes it (the same rounding), without copying the values."""
+    position = (len(ordered) - 1) * q
+    below = int(position)
+    t = position - below
+    a = ordered[below]
+    b = ordered[min(below + 1, len(ordered) - 1)]
+    return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
+
+
 def lane_stats(hours: Sequence[float]) -> LaneStats:
     """Count, total, mean and the 50th/85th percentiles (linear interpolation)."""
     if not hours:
         return LaneStats(0, 0.0, None, None, None)
-    p50, p85 = (float(p) for p in np.percentile(hours, [50, 85]))
+    ordered = sorted(hours)  # linear for the sorted lists the lanes are read as
+    p50, p85 = _percentile(ordered, 0.5), _percentile(ordered, 0.85)
     return LaneStats(len(hours), float(sum(hours)), statistics.fmean(hours), p50, p85)
 
 
@@ -251,30 +262,94 @@ def etas_in_flight(
     measured: LaneHistory,
 ) -> dict[str, TaskEta]:
     """ETAs of the tasks in a lane (or blocked inside one) among ``events``, from history
-    measured beforehand (see :func:`lane_etas` for how each is computed).
+    measured beforehand (see :func:`lane_etas` for how each is computed)."""
+    stints = events if isinstance(events, Mapping) else _stints(events)
+    places: list[Place] = []
+    for task, task_stints in stints.items():
+        lane, blocked = _current_lane(task_stints)
+        if lane is not None:
+            spent = _durations(task_stints, now).get(lane, 0.0)
+            places.append(Place(task, lane, blocked, _entered(task_stints, lane), spent))
+    return etas_of(places, now, measured)
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where an open task stands in its lane: what its ETA is computed from."""
+
+    task_id: str
+    lane: str
+    blocked: bool
+    entered: datetime  #: when it last came into the lane (a block inside does not reset it)
+    spent_hours: float  #: in the lane so far, every visit, blocked time excluded
+
+
+@dataclass(frozen=True)
+class OpenTask:
+    """A task whose latest move put it in a lane or ``blocked``, as kept per task.
+
+    ``closed_hours`` are the hours of its finished stints per lane and ``blocked``; the
+    stint it is in now started at ``moved_at`` and counts up to the moment asked for.
+    """
+
+    task_id: str
+    status: str  #: of its latest move
+    moved_at: datetime
+    lane: str | None  #: the lane it is in (the one it was in before a block)
+    blocked: bool
+    entered: datetime | None  #: when it last came into ``lane``
+    closed_hours: Mapping[str, float]
+
+    def hours_in(self, bucket: str, now: datetime) -> float:
+        """Hours in ``bucket`` (a lane or ``blocked``) up to ``now``, every visit."""
+        closed = self.closed_hours.get(bucket, 0.0)
+        return closed + _hours(now - self.moved_at) if _bucket(self.status) == bucket else closed
+
+    def place(self, now: datetime) -> Place | None:
+        """Its place in its lane, or None when it is in none (blocked from the backlog)."""
+        if self.lane is None or self.entered is None:
+            return None
+        return Place(
+            self.task_id, self.lane, self.blocked, self.entered, self.hours_in(self.lane, now)
+        )
+
+
+def open_work(tasks: Iterable[OpenTask], now: datetime) -> dict[str, dict[str, float]]:
+    """:func:`work_in_progress` of tasks kept per task: per lane and ``blocked``, the
+    tasks in it with their hours there so far."""
+    wip: dict[str, dict[str, float]] = {bucket: {} for bucket in (*LANES, BLOCKED)}
+    for task in tasks:
+        bucket = _bucket(task.status)
+        if bucket is not None:
+            wip[bucket][task.task_id] = task.hours_in(bucket, now)
+    return wip
+
+
+def etas_of(places: Iterable[Place], now: datetime, measured: LaneHistory) -> dict[str, TaskEta]:
+    """The ETA of each task at ``places`` (see :func:`lane_etas` for how each is computed).
 
     Each lane's median is taken once, and the tasks ahead of one are counted by bisecting
     the lane's sorted entry times (no loop over every pair of tasks).
     """
-    stints = events if isinstance(events, Mapping) else _stints(events)
-    current: dict[str, tuple[str, bool, datetime]] = {}
-    for task, task_stints in stints.items():
-        lane, blocked = _current_lane(task_stints)
-        if lane is not None:
-            current[task] = (lane, blocked, _entered(task_stints, lane))
+    current = list(places)
     ordered = {lane: measured.samples.get(lane, ()) for lane in LANES}
-    medians = {lane: statistics.median(v) if v else None for lane, v in ordered.items()}
+    medians = {lane: _median_above(v, -math.inf) for lane, v in ordered.items()}
     queued: dict[str, list[datetime]] = {lane: [] for lane in LANES}
-    for lane, blocked, entered in current.values():
-        if not blocked:
-            queued[lane].append(entered)
+    for p in current:
+        if not p.blocked:
+            queued[p.lane].append(p.entered)
     for entries in queued.values():
         entries.sort()
+    rates = {lane: measured.exits.get(lane, 0) / measured.window_hours for lane in LANES}
+    downstream_of = {
+        lane: sum(m for ln in LANES[LANES.index(lane) + 1 :] if (m := medians[ln]) is not None)
+        for lane in LANES
+    }
     etas: dict[str, TaskEta] = {}
-    for task, (lane, blocked, entered) in current.items():
-        spent = _durations(stints[task], now).get(lane, 0.0)
-        ahead = bisect.bisect_left(queued[lane], entered)
-        rate = measured.exits.get(lane, 0) / measured.window_hours
+    for p in current:
+        lane, spent = p.lane, p.spent_hours
+        ahead = bisect.bisect_left(queued[lane], p.entered)
+        rate = rates[lane]
         queue = 0.0 if ahead == 0 else (ahead / rate if rate > 0 else None)
         conditional = _median_above(ordered[lane], spent)
         if conditional is not None:
@@ -284,13 +359,12 @@ def etas_in_flight(
             conditional = 0.0
         # Without finished tasks in this lane there is nothing to measure from: no ETA.
         remaining = None if conditional is None else max(conditional, queue or 0.0)
-        later = LANES[LANES.index(lane) + 1 :]
-        downstream = sum(m for ln in later if (m := medians[ln]) is not None)
+        downstream = downstream_of[lane]
         eta = None if remaining is None else remaining + downstream
-        etas[task] = TaskEta(
-            task_id=task,
+        etas[p.task_id] = TaskEta(
+            task_id=p.task_id,
             lane=lane,
-            blocked=blocked,
+            blocked=p.blocked,
             spent_hours=spent,
             wip_ahead=ahead,
             queue_hours=queue,

@@ -4,14 +4,15 @@ and task_status_events."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from sqlalchemy import Table, func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Table, Text, TextClause, bindparam, func, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.tracker import facts
@@ -22,11 +23,48 @@ from tally.db.tables import run_events, runs, task_status_events, tasks, token_u
 from tally.events import RunFinished
 
 
-async def insert_ignore(conn: AsyncConnection, table: Any, rows: Sequence[dict[str, Any]]) -> int:
-    """Insert rows, skipping those whose key exists (redeliveries). Returns rows inserted."""
+@functools.cache
+def _insert_unnested(table: Table) -> TextClause:
+    """``INSERT … SELECT … FROM unnest(one array per column) ON CONFLICT DO NOTHING``: a
+    batch in one statement whose text never changes (prepared once, whatever the batch's
+    size). JSONB values travel as JSON text."""
+    names = [c.name for c in table.columns]
+    json_cols = {c.name for c in table.columns if isinstance(c.type, JSONB)}
+    picked = ", ".join(f"{n}::jsonb" if n in json_cols else n for n in names)
+    sql = (
+        f"INSERT INTO {table.name} ({', '.join(names)}) SELECT {picked} "
+        f"FROM unnest({', '.join(':' + n for n in names)}) AS u({', '.join(names)}) "
+        "ON CONFLICT DO NOTHING"
+    )
+    return text(sql).bindparams(
+        *(
+            bindparam(c.name, type_=ARRAY(Text if c.name in json_cols else c.type))
+            for c in table.columns
+        )
+    )
+
+
+async def insert_ignore(
+    conn: AsyncConnection, table: Any, rows: Sequence[dict[str, Any]], *, at_once: bool = False
+) -> int:
+    """Insert rows, skipping those whose key exists (redeliveries). Returns rows inserted.
+
+    ``at_once``: in one statement rather than one per row (the table's statement triggers
+    then run once for the batch, not once per row).
+    """
     if not rows:
         return 0
-    result = await conn.execute(insert(table).on_conflict_do_nothing(), list(rows))
+    if at_once:
+        json_cols = {c.name for c in table.columns if isinstance(c.type, JSONB)}
+        columns = {
+            c.name: [
+                json.dumps(r.get(c.name)) if c.name in json_cols else r.get(c.name) for r in rows
+            ]
+            for c in table.columns
+        }
+        result = await conn.execute(_insert_unnested(table), columns)
+    else:
+        result = await conn.execute(insert(table).on_conflict_do_nothing(), list(rows))
     count = max(result.rowcount, 0)
     metrics.ROWS_WRITTEN.labels(table.name).inc(count)
     return count
@@ -240,7 +278,8 @@ class TrackerRepo:
         """
         async with self.engine.begin() as conn:
             await facts.lock_tasks(conn, [r["task_id"] for r in rows])
-            conflicts = await _insert_events(conn, task_status_events, rows)
+            # one statement: the lane triggers rebuild the batch's tasks and days once
+            conflicts = await _insert_events(conn, task_status_events, rows, at_once=True)
             await _set_latest_status(conn, [r["task_id"] for r in rows])
         return conflicts
 
@@ -407,9 +446,9 @@ class TrackerRepo:
 
 
 async def _insert_events(
-    conn: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]]
+    conn: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]], *, at_once: bool = False
 ) -> set[int]:
-    await insert_ignore(conn, table, rows)
+    await insert_ignore(conn, table, rows, at_once=at_once)
     ids = [r["event_id"] for r in rows]
     stored = {
         r.event_id: r._mapping

@@ -184,11 +184,22 @@ async def test_no_report_or_export_query_scans_a_large_table(
             for name, n in rows.items()
             if name in parent and sizes[parent[name]] > LARGE_ROWS and n > PARTITION_ROWS
         }
-        assert {"run_events", "token_usage", "task_status_events"} <= large, sizes
+        # /lanes reads the rows kept per task for a window; a whole read of them grows
+        # with the years of tasks behind it, whatever the window.
+        kept = {"task_lanes", "task_lane_times", "task_lane_exits", "task_lane_days"}
+        large |= {name for name in kept if sizes.get(name, 0) > PARTITION_ROWS}
+        assert {"run_events", "token_usage", "task_status_events", *kept} <= large, sizes
         large |= ROLLUPS
         failures = []
         checked = 0
+        settings_of = ""
         for path, statement, params in sent:
+            if settings_of != path:
+                settings_of = path
+                await conn.execute("RESET ALL")
+            if statement.lstrip().upper().startswith("SET LOCAL "):
+                # what the endpoint set for its transaction holds for its plans here
+                await conn.execute("SET " + statement.lstrip()[len("SET LOCAL ") :])
             if not statement.lstrip().upper().startswith(("SELECT", "WITH")):
                 continue
             checked += 1

@@ -124,6 +124,18 @@ async def test_lanes_report_cycle_times_wip_and_etas(harness: Harness, workspace
     other = (await get(reporter, {"workspace": f"ws-{new_id()[:8]}", "since": SINCE})).json()
     assert other["etas"] == [] and other["lanes"]["work"]["count"] == 0
 
+    # ETAs come in pages, soonest first; the lanes are the same on every page.
+    pages = [
+        (await get(reporter, {"workspace": ws, "since": SINCE, "limit": "1", "offset": o})).json()
+        for o in ("0", "1", "2")
+    ]
+    assert [p["etas_total"] for p in pages] == [2, 2, 2] and body["etas_total"] == 2
+    # (each answer is computed at its own moment: times in a lane grow between them)
+    assert [e["task_id"] for p in pages for e in p["etas"]] == [e["task_id"] for e in body["etas"]]
+    assert all(p["lanes"]["work"]["count"] == 3 for p in pages)
+    refused = await get(reporter, {"limit": "0"})
+    assert refused.status_code == 400 and refused.json()["error"]["field"] == "limit"
+
 
 async def test_a_bad_since_is_refused_naming_it(harness: Harness) -> None:
     reporter = await harness.start("reporter")

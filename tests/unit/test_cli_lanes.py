@@ -124,3 +124,13 @@ def test_the_command_prints_both_tables(asked: list[Any]) -> None:
     assert result.exit_code == 0, result.output
     assert asked == [("/lanes", {"since": "30d"})]
     assert "review" in result.output and "T-2" in result.output
+
+
+def test_the_command_says_when_more_tasks_are_open_than_shown(
+    asked: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(BODY, "etas_total", 1121)
+    result = CliRunner().invoke(app, ["lanes", "--limit", "3"])
+    assert result.exit_code == 0, result.output
+    assert asked == [("/lanes", {"since": "30d", "limit": "3"})]
+    assert "the 3 due soonest of 1,121 open tasks" in result.output

@@ -1,6 +1,9 @@
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.reporter.lanes import (
     LaneStats,
@@ -183,3 +186,10 @@ def test_a_task_open_since_before_the_window_keeps_all_its_time_in_lane():
     events = history() + flow("old", ("in_progress", 1))
     old = lane_etas(events, now=NOW, since=T0 + timedelta(hours=5))["old"]
     assert (old.spent_hours, old.overdue) == (19.0, True)
+
+
+@given(st.lists(st.floats(min_value=0, max_value=1e5, allow_nan=False), min_size=1, max_size=60))
+def test_lane_percentiles_are_numpys(hours):
+    stats = lane_stats(hours)
+    p50, p85 = np.percentile(hours, [50, 85])
+    assert (stats.p50_hours, stats.p85_hours) == (float(p50), float(p85))

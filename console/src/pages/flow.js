@@ -38,6 +38,7 @@ export async function render(box, { params, state }) {
     ),
     section(
       "ETAs of open tasks",
+      lanes.etas_total > lanes.etas.length ? h("p", { class: "hint" }, `The ${fmt.int(lanes.etas.length)} due soonest of ${fmt.int(lanes.etas_total)} open tasks.`) : null,
       table(
         [
           { label: "task", cell: (e) => taskLink(e.task_id) },

@@ -70,15 +70,23 @@ def etas_table(body: Mapping[str, Any]) -> Table:
 def lanes(
     workspace: str | None = typer.Option(None, "--workspace", "-w", help="Only this workspace."),
     since: str = typer.Option("30d", help="Window start: 30d, 12h, 2w or an ISO date."),
+    limit: int | None = typer.Option(
+        None, "--limit", help="ETAs to show, soonest first (the reporter's default: 100)."
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Cycle time per lane (work, review, QA, blocked), WIP, and an ETA per open task."""
-    body = reporter_get("/lanes", {"since": since, "workspace": workspace})
+    asked = {"since": since, "workspace": workspace, "limit": None if limit is None else str(limit)}
+    body = reporter_get("/lanes", asked)
     if as_json:
         emit_json(body)
         return
     console.print(lanes_table(body))
     if body["etas"]:
         console.print(etas_table(body))
+        total = body.get("etas_total", len(body["etas"]))
+        if total > len(body["etas"]):
+            shown = len(body["etas"])
+            console.print(f"the {shown} due soonest of {total:,} open tasks (--limit for more)")
     else:
         console.print("no open tasks", highlight=False)

@@ -22,7 +22,7 @@ from sqlalchemy import (
     Text,
     func,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 metadata = MetaData(
     naming_convention={
@@ -295,6 +295,86 @@ task_status_events = Table(
         "event_id",
     ),
     comment="writer: tracker",
+)
+
+#: Statuses of a task still in the flow: in a lane, or blocked inside one.
+OPEN_STATUSES = ("in_progress", "ready_to_review", "ready_to_qa", "blocked")
+_LANE_WRITER = "writer: triggers on task_status_events (tracker)"
+
+#: Each task's place in the lanes, rebuilt from its moves whenever one is stored.
+task_lanes = Table(
+    "task_lanes",
+    metadata,
+    Column("task_id", String(128), primary_key=True),
+    Column("workspace", String(64), nullable=False),
+    Column("first_at", DateTime(timezone=True), nullable=False),
+    Column("last_at", DateTime(timezone=True), nullable=False),
+    Column("last_status", String(32), nullable=False),  #: of the latest move
+    Column("lane", String(16)),  #: the lane it is in (before a block), None outside
+    Column("blocked", Boolean, nullable=False),
+    Column("entered_at", DateTime(timezone=True)),  #: when it last came into ``lane``
+    #: hours of its closed stints per lane (the open one, since ``last_at``, is not in)
+    Column("work_hours", Float, nullable=False),
+    Column("review_hours", Float, nullable=False),
+    Column("qa_hours", Float, nullable=False),
+    Column("blocked_hours", Float, nullable=False),
+    Index("ix_task_lanes_last_at", "last_at", postgresql_include=["first_at"]),
+    Index(
+        "ix_task_lanes_workspace_last_at", "workspace", "last_at", postgresql_include=["first_at"]
+    ),
+    Index("ix_task_lanes_first_at", "first_at"),
+    Index("ix_task_lanes_workspace_first_at", "workspace", "first_at"),
+    Index("ix_task_lanes_last_status_workspace", "last_status", "workspace"),
+    comment=_LANE_WRITER,
+)
+
+#: The lanes (and ``blocked``) each task has left: its hours there, all visits, and when
+#: it last left. The lane a task is in, and its block while blocked, have no row.
+task_lane_times = Table(
+    "task_lane_times",
+    metadata,
+    Column("task_id", String(128), primary_key=True),
+    Column("bucket", String(16), primary_key=True),
+    Column("workspace", String(64), nullable=False),
+    Column("hours", Float, nullable=False),
+    Column("left_at", DateTime(timezone=True), nullable=False),
+    Index("ix_task_lane_times_left_at", "left_at", postgresql_include=["bucket", "hours"]),
+    Index(
+        "ix_task_lane_times_workspace_left_at",
+        "workspace",
+        "left_at",
+        postgresql_include=["bucket", "hours"],
+    ),
+    comment=_LANE_WRITER,
+)
+
+#: Every move out of a lane (``event_id`` of the move), blocks in between left out.
+task_lane_exits = Table(
+    "task_lane_exits",
+    metadata,
+    Column("event_id", String(128), primary_key=True),
+    Column("task_id", String(128), nullable=False),
+    Column("workspace", String(64), nullable=False),
+    Column("lane", String(16), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index("ix_task_lane_exits_task_id", "task_id"),
+    Index("ix_task_lane_exits_at", "at", postgresql_include=["lane"]),
+    Index("ix_task_lane_exits_workspace_at", "workspace", "at", postgresql_include=["lane"]),
+    comment=_LANE_WRITER,
+)
+
+#: Per UTC day, workspace and lane (or ``blocked``): the moves out of it that day, and the
+#: hours of the tasks that left it that day (``task_lane_times``' values, sorted).
+task_lane_days = Table(
+    "task_lane_days",
+    metadata,
+    Column("day", DateTime(timezone=True), primary_key=True),
+    Column("workspace", String(64), primary_key=True),
+    Column("bucket", String(16), primary_key=True),
+    Column("exits", BigInteger, nullable=False),
+    Column("hours", ARRAY(Float), nullable=False),
+    Index("ix_task_lane_days_workspace_day", "workspace", "day"),
+    comment=_LANE_WRITER,
 )
 
 # -- estimator ----------------------------------------------------------------------------
