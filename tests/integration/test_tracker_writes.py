@@ -292,9 +292,7 @@ async def test_light_traffic_costs_no_pull_request_per_message(
     async def count(msg: Msg) -> None:
         requests.append(msg.data)
 
-    spy = await h.client.nc.subscribe(
-        f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}", cb=count
-    )
+    spy = await h.client.nc.subscribe(f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}", cb=count)
     puller = Puller(h.client.nc, stream, durable, eager=True)
     await puller.start()
     got: list[Msg] = []
