@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlalchemy import func, select
@@ -53,7 +53,11 @@ async def test_a_new_task_is_estimated_and_the_estimate_kept(
     assert 0 < est.value_score <= 100
     assert est.tokens.total > 0
 
-    row = (await h.rows(select(estimates).where(estimates.c.task_id == task.task_id)))[0]
+    # The row is stored while the event is published: it may land a moment later.
+    async def stored() -> list[Any]:
+        return await h.rows(select(estimates).where(estimates.c.task_id == task.task_id))
+
+    row = (await eventually(stored, what="the estimate's row"))[0]
     assert row.workspace == workspace
     assert (row.story_points, row.hours_p50, row.value_score) == (
         est.story_points,
