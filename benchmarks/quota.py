@@ -8,9 +8,10 @@ Redis), first with ``--concurrency`` of them in flight, then one at a time (N/4 
   in-process (validation, the Lua script, the ledger row committed in Postgres, then the
   reply);
 * **many** — ``quota.reserve_many``: the same reservations ``--concurrency`` to a request,
-  one request at a time (the assigner's way: one message each way, two Redis round trips
+  one request at a time (the assigner's way: one message each way, one Redis round trip
   and one ledger commit per request);
-* **store** — :meth:`QuotaStore.reserve` called directly (id index ``SET NX`` + script);
+* **store** — :meth:`QuotaStore.reserve` called directly (on one server, the id's claim
+  and the reservation in one script: one ``EVALSHA``);
 * **evalsha** — the reserve script alone, ``EVALSHA`` with the keys and arguments the
   store would pass: the floor any path to Redis has to pay.
 
@@ -206,7 +207,7 @@ async def main(n: int, concurrency: int, repeats: int) -> None:
         print(f"{k} reservations x {repeats} repeats, {c} in flight (medians)")
         for name, label in (
             ("evalsha", "raw EVALSHA of the reserve script"),
-            ("store", "QuotaStore.reserve (SET NX + EVALSHA)"),
+            ("store", "QuotaStore.reserve (claim + reserve script)"),
             ("service", "quota.reserve via the service (+ ledger row)"),
             ("many", f"quota.reserve_many, {c} a request (+ ledger rows)"),
         ):

@@ -56,18 +56,41 @@ def deliveries(msg: Msg) -> int:
         return 1
 
 
+class _Request:
+    """A pull request the server may still deliver to."""
+
+    __slots__ = ("expires_at", "remaining", "token")
+
+    def __init__(self, token: str, batch: int, expires_at: float) -> None:
+        self.token = token
+        #: messages the server may still deliver for it; 0 once a status has ended it
+        self.remaining = batch
+        #: monotonic time the server lets it expire
+        self.expires_at = expires_at
+
+    def open(self, now: float) -> bool:
+        return self.remaining > 0 and now < self.expires_at
+
+
 class Puller:
     """Pull requests to one durable consumer, answered on the puller's own inbox.
 
-    A subscription callback collects the delivered messages and one future per request
-    says when the server has answered it (the batch is full, or a status ends it), so a
-    batch costs one timer instead of one per message. Messages that arrive after a fetch
-    gave up (a late answer) are kept for the next fetch, never dropped.
+    Each request is answered on a subject of its own under the puller's inbox, so a
+    status (``404`` nothing pending, ``408`` expired) ends the request it belongs to and
+    no other, however late it arrives. Messages, whichever request they answer, are kept
+    for the next fetch, never dropped.
 
-    An ``eager`` puller, when nothing was ready, returns as soon as a message arrives
-    instead of waiting for a full batch (or the timeout): waiting would only add latency.
-    What is ready when a fetch starts is always taken whole.
+    A fetch that finds nothing waiting leaves an expiring request open on the server
+    (``timeout``): until it expires or is filled, the server delivers each new message
+    to it as the message arrives, so light traffic costs no pull request per message —
+    one every ``timeout`` — and no status answers to read. An ``eager`` puller returns
+    as soon as a message arrives instead of waiting for a full batch (or the timeout):
+    waiting would only add latency. With no request open, what is waiting when a fetch
+    starts is asked for at once and taken whole.
     """
+
+    #: A request this close to its expiry is treated as expired (its end is on the way).
+    EXPIRY_MARGIN_S = 0.05
 
     def __init__(self, nc: NATS, stream: str, durable: str, *, eager: bool = False) -> None:
         self._nc = nc
@@ -76,24 +99,24 @@ class Puller:
         self._inbox = nc.new_inbox()
         self._sub: Subscription | None = None
         self._ready: list[Msg] = []
-        #: messages the open request may still deliver; the request is answered at 0
-        self._expected = 0
-        self._answered: asyncio.Future[None] | None = None
+        self._sent = 0
+        #: requests the server may still answer, by token
+        self._requests: dict[str, _Request] = {}
+        #: the expiring request left open for new messages (see the class docstring)
+        self._open: _Request | None = None
+        self._wake: asyncio.Future[None] | None = None
         self._refusal: str | None = None
         self._interrupted = False
-        #: the open request is answered by its first message (see ``eager``)
-        self._eager_now = False
         #: monotonic time the server last answered a pull request (messages or a status)
         self.last_answer = 0.0
 
     async def start(self) -> None:
-        self._sub = await self._nc.subscribe(self._inbox, cb=self._on_msg)
+        self._sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_msg)
 
     def interrupt(self) -> None:
         """End the fetch in progress now (it returns what it has, maybe nothing)."""
         self._interrupted = True
-        if self._answered is not None and not self._answered.done():
-            self._answered.set_result(None)
+        self._poke()
 
     async def stop(self) -> None:
         """Stop receiving; messages received but not handed out go back to the server."""
@@ -114,16 +137,26 @@ class Puller:
             nats.errors.Error: the server refused the request (its status says why).
         """
         self._refusal = None
-        if len(self._ready) < batch:
-            # What the server has ready now; only if that is nothing, wait for more.
-            # What is ready arrives at once: wait for all of it (the request is answered
-            # when the batch is full or a status says nothing more is pending).
-            await self._request(
-                {"batch": batch - len(self._ready), "no_wait": True}, timeout, eager=False
-            )
-            if not self._ready and not self._interrupted:
-                expires = int(timeout * 1e9)
-                await self._request({"batch": batch, "expires": expires}, timeout, self._eager)
+        loop = asyncio.get_running_loop()
+        if len(self._ready) < batch and not self._pushing(loop.time()):
+            # What the server has ready now, taken whole: the request is answered when
+            # the batch is full or a status says nothing more is pending.
+            probe = await self._send({"batch": batch - len(self._ready), "no_wait": True})
+            await self._until(lambda: probe.remaining <= 0, timeout + 1.0)
+            if not self._ready and not self._interrupted and not self._refusal:
+                self._open = await self._send(
+                    {"batch": batch, "expires": int(timeout * 1e9)}, timeout
+                )
+        if not self._ready and not self._interrupted and not self._refusal:
+            # The server delivers to the open request as messages arrive. Its expiry (or
+            # a lost connection: the extra second) bounds the wait; an eager fetch returns
+            # with the first message, another once the request is full or has ended.
+            request = self._open
+            if request is not None and request.remaining > 0:
+                left = max(0.0, request.expires_at - loop.time()) + 1.0
+                await self._until(
+                    lambda: request.remaining <= 0 or (self._eager and bool(self._ready)), left
+                )
         if not self._ready:
             if self._refusal:
                 refusal, self._refusal = self._refusal, None
@@ -132,33 +165,74 @@ class Puller:
         msgs, self._ready = self._ready[:batch], self._ready[batch:]
         return msgs
 
-    async def _request(self, request: dict[str, Any], timeout: float, eager: bool) -> None:
+    def _pushing(self, now: float) -> bool:
+        """Whether a request left open will take the waiting messages anyway."""
+        request = self._open
+        return request is not None and request.open(now + self.EXPIRY_MARGIN_S)
+
+    async def _send(self, request: dict[str, Any], timeout: float = 0.0) -> _Request:
+        now = asyncio.get_running_loop().time()
+        # A request whose end never came (a lost connection) is forgotten after a while.
+        for stale in [r for r in self._requests.values() if r.expires_at < now - 5.0]:
+            del self._requests[stale.token]
+        self._sent += 1
+        token = str(self._sent)
+        # A no-wait request is answered at once; its end is expected within a second.
+        expires_at = now + (timeout if timeout else 1.0)
+        pending = self._requests[token] = _Request(token, request["batch"], expires_at)
+        await self._nc.publish(
+            self._next_subject, json.dumps(request).encode(), f"{self._inbox}.{token}"
+        )
+        return pending
+
+    async def _until(self, done: Callable[[], bool], timeout: float) -> None:
+        """Wait until ``done()`` holds, the fetch is interrupted, or ``timeout`` passes."""
         loop = asyncio.get_running_loop()
-        self._eager_now = eager
-        self._answered = answered = loop.create_future()
-        self._expected = request["batch"]
-        await self._nc.publish(self._next_subject, json.dumps(request).encode(), self._inbox)
-        # The server answers an expiring request itself; the extra second only covers a
-        # lost connection, after which the request is re-sent by the next fetch.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(answered, timeout + 1.0)
+        deadline = loop.time() + timeout
+        while not done() and not self._interrupted and not self._refusal:
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            self._wake = wake = loop.create_future()
+            timer = loop.call_later(left, _wake_up, wake)
+            try:
+                await wake
+            finally:
+                timer.cancel()
+                self._wake = None
+
+    def _poke(self) -> None:
+        if self._wake is not None:
+            _wake_up(self._wake)
 
     async def _on_msg(self, msg: Msg) -> None:
         self.last_answer = time.monotonic()
         status = msg.headers.get("Status") if msg.headers else None
         if status is None:
             self._ready.append(msg)
-            self._expected -= 1
-            if self._expected > 0 and not self._eager_now:
-                return
+            # A message carries its own subject, not the request's: it answers the oldest
+            # request still open (the server serves them in the order they came).
+            request = next((r for r in self._requests.values() if r.remaining > 0), None)
+            if request is not None:
+                request.remaining -= 1
         elif status == "100":  # idle heartbeat or flow control: not an answer
             return
-        elif status not in ("404", "408"):  # 404: nothing pending, 408: request expired
-            description = msg.headers.get("Description", "") if msg.headers else ""
-            self._refusal = f"{status} {description}".strip()
-        self._expected = 0
-        if self._answered is not None and not self._answered.done():
-            self._answered.set_result(None)
+        else:
+            # A status is sent to the request's own reply subject.
+            request = self._requests.get(msg.subject.rpartition(".")[2])
+            if status not in ("404", "408"):  # 404: nothing pending, 408: request expired
+                description = msg.headers.get("Description", "") if msg.headers else ""
+                self._refusal = f"{status} {description}".strip()
+            if request is not None:
+                request.remaining = 0
+        if request is not None and request.remaining <= 0:
+            del self._requests[request.token]
+        self._poke()
+
+
+def _wake_up(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class _PullConsumer(ABC):

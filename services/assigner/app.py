@@ -30,6 +30,7 @@ def create_app(settings: AssignerSettings | None = None) -> AsgiFastStream:
 
     if settings.retry_deferred:
         kit.supervise("deferred-retrier", retrier.run)
+    kit.on_shutdown(repo.close)
     kit.on_shutdown(engine.dispose)
 
     return kit.app()

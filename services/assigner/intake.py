@@ -13,6 +13,7 @@ an assignment stored before a crash) takes the one-at-a-time path,
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from services.assigner.assigner import Assigner
@@ -39,13 +40,22 @@ async def answer_batch(assigner: Assigner, events: Sequence[TaskEstimated]) -> N
     unique: dict[str, TaskEstimated] = {}
     for e in events:  # the same estimate twice in a batch (a redelivery) is answered once
         unique.setdefault(e.task_id, e)
-    known = await assigner.repo.known(list(unique))
-    await assigner.experiments()  # read once for the batch, not by each task at once
+    # What the assigner knows of the tasks is asked while each task's strategy and models
+    # are worked out (planning a task met before is wasted, and cheap).
+    known_query = asyncio.create_task(assigner.repo.known(list(unique)))
+    try:
+        await assigner.experiments()  # read once for the batch, not by each task at once
+        # In turn: planning rarely waits on anything (strategies and prices are cached),
+        # and a task per event would cost an event-loop turn each.
+        plans = {task_id: await _plan(assigner, e) for task_id, e in unique.items()}
+        known = await known_query
+    finally:
+        known_query.cancel()  # only if planning failed first
     for task_id in known:
         await assigner.answer(unique.pop(task_id))
     if not unique:
         return
-    answers = await _decide(assigner, list(unique.values()))
+    answers = await _decide(assigner, list(unique.values()), [plans[t] for t in unique])
     assigned = [a for a in answers if isinstance(a, TaskAssigned)]
     rows = [
         assigner.repo.task_row(unique[a.task_id], "assigned", 1)
@@ -72,15 +82,14 @@ async def answer_batch(assigner: Assigner, events: Sequence[TaskEstimated]) -> N
 
 
 async def _decide(
-    assigner: Assigner, events: Sequence[TaskEstimated]
+    assigner: Assigner,
+    events: Sequence[TaskEstimated],
+    plans: Sequence[tuple[str, str | None, list[Candidate]]],
 ) -> list[TaskAssigned | TaskDeferred]:
-    """Each new task's first attempt (see :meth:`Assigner.assign`): its strategy (or A/B
-    arm) and ranked models, then reservations asked for all tasks in one request, each
-    task's next-ranked model again for those refused, until each is reserved or out of
-    models (deferred)."""
-    # In turn: planning rarely waits on anything (strategies and prices are cached), and a
-    # task per event would cost an event-loop turn each.
-    plans = [await _plan(assigner, e) for e in events]
+    """Each new task's first attempt (see :meth:`Assigner.assign`) with its strategy (or
+    A/B arm) and ranked models (``plans``, in the order of ``events``): reservations asked
+    for all tasks in one request, each task's next-ranked model again for those refused,
+    until each is reserved or out of models (deferred)."""
     answers: list[TaskAssigned | TaskDeferred | None] = [None] * len(events)
     refusals: list[list[ReserveReply]] = [[] for _ in events]
     next_model = dict.fromkeys(range(len(events)), 0)

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, text, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tally.db import autocommit
+from tally.db import DirectPool, autocommit
 from tally.db.tables import assigner_tasks, assignments, experiments, quota_ledger
 from tally.events import TaskAssigned, TaskEstimated
 from tally.events.assign import Experiment
@@ -35,6 +35,12 @@ class AssignmentRepo:
     def __init__(self, engine: AsyncEngine, namespace: str = "") -> None:
         self.engine = engine
         self.namespace = namespace
+        #: the batch path's two statements (:meth:`known`, :meth:`record`)
+        self.direct = DirectPool(engine)
+
+    async def close(self) -> None:
+        """Close the batch path's connections (the engine is disposed by its owner)."""
+        await self.direct.close()
 
     async def save(self, a: TaskAssigned) -> TaskAssigned:
         """Record an assignment unless one with its id exists; return the one kept.
@@ -114,13 +120,10 @@ class AssignmentRepo:
     async def known(self, task_ids: Sequence[str]) -> set[str]:
         """Which of ``task_ids`` the assigner has met before: a task it remembers, or one
         with a first assignment stored (a crash between storing it and the task)."""
-        params = {
-            "namespace": self.namespace,
-            "task_ids": list(task_ids),
-            "assignment_ids": [f"{i}-a1" for i in task_ids],
-        }
-        async with autocommit(self.engine) as conn:  # one round trip: no BEGIN, no ROLLBACK
-            return set((await conn.execute(_KNOWN, params)).scalars())
+        ids = list(task_ids)
+        async with self.direct.acquire() as conn:  # one round trip: no BEGIN, no ROLLBACK
+            rows = await conn.fetch(_KNOWN, self.namespace, ids, [f"{i}-a1" for i in ids])
+        return {row[0] for row in rows}
 
     async def record(
         self, assigned: Sequence[TaskAssigned], tasks: Sequence[dict[str, Any]]
@@ -132,13 +135,10 @@ class AssignmentRepo:
         Returns:
             The ids of the assignments stored by this call.
         """
-        params = {
-            "assignments": json.dumps([_assignment_row(a) for a in assigned]),
-            "tasks": json.dumps(list(tasks), default=_json_default),
-        }
-        async with autocommit(self.engine) as conn:
-            result = await conn.execute(_RECORD, params)
-            return set(result.scalars())
+        stored = json.dumps([_assignment_row(a) for a in assigned])
+        rows = json.dumps(list(tasks), default=_json_default)
+        async with self.direct.acquire() as conn:
+            return {row[0] for row in await conn.fetch(_RECORD, stored, rows)}
 
     async def task(self, task_id: str) -> TaskState | None:
         async with autocommit(self.engine) as conn:
@@ -264,25 +264,24 @@ _UPSERT_TASK = _upsert_task()
 #: Which of a batch's tasks were met before (see :meth:`AssignmentRepo.known`). The ids go
 #: as arrays, so the statement's text (and its prepared form on each connection) is the
 #: same for every batch size: an ``IN`` list would be prepared anew for each size.
-_KNOWN = text(
-    """
+#: Parameters: namespace, task ids, their first assignments' ids.
+_KNOWN = """
     SELECT task_id FROM assigner_tasks
-    WHERE namespace = :namespace AND task_id = ANY(CAST(:task_ids AS text[]))
+    WHERE namespace = $1 AND task_id = ANY($2::text[])
     UNION
-    SELECT task_id FROM assignments WHERE assignment_id = ANY(CAST(:assignment_ids AS text[]))
-    """
-)
+    SELECT task_id FROM assignments WHERE assignment_id = ANY($3::text[])
+"""
 
 #: A batch's assignments and task rows in one statement (see :meth:`AssignmentRepo.record`);
-#: the rows come as two JSON arrays. Task rows follow :func:`_upsert_task`'s rule.
-_RECORD = text(
-    """
+#: the rows come as two JSON arrays (parameters 1 and 2). Task rows follow
+#: :func:`_upsert_task`'s rule.
+_RECORD = """
     WITH stored AS (
         INSERT INTO assignments (assignment_id, task_id, workspace, model, subscription,
                                  strategy, reservation_id, attempt, arm, detail)
         SELECT assignment_id, task_id, workspace, model, subscription, strategy,
                reservation_id, attempt, arm, detail
-        FROM jsonb_to_recordset(CAST(:assignments AS jsonb)) AS r(
+        FROM jsonb_to_recordset($1::jsonb) AS r(
             assignment_id text, task_id text, workspace text, model text,
             subscription text, strategy text, reservation_id text, attempt int,
             arm text, detail jsonb)
@@ -294,7 +293,7 @@ _RECORD = text(
                                          retry_after, tries)
         SELECT namespace, task_id, workspace, status, attempt, estimated, value_score,
                failed_models, reason, retry_after, tries
-        FROM jsonb_to_recordset(CAST(:tasks AS jsonb)) AS r(
+        FROM jsonb_to_recordset($2::jsonb) AS r(
             namespace text, task_id text, workspace text, status text, attempt int,
             estimated jsonb, value_score float8, failed_models jsonb, reason text,
             retry_after timestamptz, tries int)
@@ -309,8 +308,7 @@ _RECORD = text(
         WHERE t.attempt <= excluded.attempt
     )
     SELECT assignment_id FROM stored
-    """
-)
+"""
 
 
 def _json_default(value: Any) -> str:

@@ -17,11 +17,13 @@ def create_app(settings: EstimatorSettings | None = None) -> AsgiFastStream:
     kit = ServiceKit("estimator", settings)
     engine = create_engine(settings.database_url)
     kit.probe("postgres", ping(engine))
+    repo = EstimatorRepo(engine)
     estimator = handlers.Estimator(
-        EstimatorRepo(engine),
+        repo,
         load_scoring_config(settings.scoring_path),
         settings.history_check_interval_s,
     )
     handlers.register(kit.bus, estimator)
+    kit.on_shutdown(repo.close)
     kit.on_shutdown(engine.dispose)
     return kit.app()

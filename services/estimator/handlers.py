@@ -94,7 +94,10 @@ def register(bus: Bus, estimator: Estimator) -> None:
     @bus.on_batch(TaskCreated, batch_size=BATCH, concurrency=2)
     async def on_created(events: list[TaskCreated]) -> None:
         # The tasks waiting when the last batch was done: estimated, stored in one
-        # statement, published together, acknowledged once all of that is done.
+        # statement while they are published together (the assigner waits for the
+        # events, not for the rows), acknowledged once both are done. If either fails the
+        # batch is delivered again: the first stored row and the first published event
+        # of a task stand (its event id dedupes the publish).
         estimated = [
             e.child(
                 TaskEstimated,
@@ -104,8 +107,14 @@ def register(bus: Bus, estimator: Estimator) -> None:
             )
             for e in events
         ]
-        await estimator.repo.save_many(estimated)
-        await bus.publish_many(estimated)
+        done = await asyncio.gather(
+            estimator.repo.save_many(estimated),
+            bus.publish_many(estimated),
+            return_exceptions=True,  # both finish before the batch fails
+        )
+        for outcome in done:
+            if isinstance(outcome, BaseException):
+                raise outcome
         metrics.ESTIMATES.labels("task").inc(len(estimated))
 
     @bus.responder(EstimateRequest)

@@ -3,6 +3,7 @@ tasks and every measured duration (imported hours, runs, work-lane times) to lea
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.estimator.hours import Duration
 from services.estimator.points_model import HistoricalTask
 from services.estimator.workspace import historical_task
-from tally.db import autocommit
-from tally.db.tables import estimates, history_tasks, task_status_events, tasks, velocity_logs
+from tally.db import DirectPool
+from tally.db.tables import history_tasks, task_status_events, tasks, velocity_logs
 from tally.events import TaskEstimated
 from tally.events.plans import HistoryRecord
 
@@ -25,6 +26,12 @@ WORK_STATUS = "in_progress"
 class EstimatorRepo:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        #: the batch path's statement (:meth:`save_many`)
+        self.direct = DirectPool(engine, max_size=2)
+
+    async def close(self) -> None:
+        """Close the batch path's connections (the engine is disposed by its owner)."""
+        await self.direct.close()
 
     async def history(self, workspace: str) -> list[HistoricalTask]:
         """Completed tasks of a workspace, oldest first: imported history, then finished runs.
@@ -198,9 +205,22 @@ class EstimatorRepo:
         rows and the commit together); a redelivered task keeps its first estimate."""
         if not events:
             return
-        rows = [_estimate_row(e) for e in events]
-        async with autocommit(self.engine) as conn:
-            await conn.execute(insert(estimates).on_conflict_do_nothing(), rows)
+        rows = json.dumps([_estimate_row(e) for e in events])
+        async with self.direct.acquire() as conn:
+            await conn.execute(_SAVE_MANY, rows)
+
+
+#: A batch's estimates as one JSON array (parameter 1), one statement: all or none.
+_SAVE_MANY = """
+    INSERT INTO estimates (task_id, workspace, event_id, story_points, band, hours_p50,
+                           hours_p90, value_score, estimate)
+    SELECT task_id, workspace, event_id, story_points, band, hours_p50, hours_p90,
+           value_score, estimate
+    FROM jsonb_to_recordset($1::jsonb) AS r(
+        task_id text, workspace text, event_id text, story_points float8, band text,
+        hours_p50 float8, hours_p90 float8, value_score float8, estimate jsonb)
+    ON CONFLICT DO NOTHING
+"""
 
 
 def _estimate_row(e: TaskEstimated) -> dict[str, Any]:

@@ -32,9 +32,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError
 
 from services.quota.fallback import fallback_micros
 from services.quota.keys import SubscriptionKeys
@@ -79,6 +80,11 @@ def _text(value: Any) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _claim_taken(raw: Any) -> bool:
+    """Whether the claim-and-reserve script found the id held by another subscription."""
+    return raw in ("claim_taken", b"claim_taken")
+
+
 def _alerts(subscription: str, raw: Any) -> list[Alert]:
     # cjson encodes an empty Lua table as {}, hence the `or []`.
     return [
@@ -101,6 +107,17 @@ class PreparedReservation:
     index_ttl: int
     keys: list[str]
     args: list[str | int]
+
+    @property
+    def claim_keys(self) -> list[str]:
+        """KEYS of the claim-and-reserve script: the reserve script's, then the index."""
+        return [*self.keys, self.index]
+
+    @property
+    def claim_args(self) -> list[str | int]:
+        """ARGV of the claim-and-reserve script: the reserve script's, then the index's
+        time to live."""
+        return [*self.args, self.index_ttl]
 
 
 class QuotaStore:
@@ -146,6 +163,12 @@ class QuotaStore:
         self._reserve, self._settle, self._release = (
             redis.register_script(common + "\n" + (_LUA / f"{name}.lua").read_text())
             for name in ("reserve", "settle", "release")
+        )
+        #: On one server, the id's claim and the reservation are one script: one round
+        #: trip. A cluster keeps the index key in another slot, so it claims separately.
+        self._cluster = isinstance(redis, RedisCluster)
+        self._claim_reserve = redis.register_script(
+            "\n".join((_LUA / f"{name}.lua").read_text() for name in ("common", "claim", "reserve"))
         )
 
     @property
@@ -202,8 +225,14 @@ class QuotaStore:
             ValueError: negative amounts, a non-positive ttl or an unusable id.
         """
         ask = self.prepare(subscription, tokens, cost_usd, reservation_id, ttl_s, task_id)
-        claimed = await self._redis.set(ask.index, subscription, nx=True, ex=ask.index_ttl)
-        refused = None if claimed else await self.claim_taken(ask)
+        if not self._cluster:
+            raw = await self._claim_reserve(keys=ask.claim_keys, args=ask.claim_args)
+            if not _claim_taken(raw):
+                return self.outcome(ask, raw)
+            refused = await self.claim_taken(ask)
+        else:
+            claimed = await self._redis.set(ask.index, subscription, nx=True, ex=ask.index_ttl)
+            refused = None if claimed else await self.claim_taken(ask)
         if refused is not None:
             return refused
         return self.outcome(ask, await self._reserve(keys=ask.keys, args=ask.args))
@@ -295,10 +324,15 @@ class QuotaStore:
         return ReserveResult(True, ask.reservation_id, None, None, alerts, usage, expiry, exceeded)
 
     async def reserve_many(self, asks: list[PreparedReservation]) -> list[ReserveResult]:
-        """Make prepared reservations together, as :meth:`reserve` makes each: their ids
-        claimed in one pipeline, their scripts run in another (two round trips for the
-        lot). An id another subscription holds is refused as :meth:`reserve` refuses it.
+        """Make prepared reservations together, as :meth:`reserve` makes each.
+
+        On one server, each id's claim and reservation are one script and the batch's
+        scripts go in one pipeline: one round trip for the lot. On a cluster the ids are
+        claimed in one pipeline and the scripts run on their slots' masters at once. An
+        id another subscription holds is refused as :meth:`reserve` refuses it.
         """
+        if not self._cluster:
+            return await self._claim_and_reserve(asks)
         async with self._redis.pipeline(transaction=False) as pipe:
             for ask in asks:
                 pipe.set(ask.index, ask.sub.name, nx=True, ex=ask.index_ttl)
@@ -308,25 +342,51 @@ class QuotaStore:
             for ask, claimed in zip(asks, claims, strict=True)
         ]
         to_run = [ask for ask, r in zip(asks, refused, strict=True) if r is None]
-        if isinstance(self._redis, RedisCluster):
-            # redis-py refuses scripts in a cluster pipeline: each runs on its own slot's
-            # master, all at once.
-            answers = iter(
-                await asyncio.gather(
-                    *(self._reserve(keys=ask.keys, args=ask.args) for ask in to_run)
-                )
-            )
-        else:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for ask in to_run:
-                    # redis-py queues a script in a pipeline (loading it first); its stub
-                    # names only clients.
-                    await self._reserve(keys=ask.keys, args=ask.args, client=cast(Any, pipe))
-                answers = iter(await pipe.execute() if to_run else [])
+        # redis-py refuses scripts in a cluster pipeline: each runs on its own slot's
+        # master, all at once.
+        answers = iter(
+            await asyncio.gather(*(self._reserve(keys=ask.keys, args=ask.args) for ask in to_run))
+        )
         return [
             r if r is not None else self.outcome(ask, next(answers))
             for ask, r in zip(asks, refused, strict=True)
         ]
+
+    async def _claim_and_reserve(self, asks: list[PreparedReservation]) -> list[ReserveResult]:
+        """:meth:`reserve_many` on one server: every claim-and-reserve script in one
+        pipeline (``EVALSHA`` alone: redis-py would first ask whether the script is
+        loaded, a round trip of its own; it is loaded only if the server says it is not).
+        """
+        answers = await self._evalsha_all(asks)
+        if any(isinstance(a, NoScriptError) for a in answers):
+            await self._redis.script_load(self._claim_reserve.script)
+            answers = await self._evalsha_all(asks)
+        results: list[ReserveResult] = []
+        for ask, raw in zip(asks, answers, strict=True):
+            if isinstance(raw, Exception):
+                raise raw
+            if not _claim_taken(raw):
+                results.append(self.outcome(ask, raw))
+                continue
+            # Rare: the id is held by another subscription. Judged as reserve() judges it.
+            refused = await self.claim_taken(ask)
+            results.append(
+                refused
+                if refused is not None
+                else self.outcome(ask, await self._reserve(keys=ask.keys, args=ask.args))
+            )
+        return results
+
+    async def _evalsha_all(self, asks: list[PreparedReservation]) -> list[Any]:
+        if not asks:
+            return []
+        sha = self._claim_reserve.sha
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for ask in asks:
+                keys = ask.claim_keys
+                pipe.evalsha(sha, len(keys), *keys, *ask.claim_args)
+            answers: list[Any] = await pipe.execute(raise_on_error=False)
+            return answers
 
     async def settle(
         self,

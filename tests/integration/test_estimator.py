@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlalchemy import func, select
 
+from services.estimator.repo import EstimatorRepo
 from tally.db.tables import estimates, history_tasks
 from tally.events import Estimate, EstimateRequest, TaskCreated, TaskEstimated, new_id
+from tests.integration.conftest import eventually
 
 if TYPE_CHECKING:
     from tests.integration.conftest import Harness
@@ -49,13 +53,45 @@ async def test_a_new_task_is_estimated_and_the_estimate_kept(
     assert 0 < est.value_score <= 100
     assert est.tokens.total > 0
 
-    row = (await h.rows(select(estimates).where(estimates.c.task_id == task.task_id)))[0]
+    # The row is stored while the event is published: it may land a moment later.
+    async def stored() -> list[Any]:
+        return await h.rows(select(estimates).where(estimates.c.task_id == task.task_id))
+
+    row = (await eventually(stored, what="the estimate's row"))[0]
     assert row.workspace == workspace
     assert (row.story_points, row.hours_p50, row.value_score) == (
         est.story_points,
         est.hours_p50,
         est.value_score,
     )
+
+
+async def test_an_estimate_is_announced_while_its_row_is_being_stored(
+    harness: Harness, workspace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The assigner waits for task.estimated; the estimates table is for reports. Neither
+    # waits for the other, and the task is acknowledged only once both are done.
+    h = harness
+    stored = asyncio.Event()
+    save_many = EstimatorRepo.save_many
+
+    async def slow_save(self: EstimatorRepo, events: Sequence[TaskEstimated]) -> None:
+        await stored.wait()
+        await save_many(self, events)
+
+    monkeypatch.setattr(EstimatorRepo, "save_many", slow_save)
+    await h.start("estimator")
+    task = TaskCreated(task_id=f"task-{new_id()}", workspace=workspace, title="Fix typo")
+    try:
+        assert (await estimated_for(h, task)).task_id == task.task_id
+    finally:
+        stored.set()
+
+    async def row() -> bool:
+        query = select(estimates.c.task_id).where(estimates.c.task_id == task.task_id)
+        return await h.scalar(query) is not None
+
+    await eventually(row, what="the estimate's row")
 
 
 async def test_an_estimate_only_request_creates_nothing(harness: Harness, workspace: str) -> None:

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from services.quota import handlers
@@ -164,6 +165,40 @@ async def test_an_id_used_by_one_subscription_is_refused_by_another(make_store) 
     # A refused id holds nothing, so a fallback subscription may take it over.
     assert not (await store.reserve("b", 50, 0, reservation_id="y", ttl_s=60)).ok
     assert (await store.reserve("a", 50, 0, reservation_id="y", ttl_s=60)).ok
+
+
+async def test_a_batch_of_reservations_is_one_round_trip_to_redis(
+    make_store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = make_store(sub("a"), sub("b", day={"tokens": 1_000}))
+    assert (await store.reserve("a", 5, 0, reservation_id="held", ttl_s=60)).ok
+    assert not (await store.reserve("b", 5_000, 0, reservation_id="refused", ttl_s=60)).ok
+    sent: list[int] = []
+    real_send = AbstractConnection.send_packed_command
+
+    async def send(self: AbstractConnection, command: object, check_health: bool = True) -> None:
+        sent.append(1)
+        await real_send(self, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", send)
+    asks = [store.prepare("b", 10, 0, f"r{i}", 60) for i in range(50)]
+    results = await store.reserve_many(asks)
+    assert len(sent) == 1  # claims and scripts together, whatever the batch's size
+    assert all(r.ok for r in results) and (await store.usage("b")).day.reserved_tokens == 500
+
+    # An id another subscription holds is still refused; one it was refused under may be
+    # taken over; a repeated id adds nothing.
+    clash, takeover, again = await store.reserve_many(
+        [store.prepare("b", 1, 0, rid, 60) for rid in ("held", "refused", "r0")]
+    )
+    assert not clash.ok and clash.reason == "reservation_id_in_use"
+    assert takeover.ok and not takeover.duplicate
+    assert again.ok and again.duplicate
+    assert (await store.usage("b")).day.reserved_tokens == 501
+    assert (await store.usage("a")).day.reserved_tokens == 5
+    sent.clear()
+    assert (await store.reserve("b", 1, 0, reservation_id="one", ttl_s=60)).ok
+    assert len(sent) == 1  # one reservation alone: one round trip too
 
 
 async def test_settle_replaces_the_reservation_with_actual_usage(make_store) -> None:

@@ -277,3 +277,37 @@ async def test_stop_waits_for_the_batch_being_written(harness: Harness, workspac
     assert sorted(written) == sorted(e.event_id for e in events)
     await h.client.nc.flush()  # acks are buffered publishes
     await h.eventually(lambda: _acked(h, consumer), what="the batch acknowledged", timeout=5)
+
+
+async def test_light_traffic_costs_no_pull_request_per_message(
+    harness: Harness, workspace: str
+) -> None:
+    # Messages arriving one at a time reach an eager puller through the request it left
+    # open; only its expiry (or a full batch) makes it ask again. Every request is a
+    # round trip on the server and a status answer to read back.
+    h = harness
+    stream, durable = await consumer_of(h)
+    requests: list[bytes] = []
+
+    async def count(msg: Msg) -> None:
+        requests.append(msg.data)
+
+    spy = await h.client.nc.subscribe(f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}", cb=count)
+    puller = Puller(h.client.nc, stream, durable, eager=True)
+    await puller.start()
+    got: list[Msg] = []
+    try:
+        for e in timeline(f"run-{new_id()}", workspace, 20):
+            fetching = asyncio.create_task(puller.fetch(64, timeout=10.0))
+            await h.client.publish(e)
+            batch = await asyncio.wait_for(fetching, 5.0)
+            assert len(batch) == 1  # each handed over as it arrives
+            got += batch
+        await h.client.nc.flush()
+        assert len({m.data for m in got}) == 20
+        assert len(requests) <= 4, f"{len(requests)} pull requests for 20 messages"
+    finally:
+        for msg in got:
+            await msg.ack()
+        await spy.unsubscribe()
+        await puller.stop()
