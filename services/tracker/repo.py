@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.tracker import facts
 from services.tracker.totals import SubtaskMark, UsageRow
+from services.tracker.writing import WritingIds
 from tally import metrics
 from tally.db.partitions import PARTITIONED
 from tally.db.tables import run_events, runs, task_status_events, tasks, token_usage
@@ -110,12 +111,15 @@ class TrackerRepo:
         self._direct = True
         self._copy_pool: asyncpg.Pool | None = None
         self._copy_pool_lock = asyncio.Lock()
+        self._writing = WritingIds()
 
     async def _copy_connections(self) -> asyncpg.Pool:
         """The pool `copy_many` writes through, opened on first use.
 
         COPY needs asyncpg itself, and a pool of its own skips what SQLAlchemy's pool does
-        around each use (a ping before, a reset after): two round trips per batch.
+        around each use (a ping before, a reset after): two round trips per batch. Three
+        connections at most: two batches being written and a question asked after a
+        commit (`any_recorded`).
         """
         async with self._copy_pool_lock:
             if self._copy_pool is None:
@@ -123,7 +127,7 @@ class TrackerRepo:
                 self._copy_pool = await asyncpg.create_pool(
                     url.render_as_string(hide_password=False),
                     min_size=1,
-                    max_size=2,
+                    max_size=3,
                     reset=_keep_session,
                 )
             return self._copy_pool
@@ -145,9 +149,13 @@ class TrackerRepo:
         of them turns out to have no stored keys. For the high-volume tables: a plain COPY
         costs the database about half the work of staging, and Python a fraction of
         SQLAlchemy's ``executemany``.
+
+        Calls may overlap; one whose event ids (the first column) meet those of a call in
+        progress waits for it (`WritingIds`), so the check against reused ids holds.
         """
         pool = await self._copy_connections()
-        async with pool.acquire() as conn:
+        ids = (r[0] for _, _, records in batches for r in records)
+        async with self._writing.claim(ids), pool.acquire() as conn:
             if self._direct:
                 try:
                     async with conn.transaction():
