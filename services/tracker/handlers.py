@@ -96,9 +96,7 @@ def register(bus: Bus, repo: TrackerRepo, registry: ModelRegistry, *, settle_wai
             (run_events, rows.EVENT_COLUMNS, records),
             (token_usage, rows.USAGE_COLUMNS, usage),
         )
-        metrics.count_usage(
-            (dict(zip(rows.USAGE_COLUMNS, r, strict=True)) for r in stored), registry
-        )
+        metrics.count_usage(rows.usage_totals(stored), registry)
         if len(new) < len(records):  # known ids: redeliveries, or another body under an id?
             fresh = {id(r) for r in new}
             known = [e for e, r in zip(kept, records, strict=True) if id(r) not in fresh]
