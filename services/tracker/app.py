@@ -9,7 +9,7 @@ from services.tracker.repo import TrackerRepo
 from services.tracker.settings import TrackerSettings
 from tally.db import create_engine, ping
 from tally.registry import ModelRegistry
-from tally.service import ServiceKit
+from tally.service import ServiceKit, freeze_heap
 
 
 def create_app(settings: TrackerSettings | None = None) -> AsgiFastStream:
@@ -21,6 +21,7 @@ def create_app(settings: TrackerSettings | None = None) -> AsgiFastStream:
     handlers.register(
         kit.bus, repo, ModelRegistry(settings.models_path), settle_wait_s=settings.settle_wait_s
     )
+    kit.on_startup(freeze_heap)
     kit.on_shutdown(repo.close)
     kit.on_shutdown(engine.dispose)
     return kit.app()

@@ -34,6 +34,10 @@ from tally.usage import UsageError
 
 log = structlog.get_logger(__name__)
 
+#: ``run.event`` batches handled at once: one commits while the next is copied (a batch
+#: waits for one that holds any of its event ids, see `services.tracker.writing`)
+EVENT_BATCHES_AT_ONCE = 2
+
 
 def register(bus: Bus, repo: TrackerRepo, registry: ModelRegistry, *, settle_wait_s: float) -> None:
     """Subscribe the tracker's handlers on ``bus``.
@@ -66,7 +70,7 @@ def register(bus: Bus, repo: TrackerRepo, registry: ModelRegistry, *, settle_wai
     async def on_started(events: list[RunStarted]) -> None:
         await repo.insert_many((runs, [rows.run_row(e) for e in events]))
 
-    @bus.on_batch(RunEvent)
+    @bus.on_batch(RunEvent, concurrency=EVENT_BATCHES_AT_ONCE)
     async def on_events(events: list[RunEvent]) -> None:
         usage, kept = [], []
         # A call that names no model was made by its run's.
@@ -92,9 +96,7 @@ def register(bus: Bus, repo: TrackerRepo, registry: ModelRegistry, *, settle_wai
             (run_events, rows.EVENT_COLUMNS, records),
             (token_usage, rows.USAGE_COLUMNS, usage),
         )
-        metrics.count_usage(
-            (dict(zip(rows.USAGE_COLUMNS, r, strict=True)) for r in stored), registry
-        )
+        metrics.count_usage(rows.usage_totals(stored), registry)
         if len(new) < len(records):  # known ids: redeliveries, or another body under an id?
             fresh = {id(r) for r in new}
             known = [e for e, r in zip(kept, records, strict=True) if id(r) not in fresh]

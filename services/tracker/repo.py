@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.tracker import facts
 from services.tracker.totals import SubtaskMark, UsageRow
+from services.tracker.writing import WritingIds
 from tally import metrics
 from tally.db.partitions import PARTITIONED
 from tally.db.tables import run_events, runs, task_status_events, tasks, token_usage
@@ -112,25 +113,36 @@ class _ReusedId(Exception):
 
 
 #: Their primary key is ``(event_id, at)`` (partitioned by month of ``at``), so the COPY
-#: alone would store an event id reused with another timestamp: it is checked after it.
+#: alone would store an event id reused with another timestamp: it is checked. In a table
+#: already copied, such an id has two rows; in one not copied yet, any row at all.
 _REUSED = (
     'SELECT EXISTS (SELECT 1 FROM "{table}" WHERE event_id = ANY(${n}::text[]) '
     "GROUP BY event_id HAVING count(*) > 1)"
 )
+_STORED = 'SELECT EXISTS (SELECT 1 FROM "{table}" WHERE event_id = ANY(${n}::text[]))'
 
 
-async def _refuse_reused_ids(conn: Any, copied: Sequence[Records]) -> None:
-    """Raise if a copied id now has two rows in its table (the transaction is rolled back
-    and the batch goes through staging, where the stored row wins and the other is
-    reported). One round trip for all the partitioned tables of a batch."""
-    checked = [(t, r) for t, _, r in copied if r and t.name in PARTITIONED]
+async def _refuse_reused_ids(conn: Any, copied: Records, coming: Sequence[Records]) -> None:
+    """Raise if an id of the batch is stored already (the transaction is rolled back and
+    the batch goes through staging, where the stored row wins and the other is reported).
+
+    Asked between the first table's COPY (``copied``) and the others' (``coming``), in
+    one round trip for all the partitioned tables: a trigger on ``token_usage`` holds its
+    hourly rollup's rows from its COPY to the commit, and a second batch being written
+    waits for them, so nothing more than the COPY and the commit is done in that time.
+    """
+    checked = [
+        (template, t, r)
+        for template, (t, _, r) in [(_REUSED, copied), *((_STORED, c) for c in coming)]
+        if r and t.name in PARTITIONED
+    ]
     if not checked:
         return
     query = "SELECT " + " OR ".join(
-        f"({_REUSED.format(table=t.name, n=i)})" for i, (t, _) in enumerate(checked, 1)
+        f"({template.format(table=t.name, n=i)})" for i, (template, t, _) in enumerate(checked, 1)
     )
-    if await conn.fetchval(query, *([row[0] for row in r] for _, r in checked)):
-        raise _ReusedId(", ".join(t.name for t, _ in checked))
+    if await conn.fetchval(query, *([row[0] for row in r] for _, _, r in checked)):
+        raise _ReusedId(", ".join(t.name for _, t, _ in checked))
 
 
 def _stage(table: Table) -> str:
@@ -148,12 +160,15 @@ class TrackerRepo:
         self._direct = True
         self._copy_pool: asyncpg.Pool | None = None
         self._copy_pool_lock = asyncio.Lock()
+        self._writing = WritingIds()
 
     async def _copy_connections(self) -> asyncpg.Pool:
         """The pool `copy_many` writes through, opened on first use.
 
         COPY needs asyncpg itself, and a pool of its own skips what SQLAlchemy's pool does
-        around each use (a ping before, a reset after): two round trips per batch.
+        around each use (a ping before, a reset after): two round trips per batch. Three
+        connections at most: two batches being written and a question asked after a
+        commit (`any_recorded`).
         """
         async with self._copy_pool_lock:
             if self._copy_pool is None:
@@ -161,7 +176,7 @@ class TrackerRepo:
                 self._copy_pool = await asyncpg.create_pool(
                     url.render_as_string(hide_password=False),
                     min_size=1,
-                    max_size=2,
+                    max_size=3,
                     reset=_keep_session,
                 )
             return self._copy_pool
@@ -183,18 +198,23 @@ class TrackerRepo:
         of them turns out to have no stored keys. For the high-volume tables: a plain COPY
         costs the database about half the work of staging, and Python a fraction of
         SQLAlchemy's ``executemany``.
+
+        Calls may overlap; one whose event ids (the first column) meet those of a call in
+        progress waits for it (`WritingIds`), so the check against reused ids holds.
         """
         pool = await self._copy_connections()
-        async with pool.acquire() as conn:
+        ids = (r[0] for _, _, records in batches for r in records)
+        async with self._writing.claim(ids), pool.acquire() as conn:
             if self._direct:
+                present = [b for b in batches if b[2]]
                 try:
                     async with conn.transaction():
-                        for table, columns, records in batches:
-                            if records:
-                                await conn.copy_records_to_table(
-                                    table.name, records=records, columns=columns
-                                )
-                        await _refuse_reused_ids(conn, batches)
+                        for i, (table, columns, records) in enumerate(present):
+                            await conn.copy_records_to_table(
+                                table.name, records=records, columns=columns
+                            )
+                            if i == 0:
+                                await _refuse_reused_ids(conn, present[0], present[1:])
                 except (asyncpg.UniqueViolationError, _ReusedId):
                     self._direct = False
                 else:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -210,8 +211,43 @@ def usage_record(e: RunEvent, call: WorkerCall, prices: Prices) -> tuple[Any, ..
         cost,
         cost is not None,
         e.at,
-        json.dumps({"shape": usage.provider_shape, **usage.extra}),
+        _usage_metadata(usage),
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _shape_only(shape: str) -> str:
+    return json.dumps({"shape": shape})
+
+
+def _usage_metadata(usage: TokenUsage) -> str:
+    """``token_usage.metadata`` as JSON text: the payload's shape and what else it held."""
+    if not usage.extra:  # almost always: one text per shape
+        return _shape_only(usage.provider_shape)
+    return json.dumps({"shape": usage.provider_shape, **usage.extra})
+
+
+_SUMMED = tuple(USAGE_COLUMNS.index(c) for c in metrics.USAGE_KEYS[3:])
+_LABELS = tuple(USAGE_COLUMNS.index(c) for c in metrics.USAGE_KEYS[:3])
+
+
+def usage_totals(records: Iterable[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """`usage_record` values summed per model, provider and workspace, as
+    `metrics.count_usage` reads rows (``metrics.USAGE_KEYS``): its counters move by the
+    same amounts as for each row, with one row per label set instead of one per call.
+    Unknown costs (None) add nothing."""
+    sums: dict[tuple[Any, ...], list[int]] = {}
+    for r in records:
+        key = tuple(r[i] for i in _LABELS)
+        total = sums.get(key)
+        if total is None:
+            total = sums[key] = [0] * len(_SUMMED)
+        for n, i in enumerate(_SUMMED):
+            if r[i]:
+                total[n] += r[i]
+    return [
+        dict(zip(metrics.USAGE_KEYS, (*key, *total), strict=True)) for key, total in sums.items()
+    ]
 
 
 def finish_of(run: dict[str, Any]) -> RunFinished:

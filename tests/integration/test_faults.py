@@ -407,6 +407,8 @@ async def test_a_second_body_under_a_known_event_id_is_a_dead_lettered_conflict(
     assert "different body" in letter.error
     at = await h.scalar(select(run_events.c.at).where(run_events.c.event_id == first.event_id))
     assert at == first.at  # the first body stays
+    usage = await h.rows(select(token_usage.c.at).where(token_usage.c.event_id == first.event_id))
+    assert usage == [(first.at,)]  # and its tokens are counted once
 
 
 async def test_a_status_change_reusing_a_known_event_id_is_a_dead_lettered_conflict(

@@ -114,6 +114,52 @@ async def test_a_batch_holding_stored_events_is_stored_once_and_later_batches_st
         await repo.close()
 
 
+async def test_a_worker_call_id_reused_under_another_time_keeps_the_stored_rows(
+    harness: Harness, workspace: str
+) -> None:
+    h, run_id = harness, f"run-{new_id()}"
+    events = timeline(run_id, workspace, 6)  # worker calls at 1, 3 and 5
+    repo = TrackerRepo(h.engine)
+    try:
+        await repo.copy_many(*records(events[:2]))
+        # The call's id again, a minute later and with other counts, beside new events.
+        again = events[1].model_copy(update={"at": events[1].at + timedelta(minutes=1)})
+        new = await repo.copy_many(*records([again, *events[2:]]))
+        assert [sorted(r[0] for r in n) for n in new] == [
+            sorted(e.event_id for e in events[2:]),
+            sorted(e.event_id for e in events[3::2]),
+        ]
+        for table in (run_events, token_usage):
+            stored_at = await h.rows(
+                select(table.c.at).where(table.c.event_id == events[1].event_id)
+            )
+            assert stored_at == [(events[1].at,)]
+        assert await stored(h, run_id) == (6, 3, 3 * 200)
+    finally:
+        await repo.close()
+
+
+async def test_a_usage_row_stored_alone_keeps_its_time_when_its_id_comes_again(
+    harness: Harness, workspace: str
+) -> None:
+    h, run_id = harness, f"run-{new_id()}"
+    events = timeline(run_id, workspace, 4)
+    repo = TrackerRepo(h.engine)
+    try:
+        # A usage row whose event is not in run_events (say, its month was dropped there).
+        _, usage = records(events[1:2])
+        await repo.copy_many(usage)
+        again = events[1].model_copy(update={"at": events[1].at + timedelta(minutes=1)})
+        await repo.copy_many(*records([events[0], again, *events[2:]]))
+        stored_at = await h.rows(
+            select(token_usage.c.at).where(token_usage.c.event_id == events[1].event_id)
+        )
+        assert stored_at == [(events[1].at,)]
+        assert await stored(h, run_id) == (4, 2, 2 * 200)
+    finally:
+        await repo.close()
+
+
 async def consumer_of(h: Harness) -> tuple[str, str]:
     """A fresh durable pull consumer on the run events of the test's namespace."""
     stream, durable = h.catalog.stream_for(RUN_EVENT), f"test-{new_id()[:8]}"

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
 import redis
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.exc import DBAPIError
 
 from services.reporter.orphans import run_state
@@ -43,6 +45,64 @@ def test_an_iso_timestamp_is_read() -> None:
         "detail": {"kind": "phase_start", "phase": "p"},
     }
     assert RunEvent.parse(json.dumps(payload)).at == datetime(2026, 3, 2, 9, tzinfo=UTC)
+
+
+TIMESTAMP_TEXTS = [
+    "2026-03-02T09:00:00Z",
+    "2026-03-02T09:00:00.123456+02:00",
+    "2026-03-02 09:00:00",
+    "2026-03-02",
+    "2026-03-02T09:00:00+0200",
+    "1772442000",
+    " 2026-03-02T09:00:00Z",
+    "2026-13-02T09:00:00Z",
+    "yesterday",
+]
+
+
+@pytest.mark.parametrize("text", TIMESTAMP_TEXTS)
+def test_timestamp_text_reads_as_pydantic_reads_a_datetime(text: str) -> None:
+    reference = TypeAdapter(datetime)
+    payload = {"run_id": "r", "at": text, "detail": {"kind": "phase_start", "phase": "p"}}
+    try:
+        expected = reference.validate_python(text)
+    except ValidationError:
+        with pytest.raises(ValidationFailed, match=r"RunEvent\.at: "):
+            RunEvent.parse(json.dumps(payload))
+    else:
+        assert RunEvent.parse(json.dumps(payload)).at == expected
+        assert RunEvent.model_validate(payload).at == expected
+
+
+@pytest.mark.parametrize("value", [12345, 1.5e9])
+@pytest.mark.parametrize(
+    ("where", "named"),
+    [
+        ("at", "at"),
+        ("occurred_at", "occurred_at"),
+        ("detail.started_at", "detail.worker_call.started_at"),
+    ],
+)
+def test_a_number_is_refused_as_a_timestamp_from_json_and_from_python(
+    value: object, where: str, named: str
+) -> None:
+    payload: dict[str, Any] = {
+        "run_id": "r",
+        "at": "2026-03-02T09:00:00Z",
+        "detail": {"kind": "worker_call", "model": "m"},
+    }
+    target, _, key = where.rpartition(".")
+    (payload[target] if target else payload)[key] = value
+    with pytest.raises(ValidationFailed, match=rf"RunEvent\.{named}: .*ISO-8601"):
+        RunEvent.parse(json.dumps(payload))
+    with pytest.raises(ValidationError, match="ISO-8601"):
+        RunEvent.model_validate(payload)
+
+
+def test_a_boolean_is_refused_as_a_timestamp() -> None:
+    payload = {"run_id": "r", "at": True, "detail": {"kind": "phase_start", "phase": "p"}}
+    with pytest.raises(ValidationFailed, match=r"RunEvent\.at: "):
+        RunEvent.parse(json.dumps(payload))
 
 
 def test_a_nul_character_is_refused_naming_where_it_is() -> None:

@@ -196,3 +196,49 @@ async def test_reporter_requests_are_timed_by_route_template() -> None:
         assert (await client.get("/nowhere")).status_code == 404
     assert count("/runs/{run_id}", "200") == before[0] + 2
     assert count("unmatched", "404") == before[1] + 1
+
+
+def test_a_batch_counted_by_its_totals_moves_the_counters_as_row_by_row() -> None:
+    registry = ModelRegistry(CONFIG_DIR / "models.yaml")
+    calls = [
+        ("claude-sonnet-4", "anthropic", 500, 200, 2_000, 100, 12_345),
+        ("claude-sonnet-4-20250514", "anthropic", 7, 0, 0, 0, 3),
+        ("my-private-llm-7b", "made-up-co", 40, 2, 0, 0, None),
+        ("gpt-5", "openai", 1_000, 50, 300, 0, 2_000),
+        ("gpt-5", "openai", 10, 5, 0, 0, None),
+        (None, None, 0, 1, 0, 0, None),
+    ]
+
+    def record(ws: str, call: tuple[Any, ...]) -> tuple[Any, ...]:
+        model, provider, inp, out, read, write, cost = call
+        values = dict.fromkeys(rows.USAGE_COLUMNS) | {
+            "workspace": ws,
+            "model": model,
+            "provider": provider,
+            "input_tokens": inp,
+            "output_tokens": out,
+            "cache_read_tokens": read,
+            "cache_write_tokens": write,
+            "cost_micros": cost,
+        }
+        return tuple(values[c] for c in rows.USAGE_COLUMNS)
+
+    one_by_one, summed = "metrics-rows", "metrics-totals"
+    metrics.count_usage(
+        [dict(zip(rows.USAGE_COLUMNS, record(one_by_one, c), strict=True)) for c in calls],
+        registry,
+    )
+    metrics.count_usage(rows.usage_totals([record(summed, c) for c in calls]), registry)
+
+    def series(ws: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {
+            (
+                s.name,
+                tuple(sorted((k, v) for k, v in s.labels.items() if k != "workspace")),
+            ): s.value
+            for f in metrics.registry_for("tracker").collect()
+            for s in f.samples
+            if s.labels.get("workspace") == ws and not s.name.endswith("_created")
+        }
+
+    assert series(summed) == series(one_by_one) != {}
