@@ -24,7 +24,7 @@ rollup (a row per hour of the run) instead of from every partition of ``token_us
 The upgrade fills ``run_months`` from the rows already stored.
 
 Revision ID: 0016_run_reads
-Revises: 0014_console
+Revises: 0015_usage_daily
 """
 
 from collections.abc import Sequence
@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0016_run_reads"
-down_revision: str | None = "0014_console"
+down_revision: str | None = "0015_usage_daily"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

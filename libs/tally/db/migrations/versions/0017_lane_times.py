@@ -21,7 +21,7 @@ in several statements of one transaction should take its tasks' turns first, as 
 tracker does (else two such writers can deadlock, and Postgres cancels one).
 
 Revision ID: 0017_lane_times
-Revises: 0014_console
+Revises: 0016_run_reads
 """
 
 from collections.abc import Sequence
@@ -31,7 +31,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0017_lane_times"
-down_revision: str | None = "0014_console"
+down_revision: str | None = "0016_run_reads"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
