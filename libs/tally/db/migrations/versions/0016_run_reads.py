@@ -18,8 +18,9 @@ changes no run's first or last month. Almost every write finds its pairs there a
 and adds nothing. Deleting rows (or dropping a partition) leaves the months wider than
 needed, never narrower.
 
-``ix_token_usage_hourly_run_id`` lets ``GET /runs`` sum each listed run's calls from the
-rollup (a row per hour of the run) instead of from every partition of ``token_usage``.
+``ix_token_usage_hourly_run_id`` (made by ``0015_usage_daily``) lets ``GET /runs`` sum
+each listed run's calls from the rollup (a row per hour of the run) instead of from every
+partition of ``token_usage``.
 
 The upgrade fills ``run_months`` from the rows already stored.
 
@@ -89,11 +90,9 @@ def upgrade() -> None:
         + " UNION ".join(f"SELECT DISTINCT run_id, {MONTH} FROM {table}" for table in TABLES)
     )
     op.create_index("ix_run_months_run_id_month", "run_months", ["run_id", "month"])
-    op.create_index("ix_token_usage_hourly_run_id", "token_usage_hourly", ["run_id"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_token_usage_hourly_run_id", table_name="token_usage_hourly")
     for table in TABLES:
         for event in TRIGGERS:
             op.execute(f"DROP TRIGGER {table}_months_{event} ON {table}")
