@@ -239,10 +239,16 @@ class TrackerRepo:
             return stored
 
     async def insert_many(self, *batches: tuple[Any, Sequence[dict[str, Any]]]) -> None:
-        """Insert several tables' rows in one transaction."""
+        """Insert several tables' rows in one transaction, one statement per table: the
+        triggers on ``runs`` then take their runs' locks once, in order (a statement per
+        row would take them in the batch's order and could deadlock with a writer of the
+        same runs' calls)."""
         async with self.engine.begin() as conn:
             for table, rows in batches:
-                await insert_ignore(conn, table, rows)
+                if rows:
+                    stmt = insert(table).values(list(rows)).on_conflict_do_nothing()
+                    count = max((await conn.execute(stmt)).rowcount, 0)
+                    metrics.ROWS_WRITTEN.labels(table.name).inc(count)
 
     async def differing_events(self, events: Sequence[tuple[Any, ...]]) -> set[int]:
         """Positions of ``run_events`` records (``EVENT_COLUMNS`` order, detail as JSON

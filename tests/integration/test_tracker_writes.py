@@ -294,7 +294,9 @@ async def test_a_batch_outlives_a_database_outage_longer_than_its_retries(
     finally:
         await consumer.stop()
     assert letters == []
-    assert sorted(i for batch in calls for i in batch) == sorted(e.event_id for e in events)
+    # Every event reached the handler (at least once: a delivery held past ack_wait on a
+    # loaded machine comes again, and the tracker's writes are idempotent).
+    assert {i for batch in calls for i in batch} == {e.event_id for e in events}
 
 
 async def _acked(h: Harness, consumer: BatchConsumer[Any]) -> bool:
