@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Subquery, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.reporter.usage import COUNTERS, attributed_since, usage_since, without_workers
+from services.reporter.usage import COUNTERS, attributed_since, usage_since
 from tally.db.tables import run_events, runs, token_usage
 from tally.money import micros_to_usd
 
@@ -130,7 +130,6 @@ class ReportRepo:
             .limit(limit)
         )
         async with self.engine.connect() as conn:
-            await without_workers(conn)
             rows = (await conn.execute(stmt)).all()
         report = [
             {
