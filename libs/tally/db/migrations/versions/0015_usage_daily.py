@@ -58,7 +58,6 @@ RAW = {
 }
 HOURLY = {c: f"sum(s * {c})" for c in RAW}
 DAY = "date_bin('1 day', {at}, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
-#: The lock of a run id and of an assignment id (one key space, taken in key order).
 #: Advisory locks are taken per slot of a run or assignment id's hash, not per id: a bulk
 #: write (a restore, a COPY of a year of calls) takes at most ``LOCK_SLOTS`` of each, where
 #: a lock per run would fill Postgres's shared lock table (a few thousand entries for all
