@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.reporter.auth import ReportsRead
 from services.reporter.params import Params, Since, Workspace, window_start
-from services.reporter.usage import attributed_since, without_workers
+from services.reporter.usage import attributed_since
 from tally.db.tables import (
     assigner_tasks,
     assignments,
@@ -187,7 +187,6 @@ async def dashboard(
         )
     ]
     async with engine.connect() as conn:
-        await without_workers(conn)
         created = await conn.scalar(
             select(func.count()).where(scoped(tasks.c.workspace, tasks.c.created_at >= since))
         )

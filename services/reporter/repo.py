@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Subquery, Table, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.reporter.usage import COUNTERS, attributed_since, usage_since, without_workers
+from services.reporter.usage import COUNTERS, attributed_since, usage_since
 from tally.db.partitions import add_months
 from tally.db.tables import run_events, run_months, runs, token_usage
 from tally.money import micros_to_usd
@@ -160,7 +160,6 @@ class ReportRepo:
             .limit(limit)
         )
         async with self.engine.connect() as conn:
-            await without_workers(conn)
             rows = (await conn.execute(stmt)).all()
         report = [
             {

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.reporter.auth import ReportsRead
 from services.reporter.errors import bad_parameter
 from services.reporter.params import Params, Since, Workspace, window_start
-from services.reporter.usage import attributed_since, usage_since, without_workers
+from services.reporter.usage import attributed_since, usage_since
 from tally.db.tables import assignments, runs, tasks
 from tally.moneyview import Micros
 
@@ -150,7 +150,6 @@ async def series(
         .order_by(func.count().desc(), assignments.c.model)
     )
     async with engine.connect() as conn:
-        await without_workers(conn)
         used = {r.start: r for r in (await conn.execute(used_stmt)).all()}
         done = {r.start: r for r in (await conn.execute(runs_stmt)).all()}
         subs = (await conn.execute(subs_stmt)).all()

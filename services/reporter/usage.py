@@ -18,18 +18,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import (
-    ColumnElement,
-    Integer,
-    Subquery,
-    cast,
-    func,
-    literal,
-    select,
-    text,
-    union_all,
-)
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import ColumnElement, Integer, Subquery, cast, func, literal, select, union_all
 
 from tally.db.tables import assignments, runs, token_usage, token_usage_daily, token_usage_hourly
 
@@ -54,6 +43,17 @@ def next_hour(at: datetime) -> datetime:
     at = at.astimezone(UTC)
     start = at.replace(minute=0, second=0, microsecond=0)
     return start if start == at else start + timedelta(hours=1)
+
+
+def serial_plan() -> ColumnElement[bool]:
+    """Always true; a query holding it is planned without parallel workers.
+
+    A window's rollup rows are a few thousand: Postgres still planned some over two
+    workers, whose start (milliseconds, more on a busy machine) cost more than the whole
+    read. ``tally_serial_plan()`` is parallel unsafe (migration ``0015_usage_daily``):
+    unlike a ``SET LOCAL``, it costs no round trip.
+    """
+    return func.tally_serial_plan().is_(True)
 
 
 def next_day(at: datetime) -> datetime:
@@ -96,7 +96,7 @@ def usage_since(
     hours = select(
         *(token_usage_hourly.c[k] for k in (*KEYS, *COUNTERS)),
         token_usage_hourly.c.hour.label("at"),
-    ).where(token_usage_hourly.c.hour >= whole)
+    ).where(token_usage_hourly.c.hour >= whole, serial_plan())
     if until is not None:
         hours = hours.where(token_usage_hourly.c.hour < until)
     if workspace:
@@ -137,18 +137,8 @@ def attributed_since(since: datetime, workspace: str | None = None) -> Subquery:
     )
     d = token_usage_daily.c
     days = select(*(d[k] for k in (*ATTRIBUTES, *COUNTERS)), d.day.label("at")).where(
-        d.day >= first_day
+        d.day >= first_day, serial_plan()
     )
     if workspace:
         days = days.where(d.workspace == workspace)
     return union_all(joined, days).subquery("usage")
-
-
-async def without_workers(conn: AsyncConnection) -> None:
-    """Plan the rest of ``conn``'s transaction without parallel workers.
-
-    A window's rollup rows are a few thousand: Postgres may still plan them over two
-    workers, whose start (milliseconds, more on a busy machine) costs more than the
-    whole read.
-    """
-    await conn.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))

@@ -58,7 +58,6 @@ RAW = {
 }
 HOURLY = {c: f"sum(s * {c})" for c in RAW}
 DAY = "date_bin('1 day', {at}, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
-#: The lock of a run id and of an assignment id (one key space, taken in key order).
 #: Advisory locks are taken per slot of a run or assignment id's hash, not per id: a bulk
 #: write (a restore, a COPY of a year of calls) takes at most ``LOCK_SLOTS`` of each, where
 #: a lock per run would fill Postgres's shared lock table (a few thousand entries for all
@@ -271,6 +270,16 @@ SPECS = {
     "delete": "DELETE ON {t} REFERENCING OLD TABLE AS old_rows",
 }
 
+#: A condition that is always true and keeps its query off parallel workers (a parallel
+#: unsafe function anywhere in a query makes Postgres plan all of it serially). The
+#: reporter's rollup reads add it: a window's rollup rows are a few thousand, and two
+#: workers took longer to start (milliseconds, more on a busy machine) than the read;
+#: a ``SET LOCAL`` instead costs a round trip per read.
+SERIAL_PLAN = """
+CREATE FUNCTION tally_serial_plan() RETURNS boolean
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE AS $$ BEGIN RETURN true; END $$;
+"""
+
 BACKFILL = _upsert(
     f"SELECT {DAY.format(at='h.hour')}, h.workspace, r.agent_id, a.subscription, "
     "coalesce(h.command, r.command), h.model, h.provider, "
@@ -306,6 +315,7 @@ def upgrade() -> None:
     # A run's hourly rows (moved when its attributes change); the runs of an assignment.
     op.create_index("ix_token_usage_hourly_run_id", "token_usage_hourly", ["run_id"])
     op.create_index("ix_runs_assignment_id", "runs", ["assignment_id"])
+    op.execute(SERIAL_PLAN)
     for table, function in TRIGGERED.items():
         op.execute(
             {
@@ -329,6 +339,7 @@ def downgrade() -> None:
         for event in SPECS:
             op.execute(f"DROP TRIGGER {table}_daily_{event} ON {table}")
         op.execute(f"DROP FUNCTION {function}()")
+    op.execute("DROP FUNCTION tally_serial_plan()")
     op.drop_index("ix_runs_assignment_id", table_name="runs")
     op.drop_index("ix_token_usage_hourly_run_id", table_name="token_usage_hourly")
     op.drop_table("token_usage_daily")
