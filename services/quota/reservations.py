@@ -358,9 +358,12 @@ class QuotaStore:
         loaded, a round trip of its own; it is loaded only if the server says it is not).
         """
         answers = await self._evalsha_all(asks)
-        if any(isinstance(a, NoScriptError) for a in answers):
+        missing = [i for i, a in enumerate(answers) if isinstance(a, NoScriptError)]
+        if missing:
             await self._redis.script_load(self._claim_reserve.script)
-            answers = await self._evalsha_all(asks)
+            again = await self._evalsha_all([asks[i] for i in missing])
+            for i, answer in zip(missing, again, strict=True):
+                answers[i] = answer
         results: list[ReserveResult] = []
         for ask, raw in zip(asks, answers, strict=True):
             if isinstance(raw, Exception):

@@ -201,6 +201,21 @@ async def test_a_batch_of_reservations_is_one_round_trip_to_redis(
     assert len(sent) == 1  # one reservation alone: one round trip too
 
 
+async def test_a_batch_loads_its_script_when_the_server_does_not_have_it(
+    make_store, redis: Redis
+) -> None:
+    # A server that restarted (or flushed its scripts) answers NOSCRIPT: the batch loads
+    # the script and is answered as if it had been there.
+    store = make_store(sub(day={"tokens": 100}))
+    script = store._claim_reserve.script
+    store._claim_reserve = redis.register_script(f"{script}\n-- {uuid.uuid4().hex}")
+    results = await store.reserve_many(
+        [store.prepare("team", 40, 0, f"r{i}", 60) for i in range(3)]
+    )
+    assert [r.ok for r in results] == [True, True, False]
+    assert (await store.usage("team")).day.reserved_tokens == 80
+
+
 async def test_settle_replaces_the_reservation_with_actual_usage(make_store) -> None:
     store = make_store(sub(day={"tokens": 10_000, "usd": 10}))
     await store.reserve("team", 5_000, 2.0, reservation_id="a", ttl_s=60)
