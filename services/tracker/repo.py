@@ -232,9 +232,17 @@ class TrackerRepo:
             )
             stored: list[Sequence[tuple[Any, ...]]] = []
             async with conn.transaction():
-                for table, columns, records in batches:
+                # An id the first table had already (a redelivery, or another event under
+                # that id: a conflict) adds no row to the others: a worker call whose id
+                # is stored as another event must not count its tokens.
+                refused: set[Any] = set()
+                for i, (table, columns, records) in enumerate(batches):
+                    if refused:
+                        records = [r for r in records if r[0] not in refused]
                     stored.append(await copy_ignore(conn, table, columns, records))
                     metrics.ROWS_WRITTEN.labels(table.name).inc(len(stored[-1]))
+                    if i == 0:
+                        refused = {r[0] for r in records} - {r[0] for r in stored[-1]}
             self._direct = sum(map(len, stored)) == sum(len(r) for _, _, r in batches)
             return stored
 

@@ -139,6 +139,29 @@ async def test_a_worker_call_id_reused_under_another_time_keeps_the_stored_rows(
         await repo.close()
 
 
+async def test_a_worker_call_reusing_the_id_of_another_stored_event_adds_no_tokens(
+    harness: Harness, workspace: str
+) -> None:
+    """The stored event keeps its id (the call is a conflict, dead-lettered by the
+    handler): its usage row must not be stored either, or its tokens would count."""
+    h, run_id = harness, f"run-{new_id()}"
+    events = timeline(run_id, workspace, 4)  # worker calls at 1 and 3
+    repo = TrackerRepo(h.engine)
+    try:
+        await repo.copy_many(*records(events[:1]))  # a phase start, stored
+        call = events[1].model_copy(
+            update={"event_id": events[0].event_id, "at": events[1].at + timedelta(minutes=1)}
+        )
+        new = await repo.copy_many(*records([call, *events[2:]]))
+        assert [sorted(r[0] for r in n) for n in new] == [
+            sorted(e.event_id for e in events[2:]),
+            [events[3].event_id],
+        ]
+        assert await stored(h, run_id) == (3, 1, 200)
+    finally:
+        await repo.close()
+
+
 async def test_a_usage_row_stored_alone_keeps_its_time_when_its_id_comes_again(
     harness: Harness, workspace: str
 ) -> None:
