@@ -224,13 +224,12 @@ DELTA = f"""
         SELECT * FROM delta WHERE exits <> 0 OR came IS DISTINCT FROM gone
     )"""
 
-APPLY = f"""
-CREATE FUNCTION task_lanes_apply() RETURNS trigger LANGUAGE plpgsql
--- A statement's tasks are a few of many: their rows are read through their indexes (the
--- plans are generic, made without knowing how many tasks the array holds).
-SET enable_seqscan = off AS $$
+
+def _refresh(name: str, setting: str) -> str:
+    """A function applying a statement's tasks to the kept rows (the caller holds them)."""
+    return f"""
+CREATE FUNCTION {name}(ids text[]) RETURNS void LANGUAGE plpgsql {setting} AS $$
 DECLARE
-    ids text[];
     gone_days timestamptz[];
     gone_spaces text[];
     gone_buckets text[];
@@ -238,6 +237,65 @@ DECLARE
     left_days timestamptz[];
     left_spaces text[];
     left_lanes text[];
+BEGIN
+    -- Read committed: each statement from here sees what was committed up to its start,
+    -- including the moves of any writer that held these tasks before us. What these
+    -- tasks' rows were, for the day totals they leave:
+    SELECT array_agg({DAY.format(t="left_at")}), array_agg(workspace), array_agg(bucket),
+           array_agg(hours)
+    INTO gone_days, gone_spaces, gone_buckets, gone_hours
+    FROM task_lane_times WHERE task_id = ANY(ids);
+    SELECT array_agg({DAY.format(t="at")}), array_agg(workspace), array_agg(lane)
+    INTO left_days, left_spaces, left_lanes
+    FROM task_lane_exits WHERE task_id = ANY(ids);
+    PERFORM task_lanes_rebuild(ids);
+    -- The day totals take the difference: first what left each changed day (every one
+    -- of them, in key order: concurrent writers lock them in the same order), then what
+    -- came. The upserts work on the latest committed totals, so writers of other tasks
+    -- on the same days add up.
+    WITH {DELTA.strip()}
+    INSERT INTO task_lane_days AS d ({KEY}, exits, hours)
+    -- (a new row's ``gone`` is empty: only a stored row's hours can leave)
+    SELECT {KEY}, exits, gone FROM changed ORDER BY {KEY}
+    ON CONFLICT ({KEY}) DO UPDATE SET
+        exits = d.exits + excluded.exits,
+        hours = (SELECT coalesce(array_agg(h ORDER BY h), '{{}}') FROM (
+            SELECT unnest(d.hours) EXCEPT ALL SELECT unnest(excluded.hours)
+        ) left_over(h));
+    WITH {DELTA.strip()}
+    UPDATE task_lane_days d SET hours = (
+        SELECT array_agg(h ORDER BY h) FROM (
+            SELECT unnest(d.hours) UNION ALL SELECT unnest(c.came)
+        ) merged(h))
+    FROM changed c
+    WHERE (c.day, c.workspace, c.bucket) = (d.day, d.workspace, d.bucket)
+          AND cardinality(c.came) > 0;
+    -- a day and lane left with nothing has no row (as a rebuild from scratch leaves it)
+    DELETE FROM task_lane_days d USING (
+        SELECT * FROM unnest(gone_days, gone_spaces, gone_buckets) AS g(day, workspace, bucket)
+        UNION
+        SELECT * FROM unnest(left_days, left_spaces, left_lanes) AS x(day, workspace, bucket)
+    ) g
+    WHERE (g.day, g.workspace, g.bucket) = (d.day, d.workspace, d.bucket)
+          AND d.exits = 0 AND d.hours = '{{}}';
+END
+$$;
+"""
+
+
+#: Two copies of one body: plpgsql keeps each function's plans, made once per session
+#: without knowing how many tasks ``ids`` holds. A statement's few tasks are read through
+#: their indexes; a bulk load's many are joined by hashing (a COPY into tables without
+#: statistics yet got nested loops: 80,000 moves took 89 s instead of 7).
+REFRESH = (
+    _refresh("task_lanes_refresh_few", "SET enable_seqscan = off"),
+    _refresh("task_lanes_refresh_many", "SET enable_nestloop = off"),
+)
+
+APPLY = f"""
+CREATE FUNCTION task_lanes_apply() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    ids text[];
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
         TRUNCATE task_lane_days, task_lane_times, task_lane_exits, task_lanes;
@@ -256,53 +314,14 @@ BEGIN
     END IF;
     IF cardinality(ids) > {BULK} THEN
         LOCK TABLE task_lanes IN SHARE ROW EXCLUSIVE MODE;
+        PERFORM task_lanes_refresh_many(ids);
     ELSE
         PERFORM pg_advisory_xact_lock(hashtextextended(id, 1130))
         FROM (SELECT id FROM unnest(ids) AS id ORDER BY id) ordered;
-        -- wait for a bulk writer holding the table, so the rebuild below sees its moves
+        -- wait for a bulk writer holding the table, so the rebuild sees its moves
         LOCK TABLE task_lanes IN ROW EXCLUSIVE MODE;
+        PERFORM task_lanes_refresh_few(ids);
     END IF;
-    -- Read committed: each statement from here sees what was committed up to its start,
-    -- including the moves of any writer that held these tasks before us. What these
-    -- tasks' rows were, for the day totals they leave:
-    SELECT array_agg({DAY.format(t="left_at")}), array_agg(workspace), array_agg(bucket),
-           array_agg(hours)
-    INTO gone_days, gone_spaces, gone_buckets, gone_hours
-    FROM task_lane_times WHERE task_id = ANY(ids);
-    SELECT array_agg({DAY.format(t="at")}), array_agg(workspace), array_agg(lane)
-    INTO left_days, left_spaces, left_lanes
-    FROM task_lane_exits WHERE task_id = ANY(ids);
-    PERFORM task_lanes_rebuild(ids);
-    -- The day totals take the difference: first what left each changed day (every one
-    -- of them, in key order: concurrent writers lock them in the same order), then what
-    -- came. The upserts work on the latest committed totals, so writers of other tasks
-    -- on the same days add up.
-    WITH {DELTA.strip()}
-    INSERT INTO task_lane_days AS d ({KEY}, exits, hours)
-    SELECT {KEY}, exits, '{{}}' FROM changed ORDER BY {KEY}
-    ON CONFLICT ({KEY}) DO UPDATE SET
-        exits = d.exits + excluded.exits,
-        hours = (SELECT coalesce(array_agg(h ORDER BY h), '{{}}') FROM (
-            SELECT unnest(d.hours) EXCEPT ALL
-            SELECT unnest(c.gone) FROM changed c
-            WHERE (c.day, c.workspace, c.bucket) = (d.day, d.workspace, d.bucket)
-        ) left_over(h));
-    WITH {DELTA.strip()}
-    UPDATE task_lane_days d SET hours = (
-        SELECT array_agg(h ORDER BY h) FROM (
-            SELECT unnest(d.hours) UNION ALL SELECT unnest(c.came)
-        ) merged(h))
-    FROM changed c
-    WHERE (c.day, c.workspace, c.bucket) = (d.day, d.workspace, d.bucket)
-          AND cardinality(c.came) > 0;
-    -- a day and lane left with nothing has no row (as a rebuild from scratch leaves it)
-    DELETE FROM task_lane_days d USING (
-        SELECT * FROM unnest(gone_days, gone_spaces, gone_buckets) AS g(day, workspace, bucket)
-        UNION
-        SELECT * FROM unnest(left_days, left_spaces, left_lanes) AS x(day, workspace, bucket)
-    ) g
-    WHERE (g.day, g.workspace, g.bucket) = (d.day, d.workspace, d.bucket)
-          AND d.exits = 0 AND d.hours = '{{}}';
     RETURN NULL;
 END
 $$;
@@ -409,6 +428,8 @@ def upgrade() -> None:
         )
     op.execute(REBUILD)
     op.execute(REBUILD_DAYS)
+    for refresh in REFRESH:
+        op.execute(refresh)
     op.execute(APPLY)
     # Writers wait for the backfill; the moves already stored are rebuilt in one pass.
     op.execute("LOCK TABLE task_status_events IN SHARE MODE")
@@ -434,6 +455,8 @@ def downgrade() -> None:
     for event in (*TRIGGERS, "truncate"):
         op.execute(f"DROP TRIGGER task_lanes_{event} ON task_status_events")
     op.execute("DROP FUNCTION task_lanes_apply()")
+    op.execute("DROP FUNCTION task_lanes_refresh_few(text[])")
+    op.execute("DROP FUNCTION task_lanes_refresh_many(text[])")
     op.execute("DROP FUNCTION task_lane_days_rebuild(timestamptz[], text[])")
     op.execute("DROP FUNCTION task_lanes_rebuild(text[])")
     for table in ("task_lane_days", "task_lane_exits", "task_lane_times", "task_lanes"):
