@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import nats
 import pytest
@@ -23,6 +25,8 @@ from tally.subjects import Catalog
 from tests.cluster.servers import NatsCluster, nats_cluster
 
 pytestmark = pytest.mark.cluster
+
+T = TypeVar("T")
 
 EVENTS = 20_000
 #: Publishes awaiting their acknowledgement at once.
@@ -42,15 +46,7 @@ async def _connect(cluster: NatsCluster) -> NATS:
 
 async def _provision(nc: NATS, catalog: Catalog) -> None:
     """Provision R3 streams once the cluster has elected its JetStream meta leader."""
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            await provision_streams(nc, catalog, replicas=3)
-            return
-        except (NatsError, JetStreamError, TimeoutError):
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.25)
+    await _retried(lambda: provision_streams(nc, catalog, replicas=3), within_s=60)
 
 
 async def _publish(nc: NATS, subject: str, event: RunEvent, stream: str) -> None:
@@ -72,18 +68,35 @@ async def _publish(nc: NATS, subject: str, event: RunEvent, stream: str) -> None
             await asyncio.sleep(0.1)
 
 
+async def _retried(call: Callable[[], Awaitable[T]], within_s: float = PUBLISH_DEADLINE_S) -> T:
+    """``call()``, asked again while the cluster is still settling (electing its leaders
+    at start, or a new stream leader after the kill while the client reconnects away from
+    the dead node): an API request in flight then times out without saying anything of
+    what is stored."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            return await call()
+        except (NatsError, JetStreamError, TimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.25)
+
+
 async def _stored_ids(nc: NATS, stream: str, subject: str) -> list[str]:
     """Every stored message's ``Nats-Msg-Id``, read back through a fresh consumer."""
     js = nc.jetstream(timeout=10.0)
-    sub = await js.pull_subscribe(
-        subject,
-        stream=stream,
-        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, max_ack_pending=-1),
+    sub = await _retried(
+        lambda: js.pull_subscribe(
+            subject,
+            stream=stream,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, max_ack_pending=-1),
+        )
     )
     ids: list[str] = []
-    total = (await js.stream_info(stream)).state.messages
+    total = (await _retried(lambda: js.stream_info(stream))).state.messages
     while len(ids) < total:
-        for msg in await sub.fetch(1000, timeout=10.0):
+        for msg in await _retried(lambda: sub.fetch(1000, timeout=10.0)):
             ids.append((msg.headers or {})["Nats-Msg-Id"])
             await msg.ack()
     await sub.unsubscribe()
@@ -125,7 +138,7 @@ async def test_r3_streams_store_every_event_once_while_a_node_is_killed(tmp_path
             assert victim.process.returncode is not None  # it really died mid-way
 
             js = nc.jetstream(timeout=10.0)
-            new_info = await js.stream_info(stream)
+            new_info = await _retried(lambda: js.stream_info(stream))
             assert new_info.cluster is not None and new_info.cluster.leader != leader
             assert new_info.state.messages == EVENTS
             ids = await _stored_ids(nc, stream, subject)
